@@ -1,0 +1,35 @@
+# s2teardown — every target sets itself up: it creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-deep lint bench clean venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/s2teardown estimate --vm 64G --machine d05.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-deep: $(STAMP)
+	S2T_DEEP=1 $(PY) -m pytest -m "deep or not deep"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check s2teardown tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,55 @@
+"""What a kernel variant does on one kind of invocation (teardown, unmap, clear).
+
+A variant (configs/variants.yaml, loaded by `variants.py`) holds one `Behaviour` per invocation
+kind.  The fields are the strategies of DOMAIN.md §5; every count the model makes is gated by
+exactly these fields plus the machine's features.  Pure data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Final
+
+#: Allowed values of each field (the variant schema uses this table, so schema and model agree).
+CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    # Cache maintenance of unmapped leaves: v5.5 cleans every non-device leaf
+    # (kvm_flush_dcache_pte/pmd/pud); P3+flag / P5 / P7 elide it.  FWB hardware always elides it.
+    "cmo": ("per_leaf", "none"),
+    # TLB invalidation of a cleared leaf: one kvm_tlb_flush_vmid_ipa per leaf (v5.5), the same
+    # with a level hint (v5.10+, same instructions), a deferred range flush per walk chunk
+    # (v6.6 with TLBIRANGE and FWB), or none (P5 teardown, v5.10 destroy).
+    "leaf_tlbi": ("per_entry", "per_entry_level", "range", "none"),
+    # TLB invalidation when a table the range emptied is unhooked from its parent.
+    "table_tlbi": ("per_entry", "deferred", "none"),
+    # One VMID-wide flush (kvm_flush_remote_tlbs) after the walk (P5), or nothing.
+    "final_flush": ("none", "vmall"),
+    # Where the walk offers to reschedule: after each entry-level entry (v5.5
+    # unmap_stage2_range), after each largest-block chunk (v6.1 stage2_apply_range), after each
+    # 1 GiB chunk (v6.19 destroy), or never (v5.10 destroy walk).
+    "resched": ("top_level", "largest_block", "1g", "none"),
+    # Whether resched points are taken always (v5.5..v5.8) or only if the notifier may block (v5.9+).
+    "resched_when": ("always", "blockable"),
+    # Whether the walk holds mmu_lock (v5.10's destroy walk runs unlocked on a detached table).
+    "lock": ("held", "unlocked"),
+}
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    cmo: str = "per_leaf"
+    leaf_tlbi: str = "per_entry"
+    table_tlbi: str = "per_entry"
+    final_flush: str = "none"
+    resched: str = "top_level"
+    resched_when: str = "always"
+    lock: str = "held"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value not in CHOICES[f.name]:
+                raise ValueError(f"{f.name}: expected one of {CHOICES[f.name]}, got {value!r}")
+
+
+#: v5.5 stock behaviour on every invocation kind.
+STOCK: Final[Behaviour] = Behaviour()

@@ -1,0 +1,414 @@
+"""Exact kernel-event counts of a Stage-2 unmap, in closed form, vectorised over scenarios.
+
+The model (docs/model.md derives each line from Linux v5.5 ``virt/kvm/arm/mmu.c``):
+
+* An event is a sequence of *passes*, each one call of ``unmap_stage2_range(addr, end)``:
+  a teardown pass covers the whole IPA space; an unmap/clear notifier call makes one pass per
+  memslot the range intersects (``handle_hva_to_gpa``).  Passes run in order and the table state
+  carries from one to the next.
+* Leaves: a pass removes every still-mapped leaf that *intersects* its range (a partly covered
+  block is cleared whole).  Per extent, the leaves removed by pass ``j`` are
+  ``|C_j| - |C_{j-1}|`` where ``C_j`` is the union, in leaf units, of passes ``0..j`` clipped to
+  the extent and rounded outward to leaves.
+* Tables: a table page at level ``k`` (spanning ``T = span(k-1)``) exists while at least one leaf
+  under it survives; the page is freed by the pass that removes its last leaf
+  (``kvm_pte_table_empty`` / ``stage2_pmd_table_empty`` / ``stage2_pud_table_empty`` after the
+  loop).  So ``freed_j = |S_{j-1}| - |S_j|``, with ``S_j`` the set of T-slots holding a surviving
+  leaf (only leaves smaller than ``T`` can sit in a table at level ``k``).
+* Walk: the pass loads every entry-level entry it spans, and at level ``k >= 1`` every entry in
+  its range whose table exists when the pass starts: ``|X| + |S| - |X ∪ S|`` in level-``k``
+  entries, where ``X`` is the pass range rounded outward.
+* Resched points: ``cond_resched_lock`` after every chunk but the last of each pass.
+
+All of these are unions of intervals (`intervals.py`): integer numpy arithmetic, no loop over
+pages or tables.  The longest stretch between resched points needs each chunk's counts; that
+uses the same functions with a chunk axis (`segments`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .behaviour import Behaviour
+from .geometry import Geometry
+from .intervals import (
+    I64,
+    ceil_div,
+    complement_within,
+    concat_last,
+    floor_div,
+    to_units,
+    union_length,
+)
+from .layout import TEARDOWN, UNMAP, Invocation, Layout
+from .ops import EVENT_INDEX, EVENTS
+
+N_EVENTS = len(EVENTS)
+ONE_GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Batch:
+    """S scenarios sharing one geometry and one shape of event (the same invocation kinds).
+
+    Extents are padded with ``leaf == 0``; an invocation absent from a scenario has
+    ``inv_present == False`` and empty passes.
+    """
+
+    geometry: Geometry
+    ext_lo: I64  # (S, E)
+    ext_hi: I64  # (S, E)
+    ext_leaf: I64  # (S, E), 0 = padding
+    ext_dev: npt.NDArray[np.bool_]  # (S, E)
+    n_memslots: I64  # (S,)
+    inv_kind: tuple[str, ...]  # (I,)
+    inv_blockable: tuple[bool, ...]  # (I,)
+    inv_present: npt.NDArray[np.bool_]  # (S, I)
+    pass_lo: I64  # (S, J)
+    pass_hi: I64  # (S, J)
+    pass_inv: tuple[int, ...]  # (J,) invocation index of each pass
+    pass_slot: tuple[int, ...]  # (J,) memslot index (-1 for a teardown pass)
+
+    @property
+    def size(self) -> int:
+        return int(self.ext_lo.shape[0])
+
+
+def batch_from_layout(layout: Layout, event: Sequence[Invocation]) -> Batch:
+    """A batch of one scenario from an explicit layout and event."""
+    g = layout.geometry
+    ext = layout.extents
+    e_lo = np.array([[e.lo for e in ext]], dtype=np.int64).reshape(1, len(ext))
+    e_hi = np.array([[e.hi for e in ext]], dtype=np.int64).reshape(1, len(ext))
+    e_leaf = np.array([[e.leaf for e in ext]], dtype=np.int64).reshape(1, len(ext))
+    e_dev = np.array([[e.device for e in ext]], dtype=bool).reshape(1, len(ext))
+    p_lo: list[int] = []
+    p_hi: list[int] = []
+    p_inv: list[int] = []
+    p_slot: list[int] = []
+    for i, inv in enumerate(event):
+        if inv.kind == TEARDOWN:
+            p_lo.append(0)
+            p_hi.append(g.ipa_size)
+            p_inv.append(i)
+            p_slot.append(-1)
+            continue
+        for m, s in enumerate(layout.memslots):
+            p_lo.append(max(inv.lo, s.lo))
+            p_hi.append(min(inv.hi, s.hi))
+            p_inv.append(i)
+            p_slot.append(m)
+    return Batch(
+        geometry=g,
+        ext_lo=e_lo,
+        ext_hi=e_hi,
+        ext_leaf=e_leaf,
+        ext_dev=e_dev,
+        n_memslots=np.array([len(layout.memslots)], dtype=np.int64),
+        inv_kind=tuple(inv.kind for inv in event),
+        inv_blockable=tuple(inv.blockable for inv in event),
+        inv_present=np.ones((1, len(event)), dtype=bool),
+        pass_lo=np.array([p_lo], dtype=np.int64).reshape(1, len(p_lo)),
+        pass_hi=np.array([p_hi], dtype=np.int64).reshape(1, len(p_hi)),
+        pass_inv=tuple(p_inv),
+        pass_slot=tuple(p_slot),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Structural quantities of one pass given the state before it
+
+
+@dataclass(frozen=True)
+class PassQuantities:
+    """What one pass (or one chunk of a pass) does; arrays have the batch shape."""
+
+    pte: I64  # non-device PTEs cleared
+    pte_dev: I64  # device PTEs cleared
+    pmd: I64  # PMD blocks cleared
+    pud: I64  # PUD blocks cleared
+    freed: I64  # table pages emptied and freed (all levels)
+    visits: I64  # entries loaded (all levels)
+
+
+class _Extents:
+    """Extent arrays broadcast to a batch shape ``(S, *mid, E)``; leaf-unit bounds precomputed."""
+
+    def __init__(self, b: Batch, mid: int) -> None:
+        shape = (b.size,) + (1,) * mid + (b.ext_lo.shape[1],)
+        self.lo = b.ext_lo.reshape(shape)
+        self.hi = b.ext_hi.reshape(shape)
+        self.leaf = b.ext_leaf.reshape(shape)
+        self.dev = b.ext_dev.reshape(shape)
+        self.valid = self.leaf > 0
+        self.unit = np.where(self.valid, self.leaf, 1)
+        self.a = self.lo // self.unit
+        self.b = np.where(self.valid, self.hi // self.unit, self.a)
+
+    def clip(self, lo: I64, hi: I64) -> tuple[I64, I64]:
+        """``[lo, hi)`` (batch shape) intersected with each extent, in leaf units, outward."""
+        x = np.maximum(lo[..., None], self.lo)
+        y = np.minimum(hi[..., None], self.hi)
+        x, y = np.where(self.valid & (x < y), x, 0), np.where(self.valid & (x < y), y, 0)
+        return to_units(x, y, self.unit)
+
+
+def _survivor_slots(ext: _Extents, cov_lo: I64, cov_hi: I64, table_span: int) -> tuple[I64, I64]:
+    """T-slots (``T = table_span``) holding a leaf not covered by ``cov``; intervals on last axis."""
+    p_lo, p_hi = complement_within(ext.a, ext.b, cov_lo, cov_hi)
+    small = (ext.valid & (ext.leaf < table_span))[..., None]
+    unit = ext.unit[..., None]
+    s_lo, s_hi = to_units(np.where(small, p_lo * unit, 0), np.where(small, p_hi * unit, 0), table_span)
+    flat = s_lo.shape[:-2] + (s_lo.shape[-2] * s_lo.shape[-1],)
+    return s_lo.reshape(flat), s_hi.reshape(flat)
+
+
+def pass_quantities(
+    g: Geometry, ext: _Extents, prev_lo: I64, prev_hi: I64, lo: I64, hi: I64
+) -> tuple[PassQuantities, I64, I64]:
+    """Quantities of the pass ``[lo, hi)`` after the passes ``prev`` (leaf units, ``(..., E, q)``).
+
+    Returns the quantities and the coverage including this pass.
+    """
+    c_lo, c_hi = ext.clip(lo, hi)
+    new_lo = concat_last(prev_lo, c_lo[..., None])
+    new_hi = concat_last(prev_hi, c_hi[..., None])
+    removed = union_length(new_lo, new_hi) - union_length(prev_lo, prev_hi)
+
+    page = ext.valid & (ext.leaf == g.granule)
+    pmd_size = g.leaf_sizes[1]
+    pud_size = g.leaf_sizes[2] if len(g.leaf_sizes) > 2 else -1
+    pte = np.where(page & ~ext.dev, removed, 0).sum(axis=-1)
+    pte_dev = np.where(page & ext.dev, removed, 0).sum(axis=-1)
+    pmd = np.where(ext.leaf == pmd_size, removed, 0).sum(axis=-1)
+    pud = np.where(ext.leaf == pud_size, removed, 0).sum(axis=-1)
+
+    nonempty = hi > lo
+    visits = np.where(nonempty, ceil_div(hi, g.span(0)) - floor_div(lo, g.span(0)), 0)
+    freed = np.zeros_like(visits)
+    for level in range(1, g.levels):
+        t = g.span(level - 1)
+        s = g.span(level)
+        b_lo, b_hi = _survivor_slots(ext, prev_lo, prev_hi, t)
+        a_lo, a_hi = _survivor_slots(ext, new_lo, new_hi, t)
+        before = union_length(b_lo, b_hi)
+        freed = freed + before - union_length(a_lo, a_hi)
+        # entries of this level inside the pass whose table exists when the pass starts
+        ratio = t // s
+        x_lo, x_hi = to_units(lo, hi, s)
+        both_lo = concat_last(b_lo * ratio, x_lo[..., None])
+        both_hi = concat_last(b_hi * ratio, x_hi[..., None])
+        x_len = x_hi - x_lo
+        visits = visits + x_len + before * ratio - union_length(both_lo, both_hi)
+    return PassQuantities(pte, pte_dev, pmd, pud, freed, visits), new_lo, new_hi
+
+
+def chunks_spanned(lo: I64, hi: I64, chunk: int) -> I64:
+    """Aligned ``chunk``-byte blocks a (possibly empty) range touches."""
+    return np.where(hi > lo, ceil_div(hi, chunk) - floor_div(lo, chunk), 0)  # type: ignore[no-any-return]
+
+
+def resched_chunk(g: Geometry, behaviour: Behaviour) -> int | None:
+    """Bytes between resched points for this behaviour (None: no resched point)."""
+    if behaviour.resched == "top_level":
+        return g.top_entry_size
+    if behaviour.resched == "largest_block":
+        return g.largest_block
+    if behaviour.resched == "1g":
+        return ONE_GIB
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Events from quantities and behaviour
+
+
+def pass_events(
+    g: Geometry, q: PassQuantities, behaviour: Behaviour, *, fwb: bool, cache_line: int, kind: str
+) -> I64:
+    """Kernel events (last axis: ops.EVENTS) of a pass, without the per-invocation ones."""
+    shape = q.pte.shape + (N_EVENTS,)
+    ev = np.zeros(shape, dtype=np.int64)
+    leaves = q.pte + q.pte_dev + q.pmd + q.pud
+    ix = EVENT_INDEX
+    ev[..., ix["entry_visit"]] = q.visits
+    ev[..., ix["pte_clear"]] = q.pte + q.pte_dev
+    ev[..., ix["block_clear"]] = q.pmd + q.pud
+    ev[..., ix["table_clear"]] = q.freed
+    ev[..., ix["put_page"]] = leaves + q.freed
+    tlb = np.zeros_like(leaves)
+    if behaviour.leaf_tlbi in ("per_entry", "per_entry_level"):
+        tlb = tlb + leaves
+    elif behaviour.leaf_tlbi == "range":
+        raise NotImplementedError("range TLB invalidation is not modelled yet")
+    if behaviour.table_tlbi == "per_entry":
+        tlb = tlb + q.freed
+    elif behaviour.table_tlbi == "deferred":
+        raise NotImplementedError("deferred table TLB invalidation is not modelled yet")
+    ev[..., ix["tlb_flush_vmid_ipa"]] = tlb
+    if behaviour.cmo == "per_leaf" and not fwb:
+        ev[..., ix["dcache_flush_call"]] = q.pte + q.pmd + q.pud
+        pud_size = g.leaf_sizes[2] if len(g.leaf_sizes) > 2 else 0
+        bytes_ = q.pte * g.granule + q.pmd * g.leaf_sizes[1] + q.pud * pud_size
+        ev[..., ix["dc_civac_line"]] = bytes_ // cache_line
+    ev[..., ix["table_free"]] = q.freed
+    if kind in (TEARDOWN, UNMAP):
+        ev[..., ix["host_page_free"]] = q.pte
+        ev[..., ix["host_folio_free"]] = q.pmd + q.pud
+    return ev
+
+
+def invocation_events(b: Batch, i: int, behaviour: Behaviour) -> I64:
+    """Events charged once per invocation: the notifier call, memslot visits, final flush, pgd."""
+    ev = np.zeros((b.size, N_EVENTS), dtype=np.int64)
+    present = b.inv_present[:, i].astype(np.int64)
+    ix = EVENT_INDEX
+    ev[:, ix["notifier_call"]] = present
+    if b.inv_kind[i] != TEARDOWN:
+        ev[:, ix["memslot_visit"]] = present * b.n_memslots
+    if behaviour.final_flush == "vmall":
+        ev[:, ix["flush_remote_tlbs"]] = present
+    if b.inv_kind[i] == TEARDOWN:
+        ev[:, ix["table_free"]] = present * b.geometry.pgd_pages
+    return ev
+
+
+def resched_active(behaviour: Behaviour, blockable: bool) -> bool:
+    return behaviour.resched != "none" and (behaviour.resched_when == "always" or blockable)
+
+
+# ----------------------------------------------------------------------------------------------
+# Totals and segments
+
+
+@dataclass(frozen=True)
+class Counts:
+    events: I64  # (S, N_EVENTS) totals
+    segments: tuple[I64, ...] | None  # per scenario: (n_segments, N_EVENTS), host free excluded
+
+
+def count(
+    b: Batch,
+    behaviours: Mapping[str, Behaviour],
+    *,
+    fwb: bool,
+    cache_line: int,
+    with_segments: bool = False,
+) -> Counts:
+    """Exact event totals for every scenario of the batch (and optionally the segments)."""
+    g = b.geometry
+    ext = _Extents(b, 0)
+    n_e = b.ext_lo.shape[1]
+    prev_lo = np.zeros((b.size, n_e, 0), dtype=np.int64)
+    prev_hi = np.zeros((b.size, n_e, 0), dtype=np.int64)
+    total = np.zeros((b.size, N_EVENTS), dtype=np.int64)
+    for i, kind in enumerate(b.inv_kind):
+        total += invocation_events(b, i, behaviours[kind])
+    for j, i in enumerate(b.pass_inv):
+        kind = b.inv_kind[i]
+        beh = behaviours[kind]
+        lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
+        q, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
+        total += pass_events(g, q, beh, fwb=fwb, cache_line=cache_line, kind=kind)
+        chunk = resched_chunk(g, beh)
+        if chunk is not None and resched_active(beh, b.inv_blockable[i]):
+            total[:, EVENT_INDEX["resched_point"]] += np.maximum(chunks_spanned(lo, hi, chunk) - 1, 0)
+    segs = None
+    if with_segments:
+        segs = tuple(
+            _segments_one(b, s, behaviours, fwb=fwb, cache_line=cache_line) for s in range(b.size)
+        )
+    return Counts(total, segs)
+
+
+_HOST = (EVENT_INDEX["host_page_free"], EVENT_INDEX["host_folio_free"])
+
+
+def _segments_one(
+    b: Batch, s: int, behaviours: Mapping[str, Behaviour], *, fwb: bool, cache_line: int
+) -> I64:
+    """Event counts between consecutive resched points for scenario ``s``, in execution order.
+
+    Host-side frees happen after the lock is dropped (exit_mmap) and belong to no segment.
+    """
+    g = b.geometry
+    one = _slice_batch(b, s)
+    ext = _Extents(one, 1)  # batch shape (1, C)
+    n_e = one.ext_lo.shape[1]
+    prev_lo = np.zeros((1, 1, n_e, 0), dtype=np.int64)
+    prev_hi = np.zeros((1, 1, n_e, 0), dtype=np.int64)
+    items: list[I64] = []  # rows of events
+    breaks: list[bool] = []  # a resched point follows the row
+    inv_rows = [invocation_events(one, i, behaviours[k])[0] for i, k in enumerate(one.inv_kind)]
+    passes_of = {i: [j for j, ii in enumerate(one.pass_inv) if ii == i] for i in range(len(one.inv_kind))}
+    for i, kind in enumerate(one.inv_kind):
+        if not one.inv_present[0, i]:
+            continue
+        beh = behaviours[kind]
+        head = np.zeros(N_EVENTS, dtype=np.int64)
+        head[EVENT_INDEX["notifier_call"]] = 1
+        items.append(head)
+        breaks.append(False)
+        for j in passes_of[i]:
+            if kind != TEARDOWN:
+                visit = np.zeros(N_EVENTS, dtype=np.int64)
+                visit[EVENT_INDEX["memslot_visit"]] = 1
+                items.append(visit)
+                breaks.append(False)
+            lo, hi = int(one.pass_lo[0, j]), int(one.pass_hi[0, j])
+            if hi <= lo:
+                continue
+            chunk = resched_chunk(g, beh)
+            active = chunk is not None and resched_active(beh, one.inv_blockable[i])
+            step = chunk if (chunk is not None and active) else g.ipa_size
+            first = lo // step
+            n = -(-hi // step) - first
+            starts = (first + np.arange(n, dtype=np.int64)) * step
+            c_lo = np.maximum(starts, lo)[None, :]
+            c_hi = np.minimum(starts + step, hi)[None, :]
+            q, _, _ = pass_quantities(g, ext, prev_lo, prev_hi, c_lo, c_hi)
+            rows = pass_events(g, q, beh, fwb=fwb, cache_line=cache_line, kind=kind)[0]
+            rows[:, list(_HOST)] = 0
+            if active:
+                rows[:-1, EVENT_INDEX["resched_point"]] += 1
+            items.extend(rows)
+            breaks.extend([active] * (n - 1) + [False])
+            # advance the state by the whole pass
+            full_lo = np.array([[lo]], dtype=np.int64)
+            full_hi = np.array([[hi]], dtype=np.int64)
+            _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, full_lo, full_hi)
+        tail = inv_rows[i].copy()
+        tail[EVENT_INDEX["notifier_call"]] = 0
+        tail[EVENT_INDEX["memslot_visit"]] = 0
+        if tail.any():
+            items.append(tail)
+            breaks.append(False)
+    if not items:
+        return np.zeros((1, N_EVENTS), dtype=np.int64)
+    arr = np.stack(items)
+    seg_id = np.concatenate([[0], np.cumsum(breaks[:-1])]).astype(np.int64)
+    out = np.zeros((int(seg_id[-1]) + 1, N_EVENTS), dtype=np.int64)
+    np.add.at(out, seg_id, arr)
+    return out
+
+
+def _slice_batch(b: Batch, s: int) -> Batch:
+    return Batch(
+        geometry=b.geometry,
+        ext_lo=b.ext_lo[s : s + 1],
+        ext_hi=b.ext_hi[s : s + 1],
+        ext_leaf=b.ext_leaf[s : s + 1],
+        ext_dev=b.ext_dev[s : s + 1],
+        n_memslots=b.n_memslots[s : s + 1],
+        inv_kind=b.inv_kind,
+        inv_blockable=b.inv_blockable,
+        inv_present=b.inv_present[s : s + 1],
+        pass_lo=b.pass_lo[s : s + 1],
+        pass_hi=b.pass_hi[s : s + 1],
+        pass_inv=b.pass_inv,
+        pass_slot=b.pass_slot,
+    )

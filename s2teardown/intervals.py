@@ -1,0 +1,72 @@
+"""Vectorised arithmetic on sets of half-open integer intervals ``[lo, hi)``.
+
+The last axis of every array holds the intervals of one set; leading axes are batch axes
+(scenarios, steps, chunks).  An interval with ``lo >= hi`` is empty and ignored.  Everything is
+int64 numpy arithmetic; nothing loops in Python over intervals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+
+_EMPTY = np.int64(-1)
+
+
+def floor_div(x: I64 | np.int64 | int, unit: int | I64) -> I64:
+    return np.floor_divide(x, unit)  # type: ignore[no-any-return]
+
+
+def ceil_div(x: I64 | np.int64 | int, unit: int | I64) -> I64:
+    return -np.floor_divide(np.negative(x), unit)  # type: ignore[no-any-return]
+
+
+def normalise_empty(lo: I64, hi: I64) -> tuple[I64, I64]:
+    """Replace empty intervals by the sentinel ``[-1, -1)`` (real bounds are >= 0)."""
+    empty = hi <= lo
+    return np.where(empty, _EMPTY, lo), np.where(empty, _EMPTY, hi)
+
+
+def to_units(lo: I64, hi: I64, unit: int | I64) -> tuple[I64, I64]:
+    """The indices of the ``unit``-sized aligned slots an interval touches (outward rounding)."""
+    nlo, nhi = floor_div(lo, unit), ceil_div(hi, unit)
+    return normalise_empty(nlo, np.where(hi > lo, nhi, nlo))
+
+
+def concat_last(*parts: I64) -> I64:
+    """Concatenate along the last axis, broadcasting the leading (batch) axes."""
+    shape = np.broadcast_shapes(*(p.shape[:-1] for p in parts))
+    return np.concatenate([np.broadcast_to(p, shape + p.shape[-1:]) for p in parts], axis=-1)
+
+
+def union_length(lo: I64, hi: I64) -> I64:
+    """Total length of the union of the intervals along the last axis."""
+    lo, hi = normalise_empty(lo, hi)
+    order = np.argsort(lo, axis=-1, kind="stable")
+    lo_s = np.take_along_axis(lo, order, axis=-1)
+    hi_s = np.take_along_axis(hi, order, axis=-1)
+    run = np.maximum.accumulate(hi_s, axis=-1)
+    prev = np.concatenate([np.full(run.shape[:-1] + (1,), _EMPTY), run[..., :-1]], axis=-1)
+    contrib = hi_s - np.maximum(lo_s, prev)
+    return np.clip(contrib, 0, None).sum(axis=-1)  # type: ignore[no-any-return]
+
+
+def complement_within(a: I64, b: I64, lo: I64, hi: I64) -> tuple[I64, I64]:
+    """``[a, b)`` minus the union of the intervals (each assumed inside ``[a, b)``).
+
+    ``a`` and ``b`` have the batch shape; ``lo``/``hi`` have one more axis of ``q`` intervals.
+    Returns ``q + 1`` pieces per batch element, some possibly empty.
+    """
+    lo, hi = normalise_empty(lo, hi)
+    order = np.argsort(lo, axis=-1, kind="stable")
+    lo_s = np.take_along_axis(lo, order, axis=-1)
+    hi_s = np.take_along_axis(hi, order, axis=-1)
+    start = np.broadcast_to(a[..., None], lo_s.shape[:-1] + (1,))
+    end = np.broadcast_to(b[..., None], lo_s.shape[:-1] + (1,))
+    run = np.maximum(np.maximum.accumulate(hi_s, axis=-1), start)
+    prev = np.concatenate([start, run[..., :-1]], axis=-1)
+    piece_lo = np.concatenate([prev, run[..., -1:]], axis=-1)
+    piece_hi = np.concatenate([lo_s, end], axis=-1)
+    return normalise_empty(piece_lo, piece_hi)

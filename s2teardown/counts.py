@@ -287,40 +287,49 @@ def resched_active(behaviour: Behaviour, blockable: bool) -> bool:
 
 @dataclass(frozen=True)
 class Counts:
-    events: I64  # (S, N_EVENTS) totals
-    segments: tuple[I64, ...] | None  # per scenario: (n_segments, N_EVENTS), host free excluded
+    events: I64  # (S, V, N_EVENTS) totals, one row per variant
+    segments: tuple[tuple[I64, ...], ...] | None  # [scenario][variant]: (n_segments, N_EVENTS)
 
 
 def count(
     b: Batch,
-    behaviours: Mapping[str, Behaviour],
+    variants: Sequence[Mapping[str, Behaviour]],
     *,
     fwb: bool,
     cache_line: int,
     with_segments: bool = False,
 ) -> Counts:
-    """Exact event totals for every scenario of the batch (and optionally the segments)."""
+    """Exact event totals for every scenario and variant (and optionally the segments).
+
+    The pass quantities do not depend on the variant and are computed once.
+    """
     g = b.geometry
     ext = _Extents(b, 0)
     n_e = b.ext_lo.shape[1]
     prev_lo = np.zeros((b.size, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((b.size, n_e, 0), dtype=np.int64)
-    total = np.zeros((b.size, N_EVENTS), dtype=np.int64)
-    for i, kind in enumerate(b.inv_kind):
-        total += invocation_events(b, i, behaviours[kind])
+    total = np.zeros((b.size, len(variants), N_EVENTS), dtype=np.int64)
+    for v, behaviours in enumerate(variants):
+        for i, kind in enumerate(b.inv_kind):
+            total[:, v] += invocation_events(b, i, behaviours[kind])
     for j, i in enumerate(b.pass_inv):
         kind = b.inv_kind[i]
-        beh = behaviours[kind]
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
         q, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
-        total += pass_events(g, q, beh, fwb=fwb, cache_line=cache_line, kind=kind)
-        chunk = resched_chunk(g, beh)
-        if chunk is not None and resched_active(beh, b.inv_blockable[i]):
-            total[:, EVENT_INDEX["resched_point"]] += np.maximum(chunks_spanned(lo, hi, chunk) - 1, 0)
+        for v, behaviours in enumerate(variants):
+            beh = behaviours[kind]
+            total[:, v] += pass_events(g, q, beh, fwb=fwb, cache_line=cache_line, kind=kind)
+            chunk = resched_chunk(g, beh)
+            if chunk is not None and resched_active(beh, b.inv_blockable[i]):
+                spanned = chunks_spanned(lo, hi, chunk)
+                total[:, v, EVENT_INDEX["resched_point"]] += np.maximum(spanned - 1, 0)
     segs = None
     if with_segments:
         segs = tuple(
-            _segments_one(b, s, behaviours, fwb=fwb, cache_line=cache_line) for s in range(b.size)
+            tuple(
+                _segments_one(b, s, beh, fwb=fwb, cache_line=cache_line) for beh in variants
+            )
+            for s in range(b.size)
         )
     return Counts(total, segs)
 

@@ -1,0 +1,210 @@
+"""The library's front door: machine + variants + workload -> an `Estimate`.
+
+This layer joins the typed inputs (machine file, variants file, workload) to the pure core
+(counts, prices, model): it derives prices from the machine, runs the model, and attaches what
+every view must show — the inputs as understood, assumptions, warnings, and why a phase is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .geometry import Geometry
+from .instructions import Features
+from .machine import THETA_FIELDS, Machine
+from .model import Breakdown, MachineInputs, VariantSpec, evaluate
+from .ops import PHASE_INDEX, PHASES
+from .prices import Placement, Prices, Topology, make_prices
+from .units import format_ns, format_size
+from .variants import Variant
+from .workload import Workload, uniform_batch
+
+#: Lock-hold thresholds (DOMAIN.md §6): need_resched warnings past 100 ms; the soft-lockup
+#: detector fires at 2 × watchdog_thresh (10 s by default); RCU stall timeout 21 s.
+NEED_RESCHED_NS = 100e6
+SOFT_LOCKUP_NS = 20e9
+RCU_STALL_NS = 21e9
+
+#: Invocation kinds each event runs.
+EVENT_KINDS = {"exit": ("teardown",), "munmap": ("unmap", "clear")}
+EVENT_PATH = {
+    "exit": "exit_mmap -> mmu_notifier_release -> kvm_mmu_notifier_release -> "
+    "kvm_arch_flush_shadow_all -> kvm_free_stage2_pgd -> unmap_stage2_range(0, IPA size)",
+    "munmap": "unmap_region -> MMU_NOTIFY_UNMAP -> kvm_mmu_notifier_invalidate_range_start -> "
+    "kvm_unmap_hva_range -> handle_hva_to_gpa -> unmap_stage2_range (per memslot)",
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    breakdown: Breakdown
+    machine: Machine
+    variants: tuple[Variant, ...]
+    workload: Workload
+    geometry: Geometry
+    placement: Placement
+    prices: Prices
+    mapped_by_leaf: dict[int, int]  # leaf bytes -> mapped bytes (RAM, whole guest)
+    device_bytes: int
+    assumptions: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def header(self) -> str:
+        w, g = self.workload, self.geometry
+        mix = ", ".join(
+            f"{format_size(leaf)} leaves {pct:g}%" if len(w.backing) > 1 else f"{format_size(leaf)} leaves"
+            for leaf, pct in w.backing
+        )
+        auto = " (auto)" if w.ipa_bits is None else ""
+        return (
+            f"{format_size(w.vm_bytes)} = {w.vm_bytes:,} bytes, {mix}, mapped {w.mapped:.0%}, "
+            f"{g.ipa_bits}-bit IPA{auto}, {g.levels} levels, {format_size(g.granule)} granule, "
+            f"{w.memslots} memslot{'s' if w.memslots > 1 else ''}, event {w.event}"
+        )
+
+
+def machine_prices(machine: Machine, placement: Placement | None = None) -> tuple[Prices, Placement]:
+    pl = placement or Placement(
+        float(machine.value("local_node")),
+        float(machine.value("same_socket")),
+        float(machine.value("remote_socket")),
+    )
+    topo = Topology(
+        sockets=int(machine.value("sockets")),
+        cores_per_socket=int(machine.value("cores_per_socket")),
+        coherence=str(machine.value("coherence")),
+        cmo_outstanding=float(machine.value("cmo_outstanding")),
+    )
+    theta = {f: float(machine.value(f)) for f in THETA_FIELDS}
+    assumed = frozenset(f for f in THETA_FIELDS if machine.param_kind(f) == "assumed")
+    overrides = {op: float(p.value) for op, p in machine.prices.items()}
+    assumed_over = frozenset(op for op, p in machine.prices.items() if p.kind == "assumed")
+    prices = make_prices(
+        THETA_FIELDS, theta, topo, pl, overrides=overrides, assumed_fields=assumed,
+        assumed_overrides=assumed_over,
+    )
+    return prices, pl
+
+
+def machine_inputs(machine: Machine, placement: Placement | None = None) -> tuple[MachineInputs, Placement]:
+    prices, pl = machine_prices(machine, placement)
+    mi = MachineInputs(
+        features=Features(vhe=machine.feature("vhe"), tlbi_repeat=machine.feature("tlbi_repeat")),
+        fwb=machine.feature("s2fwb"),
+        cache_line=int(machine.value("cache_line_bytes")),
+        prices=prices,
+    )
+    return mi, pl
+
+
+def _notes(
+    b: Breakdown, variants: Sequence[Variant], kinds: Sequence[str], fwb: bool
+) -> dict[tuple[int, str], str]:
+    """Why a phase that costs something in the baseline is 0 in a variant."""
+    notes: dict[tuple[int, str], str] = {}
+    base = b.time_ns[0, b.baseline]
+    fields_of = {"cmo": ("cmo",), "tlbi": ("leaf_tlbi", "table_tlbi"), "resched": ("resched", "resched_when")}
+    for v, var in enumerate(variants):
+        for phase in PHASES:
+            p = PHASE_INDEX[phase]
+            if b.time_ns[0, v, p] != 0 or base[p] == 0:
+                continue
+            if phase == "cmo" and fwb:
+                notes[(v, phase)] = "no CMO: S2FWB hardware"
+                continue
+            origins = sorted({var.origin[(k, f)] for k in kinds for f in fields_of.get(phase, ())})
+            notes[(v, phase)] = f"elided by {', '.join(origins)}" if origins else "not run"
+    return notes
+
+
+def estimate(
+    machine: Machine,
+    variants: Sequence[Variant],
+    workload: Workload,
+    *,
+    baseline: str | None = None,
+    with_segments: bool = True,
+    default_backing: bool = False,
+) -> Estimate:
+    """Per-phase cost of tearing down ``workload`` on ``machine`` for each variant.
+
+    Raises ValueError for a workload that cannot be laid out (the CLI maps it to exit 2).
+    """
+    workload.check()
+    g = workload.geometry()
+    mi, placement = machine_inputs(machine, workload.placement)
+    batch = uniform_batch([workload])
+    specs = [VariantSpec(v.name, v.behaviours) for v in variants]
+    names = [v.name for v in variants]
+    base_idx = names.index(baseline) if baseline in names else 0
+    b = evaluate(batch, specs, mi, baseline=base_idx, with_segments=with_segments)
+    b = Breakdown(**{**b.__dict__, "notes": _notes(b, variants, EVENT_KINDS[workload.event], mi.fwb)})
+
+    mapped: dict[int, int] = {}
+    device = 0
+    for e in range(batch.ext_lo.shape[1]):
+        leaf = int(batch.ext_leaf[0, e])
+        size = int(batch.ext_hi[0, e] - batch.ext_lo[0, e])
+        if leaf == 0:
+            continue
+        if batch.ext_dev[0, e]:
+            device += size
+        else:
+            mapped[leaf] = mapped.get(leaf, 0) + size
+
+    assumptions: list[str] = []
+    if default_backing:
+        assumptions.append(
+            "backing defaults to 2 MiB leaves (THP), as the D05 calibration assumes; set --backing"
+        )
+    for f in machine.unknown_features():
+        assumptions.append(f"feature {f} is unknown for {machine.name}: taken as absent")
+    if any(machine.param_kind(f) == "assumed" for f in THETA_FIELDS):
+        assumptions.append("* marks times that rest on assumed parameter values")
+    warnings: list[str] = []
+    mem = int(machine.value("memory_bytes"))
+    if workload.vm_bytes > mem:
+        warnings.append(
+            f"the VM ({format_size(workload.vm_bytes)}) is larger than {machine.name}'s "
+            f"installed memory ({format_size(mem)})"
+        )
+    if b.stretch_ns is not None:
+        for v, name in enumerate(names):
+            s = float(b.stretch_ns[0, v])
+            for limit, what in (
+                (RCU_STALL_NS, "the RCU stall timeout (21 s)"),
+                (SOFT_LOCKUP_NS, "the soft-lockup threshold (20 s)"),
+                (NEED_RESCHED_NS, "need_resched latency warnings (100 ms)"),
+            ):
+                if s > limit:
+                    warnings.append(
+                        f"{name}: longest stretch without a resched point ({format_ns(s)}) "
+                        f"exceeds {what}"
+                    )
+                    break
+    return Estimate(
+        breakdown=b,
+        machine=machine,
+        variants=tuple(variants),
+        workload=workload,
+        geometry=g,
+        placement=placement,
+        prices=mi.prices,
+        mapped_by_leaf=mapped,
+        device_bytes=device,
+        assumptions=tuple(assumptions),
+        warnings=tuple(warnings),
+        extra={"path": EVENT_PATH[workload.event]},
+    )
+
+
+def totals(e: Estimate) -> dict[str, float]:
+    """Stage-2 total (ns) per variant — a convenience for scripts."""
+    s2 = e.breakdown.stage2_ns[0]
+    return {v.name: float(s2[i]) for i, v in enumerate(e.variants)}
+
+
+__all__ = ["Estimate", "estimate", "machine_inputs", "machine_prices", "totals"]

@@ -1,0 +1,423 @@
+"""The command line: click commands only — parse, call the library, render, map errors to exits.
+
+Exit codes (docs/cli.md): 0 success · 1 regression found by ``check`` · 2 bad input or usage ·
+3 nothing comparable · 70 internal error (traceback only with ``--debug``) · 130 interrupted.
+Heavy modules (numpy, the model) are imported inside the commands, so ``--help`` and
+``--version`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import UserError
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_NOTHING_COMPARABLE = 0, 1, 2, 3
+EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
+
+SIZE_HELP = "Sizes use binary prefixes: K=KiB, M=MiB, G=GiB, T=TiB (64G = 68,719,476,736 bytes)."
+
+
+def _fail(flag: str, exc: ValueError) -> UserError:
+    msg = str(exc)
+    if msg.startswith("expected "):
+        exp, _, got = msg[len("expected "):].partition(", got ")
+        return UserError(flag, None, None, exp, got)
+    return UserError(flag, None, None, msg)
+
+
+def _parse(flag: str, fn: Callable[[str], Any], text: str) -> Any:
+    try:
+        return fn(text)
+    except ValueError as exc:
+        raise _fail(flag, exc) from None
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        from .atomic import write_text_atomic
+
+        try:
+            write_text_atomic(output, text)
+        except OSError as exc:
+            raise UserError("--output", None, None, "a writable file path", f"{output!r} ({exc.strerror})") from None
+    else:
+        click.echo(text, nl=False)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+FORMATS = click.Choice(["table", "json", "csv", "markdown"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="s2teardown")
+@click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """What tearing down a KVM/arm64 VM's Stage-2 costs, per phase, for each kernel variant.
+
+    \b
+    Examples:
+      s2teardown estimate --vm 64G --machine d05
+      s2teardown estimate --vm 64G --machine emag --backing 4K --format json
+      s2teardown estimate --vm 16G --machine d05 --event munmap --range 1G:4G
+      s2teardown machines list
+      s2teardown variants show P5
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.option("--vm", "vm", required=True, metavar="SIZE", help="Guest RAM size, e.g. 64G. " + SIZE_HELP)
+@click.option("--machine", "machine", default="d05", show_default=True, metavar="NAME|FILE",
+              help="Machine description: a YAML path, or a bundled name (see `machines list`).")
+@click.option("--variants", "variants", multiple=True, metavar="NAMES",
+              help="Variants to show, comma-separated or repeated (default: all). `series` = P7.")
+@click.option("--variants-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Your own variants YAML (may build on the bundled ones by `base`).")
+@click.option("--event", type=click.Choice(["exit", "munmap"]), default="exit", show_default=True,
+              help="exit: the process exits (release -> kvm_arch_flush_shadow_all); "
+              "munmap: the VMM unmaps guest RAM (MMU_NOTIFY_UNMAP -> kvm_unmap_hva_range).")
+@click.option("--range", "range_", metavar="OFFSET:SIZE",
+              help="With --event munmap: the part of guest RAM unmapped (default: all of it).")
+@click.option("--backing", default=None, metavar="MIX",
+              help="Leaf sizes: 2M, 4K, 1G, or a mix in percent such as 2M:90,4K:10 (default 2M).")
+@click.option("--mapped", default=1.0, show_default=True, type=float,
+              help="Fraction of guest RAM mapped at Stage-2 (rounded down to whole leaves).")
+@click.option("--device", "device", default=0.0, show_default=True, type=float,
+              help="Fraction of the mapped bytes that are device pages (never cleaned).")
+@click.option("--memslots", default=1, show_default=True, type=int, help="Equal memslots guest RAM is split into.")
+@click.option("--ipa-bits", default="auto", show_default=True,
+              help="IPA size, 32..48, or auto (40 unless the guest needs more, as QEMU does).")
+@click.option("--granule", default="4K", show_default=True, type=click.Choice(["4K", "16K", "64K"]),
+              help="Page size of host and Stage-2.")
+@click.option("--ram-base", default="1G", show_default=True, metavar="SIZE",
+              help="Guest-physical address of RAM (QEMU virt: 1 GiB).")
+@click.option("--placement", default=None, metavar="L,S,R",
+              help="Memory placement: fractions on the local node, another node of the same "
+              "socket, another socket (default: the machine's).")
+@click.option("--baseline", default=None, metavar="NAME", help="Variant speedups are relative to (default: the first).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--formulas", is_flag=True, help="Print each phase's formula, then with numbers, then the total.")
+@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically) instead of stdout.")
+def estimate(
+    vm: str, machine: str, variants: Sequence[str], variants_file: str | None, event: str,
+    range_: str | None, backing: str | None, mapped: float, device: float, memslots: int,
+    ipa_bits: str, granule: str, ram_base: str, placement: str | None, baseline: str | None,
+    fmt: str, formulas: bool, output: str | None,
+) -> None:
+    """Per-phase cost of tearing down one VM, for every kernel variant.
+
+    \b
+    Examples:
+      s2teardown estimate --vm 64G --machine d05
+      s2teardown estimate --vm 64G --machine d05 --variants v5.5,P5,series --formulas
+      s2teardown estimate --vm 64G --machine thunderx --backing 2M:90,4K:10 --format csv
+      s2teardown estimate --vm 8G --machine d05 --event munmap --range 3M:1G
+    """
+    from .machine import load_machine
+    from .prices import Placement
+    from .units import parse_backing, parse_range, parse_size
+    from .variants import load_variants
+    from .workload import Workload
+    from .api import estimate as run
+
+    vm_bytes = _parse("--vm", parse_size, vm)
+    back = _parse("--backing", parse_backing, backing) if backing else ((2 << 20, 100.0),)
+    rng = _parse("--range", parse_range, range_) if range_ else None
+    if rng is not None and event != "munmap":
+        raise UserError("--range", None, None, "--event munmap with --range", f"--event {event}")
+    base_b = _parse("--ram-base", parse_size, ram_base)
+    bits: int | None = None
+    if ipa_bits != "auto":
+        try:
+            bits = int(ipa_bits)
+        except ValueError:
+            raise UserError("--ipa-bits", None, None, "auto or a whole number 32..48", repr(ipa_bits)) from None
+        if not 32 <= bits <= 48:
+            raise UserError("--ipa-bits", None, None, "auto or a whole number 32..48", str(bits))
+    for flag, val in (("--mapped", mapped), ("--device", device)):
+        if not (0.0 <= val <= 1.0):
+            raise UserError(flag, None, None, "a fraction in [0, 1]", repr(val))
+    pl = None
+    if placement is not None:
+        parts = placement.split(",")
+        try:
+            fr = [float(x) for x in parts]
+        except ValueError:
+            fr = []
+        if len(fr) != 3 or any(not (0 <= x <= 1) for x in fr) or abs(sum(fr) - 1) > 1e-9:
+            raise UserError("--placement", None, None, "three fractions L,S,R in [0,1] summing to 1", repr(placement))
+        pl = Placement(*fr)
+    m = load_machine(machine)
+    vs = load_variants(variants_file)
+    names = [n.strip() for item in variants for n in item.split(",") if n.strip()]
+    chosen = vs.select(names)
+    if baseline is not None:
+        vs.lookup(baseline, "--baseline")
+        if baseline not in [v.name for v in chosen]:
+            chosen = [vs.lookup(baseline, "--baseline"), *chosen]
+    gran = {"4K": 4096, "16K": 16384, "64K": 65536}[granule]
+    w = Workload(vm_bytes=vm_bytes, backing=back, mapped=mapped, device_fraction=device,
+                 memslots=memslots, ipa_bits=bits, granule=gran, ram_base=base_b, event=event,
+                 range=rng, placement=pl)
+    try:
+        est = run(m, chosen, w, baseline=baseline, default_backing=backing is None)
+    except ValueError as exc:
+        msg = str(exc)
+        flag, _, rest = msg.partition(": ")
+        raise UserError(f"--{flag}" if rest else "--vm", None, None, rest.removeprefix("expected ") or msg) from None
+
+    if fmt == "json":
+        from .render.data import estimate_document, to_json
+
+        _emit(to_json(estimate_document(est)), output)
+    elif fmt == "csv":
+        from .render.data import estimate_csv
+
+        _emit(estimate_csv(est), output)
+    elif fmt == "markdown":
+        from .render.data import estimate_markdown
+
+        _emit(estimate_markdown(est), output)
+    else:
+        from .render.table import estimate_table, formulas as formulas_view
+
+        if output:
+            from rich.console import Console
+            import io
+
+            buf = io.StringIO()
+            con = Console(file=buf, width=160, highlight=False, color_system=None)
+            con.print(estimate_table(est))
+            if formulas:
+                con.print(formulas_view(est))
+            _emit(buf.getvalue(), output)
+            return
+        con = _console()
+        con.print(estimate_table(est))
+        if formulas:
+            con.print()
+            con.print(formulas_view(est))
+    for wmsg in est.warnings:
+        if fmt != "table":
+            click.echo(f"s2teardown: warning: {wmsg}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+@cli.group()
+def machines() -> None:
+    """Bundled and custom machine descriptions.
+
+    \b
+    Examples:
+      s2teardown machines list
+      s2teardown machines show d05
+      s2teardown machines validate my-host.yaml
+      s2teardown machines schema > machine.schema.json
+    """
+
+
+@machines.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def machines_list(fmt: str) -> None:
+    """List the bundled machines."""
+    import json
+
+    from .machine import load_machine
+    from .resources import bundled_names
+
+    rows = []
+    for n in bundled_names("machines"):
+        m = load_machine(n)
+        feats = [f for f in ("vhe", "s2fwb", "tlbi_range", "tlbi_repeat") if m.feature(f)]
+        rows.append({"name": n, "sockets": m.value("sockets"), "cores_per_socket": m.value("cores_per_socket"),
+                     "features": feats, "description": m.description})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    for c in ("name", "sockets × cores", "features", "description"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["name"], f"{r['sockets']} × {r['cores_per_socket']}", ",".join(r["features"]) or "—", r["description"])
+    _console().print(t)
+
+
+@machines.command("show")
+@click.argument("machine")
+def machines_show(machine: str) -> None:
+    """Show a machine's values, each with its source."""
+    from rich.table import Table
+
+    from .machine import load_machine
+
+    m = load_machine(machine)
+    t = Table(title=f"{m.name} — {m.description}", box=None, header_style="bold")
+    for c in ("section", "field", "value", "source", "range"):
+        t.add_column(c)
+    for section in ("topology", "features", "placement", "parameters", "prices"):
+        for name, p in getattr(m, section).items():
+            rng = "" if p.min is None else f"{p.min:g}..{p.max:g}"
+            t.add_row(section, name, str(p.value), p.source, rng)
+    _console().print(t)
+
+
+@machines.command("validate")
+@click.argument("files", nargs=-1, required=True)
+def machines_validate(files: Sequence[str]) -> None:
+    """Validate machine files; exit 2 on the first error."""
+    from .machine import load_machine
+
+    for f in files:
+        m = load_machine(f)
+        click.echo(f"{f}: ok ({m.name})")
+
+
+@machines.command("schema")
+def machines_schema() -> None:
+    """Print the JSON Schema of machine files."""
+    import json
+
+    from .machine import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+@cli.group()
+def variants() -> None:
+    """Kernel variants: the v5.5 baseline and the series, patch by patch.
+
+    \b
+    Examples:
+      s2teardown variants list
+      s2teardown variants show P5
+      s2teardown variants list --variants-file mine.yaml
+    """
+
+
+@variants.command("list")
+@click.option("--variants-file", type=click.Path(dir_okay=False), metavar="FILE")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def variants_list(variants_file: str | None, fmt: str) -> None:
+    """List the variants (bundled, plus your file's)."""
+    import json
+
+    from .variants import load_variants
+
+    vs = load_variants(variants_file)
+    if fmt == "json":
+        click.echo(json.dumps([{"name": v.name, "base": v.base, "title": v.title, "aliases": list(v.aliases)}
+                               for v in vs.variants], indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    for c in ("name", "base", "title"):
+        t.add_column(c)
+    for v in vs.variants:
+        alias = f" (= {', '.join(v.aliases)})" if v.aliases else ""
+        t.add_row(v.name + alias, v.base or "—", v.title)
+    _console().print(t)
+
+
+@variants.command("show")
+@click.argument("name")
+@click.option("--variants-file", type=click.Path(dir_okay=False), metavar="FILE")
+def variants_show(name: str, variants_file: str | None) -> None:
+    """Show one variant's full behaviour per invocation kind, and where each value comes from."""
+    from dataclasses import fields
+
+    from rich.table import Table
+
+    from .behaviour import Behaviour
+    from .variants import load_variants
+
+    v = load_variants(variants_file).lookup(name, "NAME")
+    con = _console()
+    con.print(f"[bold]{v.name}[/bold] — {v.title}")
+    if v.provenance:
+        con.print(f"provenance: {v.provenance}")
+    if v.description:
+        con.print(v.description)
+    t = Table(box=None, header_style="bold")
+    t.add_column("field")
+    kinds = list(v.behaviours)
+    for k in kinds:
+        t.add_column(k)
+    for f in fields(Behaviour):
+        t.add_row(f.name, *[f"{getattr(v.behaviours[k], f.name)} ({v.origin[(k, f.name)]})" for k in kinds])
+    con.print(t)
+
+
+@variants.command("schema")
+def variants_schema_cmd() -> None:
+    """Print the JSON Schema of variants files."""
+    import json
+
+    from .variants import variants_schema
+
+    click.echo(json.dumps(variants_schema(), indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run click without its own exit handling and map outcomes to exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    code = EXIT_OK
+    try:
+        cli.main(args=args, prog_name="s2teardown", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"s2teardown: error: {exc}", err=True)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("s2teardown: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        click.echo("s2teardown: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        code = EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"s2teardown: internal error: {type(exc).__name__}: {exc} — please report it with the "
+            "command line and the output of --debug",
+            err=True,
+        )
+        code = EXIT_INTERNAL
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE: point stdout at devnull so the interpreter's final flush stays silent."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -1,0 +1,154 @@
+"""Machine-readable views of an Estimate: one plain-dict document, and JSON/CSV/markdown from it.
+
+Base units (ns, bytes), numbers as numbers, no rounding; ``format_version``, tool and model
+versions, and the sha256 of every input file (ARCHITECTURE.md "Compute once, render many").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any
+
+from .. import __version__
+from ..api import Estimate
+from ..ops import EVENTS, PHASE_INDEX, PHASES, STAGE2_PHASES
+from ..units import format_ns
+
+FORMAT_VERSION = 1
+#: Bumped whenever the model's equations change (docs/model.md keeps the changelog).
+MODEL_VERSION = 1
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def estimate_document(e: Estimate) -> dict[str, Any]:
+    b = e.breakdown
+    w = e.workload
+    m = e.machine
+    variants = []
+    s2 = b.stage2_ns[0]
+    speed = b.speedup[0]
+    dom = b.dominant[0]
+    for v, var in enumerate(e.variants):
+        phases = []
+        for phase in PHASES:
+            p = PHASE_INDEX[phase]
+            t = float(b.time_ns[0, v, p])
+            phases.append(
+                {
+                    "phase": phase,
+                    "time_ns": t,
+                    "share": (t / float(s2[v])) if phase in STAGE2_PHASES and s2[v] > 0 else None,
+                    "assumed": bool(b.assumed[0, v, p]),
+                    "note": b.notes.get((v, phase)),
+                    "ops": [
+                        {"op": op, "count": n, "unit_ns": price}
+                        for op, n, price in b.phase_ops(0, v, phase)
+                    ],
+                }
+            )
+        variants.append(
+            {
+                "name": var.name,
+                "title": var.title,
+                "stage2_ns": float(s2[v]),
+                "host_free_ns": float(b.host_ns[0, v]),
+                "speedup": _num(float(speed[v])),
+                "dominant_phase": PHASES[int(dom[v])],
+                "longest_stretch_ns": None if b.stretch_ns is None else float(b.stretch_ns[0, v]),
+                "phases": phases,
+                "events": {ev: int(b.events[0, v, i]) for i, ev in enumerate(EVENTS)},
+            }
+        )
+    inputs: dict[str, Any] = {"machine": {"name": m.name, "path": m.path, "sha256": m.sha256}}
+    inputs["variants"] = sorted({(var.source) for var in e.variants})
+    return {
+        "format_version": FORMAT_VERSION,
+        "tool": "s2teardown",
+        "tool_version": __version__,
+        "model_version": MODEL_VERSION,
+        "command": "estimate",
+        "inputs": inputs,
+        "workload": {
+            "vm_bytes": w.vm_bytes,
+            "backing": [{"leaf_bytes": leaf, "percent": pct} for leaf, pct in w.backing],
+            "mapped_fraction": w.mapped,
+            "mapped_bytes_by_leaf": {str(k): v for k, v in sorted(e.mapped_by_leaf.items())},
+            "device_bytes": e.device_bytes,
+            "memslots": w.memslots,
+            "ipa_bits": e.geometry.ipa_bits,
+            "ipa_bits_auto": w.ipa_bits is None,
+            "levels": e.geometry.levels,
+            "granule_bytes": e.geometry.granule,
+            "ram_base_bytes": w.ram_base,
+            "event": w.event,
+            "range": None if w.range is None else {"offset_bytes": w.range[0], "size_bytes": w.range[1]},
+            "placement": {
+                "local_node": e.placement.local_node,
+                "same_socket": e.placement.same_socket,
+                "remote_socket": e.placement.remote_socket,
+            },
+        },
+        "kernel_path": e.extra.get("path"),
+        "baseline": e.variants[b.baseline].name,
+        "prices_overridden": sorted(e.prices.overridden),
+        "assumptions": list(e.assumptions),
+        "warnings": list(e.warnings),
+        "variants": variants,
+    }
+
+
+def to_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def estimate_csv(e: Estimate) -> str:
+    """Long form: one row per (variant, phase)."""
+    doc = estimate_document(e)
+    out = io.StringIO()
+    wr = csv.writer(out, lineterminator="\n")
+    wr.writerow(["machine", "variant", "phase", "time_ns", "share", "assumed", "note"])
+    for v in doc["variants"]:
+        for p in v["phases"]:
+            share = "" if p["share"] is None else repr(p["share"])
+            wr.writerow([e.machine.name, v["name"], p["phase"], repr(p["time_ns"]), share,
+                         int(p["assumed"]), p["note"] or ""])
+        wr.writerow([e.machine.name, v["name"], "stage2_total", repr(v["stage2_ns"]), "1.0", "", ""])
+    return out.getvalue()
+
+
+def estimate_markdown(e: Estimate) -> str:
+    b = e.breakdown
+    names = [v.name for v in e.variants]
+    lines = [
+        f"**{e.machine.name}** — {e.header}",
+        "",
+        "| phase | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for phase in PHASES:
+        p = PHASE_INDEX[phase]
+        cells = []
+        for v in range(len(names)):
+            t = float(b.time_ns[0, v, p])
+            note = b.notes.get((v, phase))
+            cell = format_ns(t) + ("\\*" if b.assumed[0, v, p] and t else "")
+            cells.append(f"0 ({note})" if note else cell)
+        label = "host free (outside Stage-2)" if phase == "host_free" else phase
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| **Stage-2 total** | " + " | ".join(f"**{format_ns(float(x))}**" for x in b.stage2_ns[0]) + " |")
+    lines.append("| speedup | " + " | ".join(f"{float(x):.1f}×" for x in b.speedup[0]) + " |")
+    lines.append("| dominant | " + " | ".join(PHASES[int(d)] for d in b.dominant[0]) + " |")
+    if b.stretch_ns is not None:
+        lines.append("| longest stretch | " + " | ".join(format_ns(float(x)) for x in b.stretch_ns[0]) + " |")
+    lines.append("")
+    for a in e.assumptions:
+        lines.append(f"- {a}")
+    for wmsg in e.warnings:
+        lines.append(f"- **warning:** {wmsg}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,118 @@
+"""Human views of an Estimate (rich): the per-phase table and the formulas.
+
+Rounding happens here only.  A time that rests on an assumed parameter carries ``*``; a phase
+the variant elides shows ``0`` with the reason.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..api import Estimate
+from ..ops import OP_INDEX, PHASE_INDEX, PHASES
+from ..units import format_int, format_ns, format_size
+
+_LABEL = {"host_free": "host free†"}
+
+
+def estimate_table(e: Estimate) -> Group:
+    b = e.breakdown
+    names = [v.name for v in e.variants]
+    title = Text.assemble(
+        ("s2teardown estimate", "bold"), "  ", (e.machine.name, "bold cyan"), " — ",
+        e.machine.description,
+    )
+    head = Text(e.header)
+    path = Text(f"path: {e.extra.get('path', '')}", style="dim")
+    mapped = ", ".join(f"{format_size(v)} in {format_size(k)} leaves" for k, v in sorted(e.mapped_by_leaf.items(), reverse=True))
+    if e.device_bytes:
+        mapped += f", {format_size(e.device_bytes)} device pages"
+    pl = e.placement
+    mapped_t = Text(
+        f"mapped: {mapped or 'nothing'};  placement: local node {pl.local_node:.0%}, "
+        f"same socket {pl.same_socket:.0%}, remote socket {pl.remote_socket:.0%}",
+        style="dim",
+    )
+    t = Table(show_header=True, header_style="bold", box=None, pad_edge=False, padding=(0, 1))
+    t.add_column("phase")
+    for n in names:
+        t.add_column(n, justify="right")
+    notes_used: dict[str, str] = {}
+    for phase in PHASES:
+        p = PHASE_INDEX[phase]
+        row = []
+        for v in range(len(names)):
+            note = b.notes.get((v, phase))
+            if note:
+                key = note.replace("elided by ", "")
+                notes_used[key] = note
+                row.append(Text(f"0 ({key})", style="green"))
+                continue
+            val = float(b.time_ns[0, v, p])
+            star = "*" if b.assumed[0, v, p] and val else ""
+            row.append(Text(format_ns(val) + star, style="dim" if val == 0 else ""))
+        if phase == "host_free":
+            t.add_section()
+        t.add_row(_LABEL.get(phase, phase), *row)
+    t.add_section()
+    t.add_row(Text("Stage-2 total", style="bold"),
+              *[Text(format_ns(float(x)), style="bold") for x in b.stage2_ns[0]])
+    t.add_row("speedup vs " + names[b.baseline], *[f"{float(x):,.1f}×" for x in b.speedup[0]])
+    t.add_row("dominant", *[PHASES[int(d)] for d in b.dominant[0]])
+    if b.stretch_ns is not None:
+        t.add_row("longest stretch", *[format_ns(float(x)) for x in b.stretch_ns[0]])
+    foot: list[Text] = [Text("† host free: the host freeing the guest's pages in exit_mmap — outside Stage-2, not in the total", style="dim")]
+    for key, note in notes_used.items():
+        if key != note:
+            foot.append(Text(f"0 ({key}): {note}", style="dim"))
+    for a in e.assumptions:
+        foot.append(Text(a, style="dim"))
+    for w in e.warnings:
+        foot.append(Text(f"warning: {w}", style="bold yellow"))
+    return Group(title, head, path, mapped_t, Text(""), t, Text(""), *foot)
+
+
+def formulas(e: Estimate) -> Group:
+    """Each phase's formula, then with numbers, then the total; and each price's derivation."""
+    b = e.breakdown
+    pr = e.prices
+    out: list[Text] = []
+    used_ops: set[str] = set()
+    for v, var in enumerate(e.variants):
+        out.append(Text(f"{var.name} — {var.title}", style="bold"))
+        total = 0.0
+        for phase in PHASES:
+            ops = b.phase_ops(0, v, phase)
+            t = float(b.time_ns[0, v, PHASE_INDEX[phase]])
+            if not ops:
+                note = b.notes.get((v, phase))
+                out.append(Text(f"  {phase:<12} = 0" + (f"  ({note})" if note else "")))
+                continue
+            used_ops.update(op for op, _, _ in ops)
+            sym = " + ".join(f"n({op})·price({op})" for op, _, _ in ops)
+            num = " + ".join(f"{format_int(n)} × {price:.4g} ns" for op, n, price in ops)
+            out.append(Text(f"  {phase:<12} = {sym}"))
+            out.append(Text(f"  {'':<12} = {num}"))
+            out.append(Text(f"  {'':<12} = {format_ns(t)}"))
+            if phase != "host_free":
+                total += t
+        out.append(Text(f"  Stage-2 total = {format_ns(total)}", style="bold"))
+        out.append(Text(""))
+    out.append(Text("prices (ns) = D · θ", style="bold"))
+    for op in sorted(used_ops, key=lambda o: OP_INDEX[o]):
+        r = OP_INDEX[op]
+        if op in pr.overridden:
+            out.append(Text(f"  price({op}) = {pr.fixed[r]:.4g}  (explicit price in the machine file)"))
+            continue
+        terms = [(pr.theta_fields[c], float(pr.design[r, c]), float(pr.theta[c]))
+                 for c in range(len(pr.theta_fields)) if pr.design[r, c] != 0]
+        sym = " + ".join(f.removesuffix("_ns") if d == 1 else f"{d:.4g}·{f.removesuffix('_ns')}" for f, d, _ in terms)
+        num = " + ".join(f"{x:.4g}" if d == 1 else f"{d:.4g}×{x:.4g}" for _, d, x in terms)
+        out.append(Text(f"  price({op}) = {sym} = {num} = {float(pr.ops[r]):.4g}"))
+    return Group(*out)
+
+
+def print_group(console: Console, g: Group) -> None:
+    console.print(g)

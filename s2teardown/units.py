@@ -1,0 +1,96 @@
+"""Sizes and times: parsing command-line sizes (binary prefixes) and formatting for humans.
+
+Sizes on the command line use binary prefixes: ``K`` = KiB = 2**10, ``M`` = MiB, ``G`` = GiB,
+``T`` = TiB, ``P`` = PiB; ``64G``, ``64GiB``, ``64gb`` and ``68719476736`` all mean 64 GiB.
+A fraction is allowed if it gives whole bytes (``1.5G``).  YAML files never carry size strings:
+their keys name the unit and their values are plain numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+
+_PREFIX = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.IGNORECASE)
+_NAMES = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``64G``-style text; ValueError with what was expected otherwise."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"expected a size such as 64G, 512M or 4K (binary prefixes), got {text!r}")
+    value = Fraction(m.group(1)) * (1 << (10 * _PREFIX[m.group(2).upper()]))
+    if value.denominator != 1:
+        raise ValueError(f"expected a whole number of bytes, got {text!r}")
+    return int(value)
+
+
+def format_size(n: int) -> str:
+    """``68719476736`` -> ``64 GiB``; non-round sizes keep up to 3 significant decimals."""
+    if n == 0:
+        return "0 B"
+    k = min(len(_NAMES) - 1, (abs(n).bit_length() - 1) // 10)
+    value = n / (1 << (10 * k))
+    if value == int(value):
+        return f"{int(value)} {_NAMES[k]}"
+    return f"{value:.3g} {_NAMES[k]}"
+
+
+def format_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def format_ns(ns: float) -> str:
+    """A duration in the unit that reads best: ``9.13 s``, ``1.30 ms``, ``612 ns``."""
+    if not math.isfinite(ns):
+        return str(ns)
+    a = abs(ns)
+    if a >= 1e9:
+        return f"{ns / 1e9:.3g} s" if a < 1e11 else f"{ns / 1e9:,.0f} s"
+    if a >= 1e6:
+        return f"{ns / 1e6:.3g} ms"
+    if a >= 1e3:
+        return f"{ns / 1e3:.3g} µs"
+    if a == 0:
+        return "0"
+    return f"{ns:.3g} ns"
+
+
+def parse_backing(text: str) -> tuple[tuple[int, float], ...]:
+    """``2M`` or ``2M:90,4K:10`` (percent) -> ((leaf bytes, percent), ...)."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"expected a leaf size such as 2M, or a mix such as 2M:90,4K:10, got {text!r}")
+    out: list[tuple[int, float]] = []
+    for p in parts:
+        if ":" in p:
+            size_s, pct_s = p.split(":", 1)
+            try:
+                pct = float(pct_s)
+            except ValueError:
+                raise ValueError(f"expected a percentage after ':' in {p!r}") from None
+            if not math.isfinite(pct) or pct <= 0:
+                raise ValueError(f"expected a positive percentage in {p!r}")
+        else:
+            size_s, pct = p, 100.0 if len(parts) == 1 else float("nan")
+            if math.isnan(pct):
+                raise ValueError(f"expected SIZE:PERCENT for every part of a mix, got {p!r}")
+        size = parse_size(size_s)
+        if any(size == s for s, _ in out):
+            raise ValueError(f"leaf size {size_s.strip()} given twice in {text!r}")
+        out.append((size, pct))
+    total = sum(p for _, p in out)
+    if abs(total - 100.0) > 1e-6:
+        raise ValueError(f"expected percentages summing to 100, got {total:g} in {text!r}")
+    return tuple(out)
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """``OFFSET:SIZE`` (sizes as in parse_size) -> (offset, size)."""
+    if text.count(":") != 1:
+        raise ValueError(f"expected OFFSET:SIZE such as 0:1G or 3M:10G, got {text!r}")
+    off_s, size_s = text.split(":")
+    return parse_size(off_s), parse_size(size_s)

@@ -1,0 +1,239 @@
+"""Kernel variants as data: configs/variants.yaml (and a user's own file) -> `Variant` objects.
+
+A variant names its ``base`` and overrides, per invocation kind (``teardown``, ``unmap``,
+``clear``), the `Behaviour` fields that changed.  Resolving the chain gives every variant a full
+behaviour per kind, and remembers which variant set each field (so a view can say "elided by P5").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .behaviour import CHOICES, Behaviour
+from .errors import UserError, describe
+from .ops import PASS_KINDS
+from .resources import bundled_root
+from .yamlio import YamlDocument, did_you_mean, line_of, read_yaml
+
+SCHEMA_VERSION = 1
+_META = ("name", "base", "title", "kernel", "patch", "provenance", "description", "aliases")
+_KEYS = _META + PASS_KINDS
+_BEHAVIOUR_FIELDS = tuple(f.name for f in fields(Behaviour))
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    title: str
+    base: str | None
+    kernel: str | None = None
+    patch: str | None = None
+    provenance: str = ""
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    origin: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, field) -> variant
+    source: str = ""  # file it came from
+
+
+@dataclass(frozen=True)
+class VariantSet:
+    variants: tuple[Variant, ...]
+    documents: tuple[YamlDocument, ...]  # the files read (text + sha256, for provenance)
+
+    def names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+    def lookup(self, name: str, flag: str = "--variants") -> Variant:
+        for v in self.variants:
+            if name == v.name or name in v.aliases:
+                return v
+        every = self.names() + [a for v in self.variants for a in v.aliases]
+        raise UserError(
+            flag, None, None, f"a variant name ({', '.join(self.names())})", repr(name),
+            did_you_mean(name, every),
+        )
+
+    def select(self, names: Sequence[str] | None, flag: str = "--variants") -> list[Variant]:
+        if not names:
+            return list(self.variants)
+        out: list[Variant] = []
+        for n in names:
+            v = self.lookup(n, flag)
+            if v not in out:
+                out.append(v)
+        return out
+
+
+def default_path() -> Path:
+    return bundled_root() / "variants.yaml"
+
+
+def load_variants(extra: str | Path | None = None) -> VariantSet:
+    """The bundled variants, plus those of ``extra`` (a user's file, whose bases may be bundled)."""
+    docs = [read_yaml(default_path())]
+    if extra is not None:
+        docs.append(read_yaml(extra))
+    raw: list[tuple[dict[str, Any], str, Any]] = []
+    for doc in docs:
+        raw.extend(_entries(doc))
+    return VariantSet(_resolve(raw), tuple(docs))
+
+
+def _err(doc: YamlDocument, container: Any, key: Any, fld: str, expected: str, got: str,
+         hint: str | None = None) -> UserError:
+    line = line_of(container, key) or getattr(container, "line", None)
+    return UserError(doc.name, line, fld, expected, got, hint)
+
+
+def _entries(doc: YamlDocument) -> list[tuple[dict[str, Any], str, Any]]:
+    data = doc.data
+    if not isinstance(data, dict):
+        raise UserError(doc.name, 1, None, "a mapping with schema_version and variants", describe(data))
+    for key in data:
+        if key not in ("schema_version", "variants"):
+            raise _err(doc, data, key, str(key), "schema_version or variants", f"unknown key {key!r}",
+                       did_you_mean(key, ("schema_version", "variants")))
+    sv = data.get("schema_version")
+    if sv != SCHEMA_VERSION or isinstance(sv, bool):
+        raise _err(doc, data, "schema_version", "schema_version", f"{SCHEMA_VERSION}", describe(sv))
+    items = data.get("variants")
+    if not isinstance(items, list) or not items:
+        raise _err(doc, data, "variants", "variants", "a non-empty list of variants", describe(items))
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _err(doc, items, i, f"variants[{i}]", "a mapping", describe(item))
+        out.append((_check_entry(doc, item, i), doc.name, item))
+    return out
+
+
+def _check_entry(doc: YamlDocument, item: dict[str, Any], i: int) -> dict[str, Any]:
+    name = item.get("name")
+    where = f"variants[{i}]"
+    if not isinstance(name, str) or not name.strip():
+        raise _err(doc, item, "name", f"{where}.name", "a non-empty string", describe(name))
+    where = f"variants[{name}]"
+    for key in item:
+        if key not in _KEYS:
+            raise _err(doc, item, key, f"{where}.{key}", "a variant field", f"unknown key {key!r}",
+                       did_you_mean(key, _KEYS))
+    for key in ("base", "title", "kernel", "patch", "provenance", "description"):
+        v = item.get(key)
+        if v is not None and not isinstance(v, str):
+            raise _err(doc, item, key, f"{where}.{key}", "a string", describe(v))
+    if item.get("base") is None and not item.get("title"):
+        raise _err(doc, item, "name", f"{where}.title", "a title", "none")
+    aliases = item.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise _err(doc, item, "aliases", f"{where}.aliases", "a list of names", describe(aliases))
+    for kind in PASS_KINDS:
+        block = item.get(kind)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise _err(doc, item, kind, f"{where}.{kind}", "a mapping of behaviour fields", describe(block))
+        for fk, fv in block.items():
+            if fk not in CHOICES:
+                raise _err(doc, block, fk, f"{where}.{kind}.{fk}", "a behaviour field",
+                           f"unknown key {fk!r}", did_you_mean(fk, CHOICES))
+            if fv not in CHOICES[fk]:
+                raise _err(doc, block, fk, f"{where}.{kind}.{fk}", "one of " + ", ".join(CHOICES[fk]),
+                           describe(fv), did_you_mean(fv, CHOICES[fk]) if isinstance(fv, str) else None)
+    if item.get("base") is None:
+        for kind in PASS_KINDS:
+            block = item.get(kind) or {}
+            missing = [f for f in _BEHAVIOUR_FIELDS if f not in block]
+            if missing:
+                raise _err(doc, item, kind if kind in item else "name", f"{where}.{kind}",
+                           "every behaviour field in a variant without a base",
+                           "missing " + ", ".join(missing))
+    return item
+
+
+def _resolve(raw: list[tuple[dict[str, Any], str, Any]]) -> tuple[Variant, ...]:
+    by_name: dict[str, tuple[dict[str, Any], str, Any]] = {}
+    for item, src, node in raw:
+        name = item["name"]
+        taken = set(by_name) | {a for it, _, _ in by_name.values() for a in it.get("aliases", [])}
+        for n in [name, *item.get("aliases", [])]:
+            if n in taken:
+                raise UserError(src, line_of(node, "name"), f"variants[{name}].name",
+                                "a name not used by another variant", repr(n))
+        by_name[name] = (item, src, node)
+    done: dict[str, Variant] = {}
+
+    def build(name: str, stack: tuple[str, ...]) -> Variant:
+        if name in done:
+            return done[name]
+        item, src, node = by_name[name]
+        base = item.get("base")
+        if base is None:
+            behaviours = {k: Behaviour(**item[k]) for k in PASS_KINDS}
+            origin = {(k, f): name for k in PASS_KINDS for f in _BEHAVIOUR_FIELDS}
+        else:
+            if base not in by_name:
+                raise UserError(src, line_of(node, "base"), f"variants[{name}].base",
+                                "the name of a variant defined in this or the bundled file",
+                                repr(base), did_you_mean(base, by_name))
+            if base in stack:
+                raise UserError(src, line_of(node, "base"), f"variants[{name}].base",
+                                "a chain of bases without a cycle", " -> ".join((*stack, name, base)))
+            parent = build(base, (*stack, name))
+            behaviours = dict(parent.behaviours)
+            origin = dict(parent.origin)
+            for k in PASS_KINDS:
+                block = item.get(k) or {}
+                if block:
+                    behaviours[k] = replace(behaviours[k], **block)
+                    for f in block:
+                        if getattr(parent.behaviours[k], f) != block[f]:
+                            origin[(k, f)] = name
+        v = Variant(
+            name=name,
+            title=item.get("title") or (by_name[base][0].get("title", "") if base else ""),
+            base=base,
+            kernel=item.get("kernel"),
+            patch=item.get("patch"),
+            provenance=item.get("provenance", ""),
+            description=" ".join(str(item.get("description", "")).split()),
+            aliases=tuple(item.get("aliases", [])),
+            behaviours=behaviours,
+            origin=origin,
+            source=src,
+        )
+        done[name] = v
+        return v
+
+    return tuple(build(name, ()) for name in by_name)
+
+
+def variants_schema() -> dict[str, Any]:
+    """JSON Schema of a variants file (generated from the Behaviour choices)."""
+    behaviour = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {f: {"enum": list(c)} for f, c in CHOICES.items()},
+    }
+    props: dict[str, Any] = {k: {"type": "string"} for k in _META if k != "aliases"}
+    props["aliases"] = {"type": "array", "items": {"type": "string"}}
+    for k in PASS_KINDS:
+        props[k] = behaviour
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "s2teardown variants file",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["schema_version", "variants"],
+        "properties": {
+            "schema_version": {"const": SCHEMA_VERSION},
+            "variants": {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": False, "required": ["name"],
+                          "properties": props},
+            },
+        },
+    }

@@ -1,0 +1,536 @@
+"""The oracle: a literal, slow, obviously-correct simulation of the Linux v5.5 Stage-2 unmap.
+
+This module builds a real (synthetic) Stage-2 page table from a `Layout` and then executes an
+event (a sequence of `Invocation`) against it, one page-table entry at a time, counting every
+kernel event of `ops.EVENTS`.  It exists only to check the closed-form model (`counts.py`); it
+shares no code with it and must never be imported by it.
+
+Kernel references (Linux v5.5, arm64; paths as of that release):
+
+* virt/kvm/arm/mmu.c
+  - ``unmap_stage2_range``: loops over the entry-level entries of ``[start, start + size)``;
+    after every entry that is not the last one, ``cond_resched_lock(&kvm->mmu_lock)``.
+  - ``unmap_stage2_puds`` / ``unmap_stage2_pmds``: load every entry of the table that
+    intersects the range; a block is cleared (``stage2_pud_clear`` / ``pmd_clear``), then
+    ``kvm_tlb_flush_vmid_ipa``, then ``kvm_flush_dcache_pud`` / ``_pmd`` of the *whole* block,
+    then ``put_page`` on the table page; a table entry recurses one level down.  After the loop,
+    if the table the loop walked is now empty (``stage2_p*d_table_empty``: page refcount 1),
+    ``clear_stage2_p*d_entry`` unhooks it from its parent.
+  - ``unmap_stage2_ptes``: per valid PTE ``kvm_set_pte(pte, 0)``, ``kvm_tlb_flush_vmid_ipa``,
+    ``kvm_flush_dcache_pte`` unless ``kvm_is_device_pfn``, ``put_page``; then the same
+    emptiness check (``stage2_pte_table_empty``) and ``clear_stage2_pmd_entry``.
+  - ``clear_stage2_{pgd,pud,pmd}_entry``: clear the parent entry, ``kvm_tlb_flush_vmid_ipa``,
+    free the child table page, ``put_page`` the parent's table page.
+  - ``kvm_free_stage2_pgd`` (via ``kvm_arch_flush_shadow_all``): ``unmap_stage2_range`` over
+    the whole IPA space under ``mmu_lock``, then the entry-level pages are freed one by one
+    (``free_pages_exact``).
+  - ``kvm_unmap_hva_range`` -> ``handle_hva_to_gpa``: every memslot is examined; each one that
+    intersects the notifier's range gets one ``kvm_unmap_hva_handler`` ->
+    ``unmap_stage2_range`` over the intersection.
+  - ``stage2_get_pud`` / ``stage2_get_pmd`` / ``stage2_set_pte``: every entry installed in a
+    table page takes a ``get_page`` on that page, so a table page's refcount is
+    1 + number of valid entries.
+* arch/arm64/include/asm/stage2_pgtable.h: levels the IPA size does not need are *folded*
+  (``stage2_pgd_none`` returns 0, ``stage2_pud_offset`` returns the pgd pointer itself,
+  ``stage2_pud_addr_end`` returns ``end``, ``stage2_pud_table_empty`` returns false ...), so a
+  folded level loads nothing of its own and the walk touches each real entry exactly once.
+  This module therefore models only the real levels, ``geometry.levels`` of them.
+* arch/arm64/include/asm/kvm_mmu.h: ``__kvm_flush_dcache_{pte,pmd,pud}`` do nothing when the
+  CPU has FEAT_S2FWB; otherwise one ``__flush_dcache_area`` call over the leaf, one DC CIVAC
+  per cache line (arch/arm64/mm/cache.S).
+* virt/kvm/kvm_main.c: ``kvm_mmu_notifier_release`` and
+  ``kvm_mmu_notifier_invalidate_range_start`` are the entry points (one ``notifier_call`` each).
+
+The variant knobs of `behaviour.Behaviour` switch individual kernel actions on or off (P5
+elides the CMO and the per-entry TLBIs and adds one ``kvm_flush_remote_tlbs``; FWB elides the
+CMO).  Strategies that change the *shape* of the walk (range TLBI, deferred table TLBI, v6.1 /
+v6.19 resched chunks, the unlocked v5.10 destroy walk) are not simulated here and raise
+`NotImplementedError`.
+
+Modelling conventions that the kernel does not fix (see also `walk`):
+
+* Segments are split only at resched points; the lock drop between two invocations of one
+  event does not start a new segment.
+* Host frees (``host_page_free`` / ``host_folio_free``) happen after the notifier returns and
+  outside ``mmu_lock``: they are counted in the totals but in no segment.
+* Memslots are examined in v5.5's array order by default (highest base GFN first,
+  ``update_memslots`` in virt/kvm/kvm_main.c); ``memslot_order="layout"`` uses the layout's.
+  The order decides which pass frees a table shared by two memslots, so it changes the split
+  between segments and, when a freed table is not walked again, the entry visits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from .behaviour import Behaviour
+from .geometry import Geometry
+from .layout import CLEAR, TEARDOWN, UNMAP, Invocation, Layout, Memslot
+from .ops import EVENT_INDEX, EVENTS
+
+# Event indices (positions in ops.EVENTS).
+_NOTIFIER_CALL: Final = EVENT_INDEX["notifier_call"]
+_MEMSLOT_VISIT: Final = EVENT_INDEX["memslot_visit"]
+_ENTRY_VISIT: Final = EVENT_INDEX["entry_visit"]
+_PTE_CLEAR: Final = EVENT_INDEX["pte_clear"]
+_BLOCK_CLEAR: Final = EVENT_INDEX["block_clear"]
+_TABLE_CLEAR: Final = EVENT_INDEX["table_clear"]
+_PUT_PAGE: Final = EVENT_INDEX["put_page"]
+_TLB_FLUSH_VMID_IPA: Final = EVENT_INDEX["tlb_flush_vmid_ipa"]
+_DCACHE_FLUSH_CALL: Final = EVENT_INDEX["dcache_flush_call"]
+_DC_CIVAC_LINE: Final = EVENT_INDEX["dc_civac_line"]
+_TABLE_FREE: Final = EVENT_INDEX["table_free"]
+_RESCHED_POINT: Final = EVENT_INDEX["resched_point"]
+_FLUSH_REMOTE_TLBS: Final = EVENT_INDEX["flush_remote_tlbs"]
+_HOST_PAGE_FREE: Final = EVENT_INDEX["host_page_free"]
+_HOST_FOLIO_FREE: Final = EVENT_INDEX["host_folio_free"]
+
+#: A valid leaf descriptor (page or block) mapping normal memory.  The leaf's size is implied
+#: by the level of the table that holds it.
+LEAF: Final = "leaf"
+#: A valid page descriptor mapping a device pfn (``kvm_is_device_pfn``): never cleaned, never
+#: freed by the host.  Device mappings are always pages.
+DEVICE_LEAF: Final = "device-leaf"
+
+MEMSLOT_ORDERS: Final = ("layout", "kernel")
+
+
+class TablePage:
+    """One page-table page: its entries and its ``struct page`` refcount.
+
+    ``entries[i]`` is ``None`` (invalid), `LEAF` / `DEVICE_LEAF`, or the child `TablePage` a
+    table descriptor points to.  ``refcount`` starts at 1 (the allocation) and every valid entry
+    holds one more reference, exactly as the kernel's ``get_page`` / ``put_page`` pairs do.
+    """
+
+    __slots__ = ("level", "entries", "refcount")
+
+    def __init__(self, level: int, n_entries: int) -> None:
+        self.level = level
+        self.entries: list[Entry] = [None] * n_entries
+        self.refcount = 1
+
+    def valid_entries(self) -> int:
+        return sum(1 for e in self.entries if e is not None)
+
+
+Entry: TypeAlias = "str | TablePage | None"
+
+
+class Stage2Table:
+    """A Stage-2 page table: the concatenated entry-level pages and everything below them.
+
+    The entry level (level 0) has ``geometry.top_entries`` entries laid out over
+    ``geometry.pgd_pages`` pages (``kvm_alloc_stage2_pgd`` allocates them with
+    ``alloc_pages_exact`` so that each page has its own refcount); entry ``i`` lives in page
+    ``i // entries_per_table``.
+    """
+
+    def __init__(self, geometry: Geometry) -> None:
+        self.geometry = geometry
+        per_page = min(geometry.entries_per_table, geometry.top_entries)
+        self.pgd: list[TablePage] = [TablePage(0, per_page) for _ in range(geometry.pgd_pages)]
+        if per_page * len(self.pgd) != geometry.top_entries:
+            raise AssertionError("entry level does not fill its pages")  # geometry invariant
+        self.pgd_freed = False  # set by a teardown (kvm_free_stage2_pgd)
+
+    # -- addressing ------------------------------------------------------------------------
+
+    def pgd_slot(self, addr: int) -> tuple[TablePage, int]:
+        """The entry-level page and index of the entry covering ``addr`` (``stage2_pgd_index``)."""
+        g = self.geometry
+        if not 0 <= addr < g.ipa_size:
+            raise ValueError(f"address {addr:#x} outside the {g.ipa_bits}-bit IPA space")
+        global_index = addr // g.span(0)
+        page = self.pgd[global_index // len(self.pgd[0].entries)]
+        return page, global_index % len(page.entries)
+
+    def index_of(self, table: TablePage, addr: int) -> int:
+        """Index in ``table`` of the entry covering ``addr`` (``p*d_index``)."""
+        return (addr // self.geometry.span(table.level)) % len(table.entries)
+
+    # -- building --------------------------------------------------------------------------
+
+    def table_for(self, addr: int, level: int) -> TablePage:
+        """The table page at ``level`` that holds the entry for ``addr``, created on demand.
+
+        Mirrors ``stage2_get_pud`` / ``stage2_get_pmd`` / ``stage2_set_pte``: a missing table is
+        allocated, its parent entry is populated and the parent page takes a reference.
+        """
+        page, index = self.pgd_slot(addr)
+        for lvl in range(level):
+            entry = page.entries[index]
+            if entry is None:
+                child = TablePage(lvl + 1, self.geometry.entries_per_table)
+                page.entries[index] = child
+                page.refcount += 1  # get_page(virt_to_page(parent entry))
+                entry = child
+            elif not isinstance(entry, TablePage):
+                raise ValueError(
+                    f"{addr:#x}: a level-{level} leaf would sit under a level-{lvl} block"
+                )
+            page = entry
+            index = self.index_of(page, addr)
+        return page
+
+    def install_extent(self, lo: int, hi: int, leaf: int, device: bool) -> None:
+        """Install every leaf of ``[lo, hi)`` (``(hi - lo) / leaf`` of them, ``leaf``-aligned)."""
+        g = self.geometry
+        level = g.leaf_level(leaf)
+        marker = DEVICE_LEAF if device else LEAF
+        addr = lo
+        while addr < hi:
+            table = self.table_for(addr, level)
+            coverage = g.span(level) * len(table.entries)  # IPA bytes the table page maps
+            chunk_end = min(hi, addr - addr % coverage + coverage)
+            entries = table.entries
+            first = self.index_of(table, addr)
+            for i in range(first, first + (chunk_end - addr) // leaf):
+                if entries[i] is not None:
+                    raise ValueError(f"overlapping mappings near {addr:#x}")
+                entries[i] = marker
+                table.refcount += 1  # get_page on the table page holding the new entry
+            addr = chunk_end
+
+    # -- inspection (tests) ----------------------------------------------------------------
+
+    def pages(self) -> list[TablePage]:
+        """Every table page below the entry level, depth first."""
+        out: list[TablePage] = []
+        stack = [e for p in self.pgd for e in p.entries if isinstance(e, TablePage)]
+        while stack:
+            t = stack.pop()
+            out.append(t)
+            stack.extend(e for e in t.entries if isinstance(e, TablePage))
+        return out
+
+    def leaf_count(self) -> dict[int, int]:
+        """Valid leaves by level (device and normal together)."""
+        counts: dict[int, int] = {}
+        for t in self.pgd + self.pages():
+            n = sum(1 for e in t.entries if e is LEAF or e is DEVICE_LEAF)
+            if n:
+                counts[t.level] = counts.get(t.level, 0) + n
+        return counts
+
+
+def build_table(layout: Layout) -> Stage2Table:
+    """Build the Stage-2 table a layout describes: every leaf of every extent, tables on demand."""
+    layout.validate()
+    table = Stage2Table(layout.geometry)
+    for e in layout.extents:
+        table.install_extent(e.lo, e.hi, e.leaf, e.device)
+    return table
+
+
+@dataclass(frozen=True, eq=False)
+class WalkResult:
+    """Kernel-event counts of one event (`ops.EVENTS` order, int64).
+
+    ``segments[k]`` counts the events between resched points ``k - 1`` and ``k`` in execution
+    order (a resched point belongs to the segment it ends); they sum to ``events`` less the
+    host-side frees.
+    ``lock_held_segments[k]`` says whether ``mmu_lock`` was held during segment ``k``.
+    """
+
+    events: npt.NDArray[np.int64]
+    segments: tuple[npt.NDArray[np.int64], ...]
+    lock_held_segments: tuple[bool, ...]
+
+    def count(self, event: str) -> int:
+        return int(self.events[EVENT_INDEX[event]])
+
+
+def _check_behaviour(kind: str, b: Behaviour) -> None:
+    """Refuse strategies whose walk shape this oracle does not simulate."""
+    unsupported = {
+        "leaf_tlbi": ("range",),
+        "table_tlbi": ("deferred",),
+        "resched": ("largest_block", "1g"),
+        "lock": ("unlocked",),
+    }
+    for field_name, values in unsupported.items():
+        value = getattr(b, field_name)
+        if value in values:
+            raise NotImplementedError(f"walker: {kind}: {field_name}={value!r} is not simulated")
+
+
+class _Run:
+    """Executes invocations against one `Stage2Table`, counting events into segments."""
+
+    def __init__(
+        self, table: Stage2Table, memslots: Sequence[Memslot], *, fwb: bool, cache_line: int
+    ) -> None:
+        g = table.geometry
+        if cache_line <= 0 or cache_line & (cache_line - 1) or g.granule % cache_line:
+            raise ValueError(
+                f"cache_line must be a power of two dividing the granule, got {cache_line}"
+            )
+        self.table = table
+        self.memslots = memslots
+        self.g = g
+        self.fwb = fwb
+        self.cache_line = cache_line
+        self.last_level = g.levels - 1
+        self.segments: list[list[int]] = [[0] * len(EVENTS)]
+        self.seg = self.segments[0]  # the current segment
+        self.host = [0] * len(EVENTS)  # host-side frees: counted in totals, in no segment
+        # Per-invocation state, set by `invoke`.
+        self.behaviour = Behaviour()
+        self.may_resched = False
+        self.freed_pages = 0  # non-device page leaves removed by the current invocation
+        self.freed_folios = 0  # non-device block leaves removed by the current invocation
+
+    # -- segments --------------------------------------------------------------------------
+
+    def resched_point(self) -> None:
+        """``cond_resched_lock(&kvm->mmu_lock)``: counted in the segment it ends."""
+        self.seg[_RESCHED_POINT] += 1
+        self.seg = [0] * len(EVENTS)
+        self.segments.append(self.seg)
+
+    # -- invocations -----------------------------------------------------------------------
+
+    def invoke(self, inv: Invocation, b: Behaviour, memslot_order: str) -> None:
+        g = self.g
+        if self.table.pgd_freed:
+            # kvm_mmu_notifier_release is the last callback: the notifier is then unhooked.
+            raise ValueError("no invocation can follow a teardown (the notifier is gone)")
+        if inv.lo % g.granule or inv.hi % g.granule or inv.lo >= inv.hi:
+            raise ValueError(f"{inv}: range empty or not aligned to the {g.granule}-byte granule")
+        self.behaviour = b
+        self.may_resched = b.resched == "top_level" and (
+            b.resched_when == "always" or inv.blockable
+        )
+        self.freed_pages = 0
+        self.freed_folios = 0
+        self.seg[_NOTIFIER_CALL] += 1
+
+        if inv.kind == TEARDOWN:
+            # kvm_mmu_notifier_release -> kvm_arch_flush_shadow_all -> kvm_free_stage2_pgd
+            if (inv.lo, inv.hi) != (0, g.ipa_size):
+                raise ValueError(f"{inv}: a teardown always covers the whole IPA space")
+            self.unmap_stage2_range(0, g.ipa_size)
+            if b.final_flush == "vmall":
+                self.seg[_FLUSH_REMOTE_TLBS] += 1  # kvm_flush_remote_tlbs, still under the lock
+            self.seg[_TABLE_FREE] += g.pgd_pages  # free_pages_exact(pgd): one page at a time
+            self.table.pgd_freed = True
+        elif inv.kind in (UNMAP, CLEAR):
+            # kvm_mmu_notifier_invalidate_range_start -> kvm_unmap_hva_range -> handle_hva_to_gpa
+            slots = self.memslots
+            order = list(range(len(slots)))
+            if memslot_order == "kernel":
+                order.sort(key=lambda i: slots[i].lo, reverse=True)
+            for i in order:
+                slot = slots[i]
+                self.seg[_MEMSLOT_VISIT] += 1
+                lo, hi = max(inv.lo, slot.lo), min(inv.hi, slot.hi)
+                if lo < hi:
+                    self.unmap_stage2_range(lo, hi)  # kvm_unmap_hva_handler
+            if b.final_flush == "vmall":
+                self.seg[_FLUSH_REMOTE_TLBS] += 1
+        else:
+            raise ValueError(f"unknown invocation kind {inv.kind!r}")
+
+        # The host frees the guest's pages after the notifier returns (exit_mmap / unmap_region
+        # -> tlb_finish_mmu); pages unmapped by a CLEAR stay allocated.
+        # They are outside Stage-2 and outside mmu_lock, so they belong to no segment.
+        if inv.kind in (TEARDOWN, UNMAP):
+            self.host[_HOST_PAGE_FREE] += self.freed_pages
+            self.host[_HOST_FOLIO_FREE] += self.freed_folios
+
+    # -- the walk (virt/kvm/arm/mmu.c) -----------------------------------------------------
+
+    def unmap_stage2_range(self, start: int, end: int) -> None:
+        """``unmap_stage2_range``: each entry-level entry of ``[start, end)``, resched between."""
+        span0 = self.g.span(0)
+        addr = start
+        while True:
+            nxt = min(addr - addr % span0 + span0, end)  # stage2_pgd_addr_end
+            page, index = self.table.pgd_slot(addr)
+            self.unmap_entry(page, index, addr, nxt)
+            if nxt != end and self.may_resched:
+                self.resched_point()
+            addr = nxt
+            if addr == end:
+                break
+
+    def unmap_entry(self, table: TablePage, index: int, addr: int, end: int) -> None:
+        """Load one entry covering ``[addr, end)`` and unmap what it maps there.
+
+        The body of the loops of ``unmap_stage2_puds`` / ``unmap_stage2_pmds`` (and the
+        entry-level loop of ``unmap_stage2_range``, whose folded levels load nothing more).
+        """
+        self.seg[_ENTRY_VISIT] += 1
+        entry = table.entries[index]
+        if entry is None:
+            return
+        if isinstance(entry, TablePage):
+            if entry.level == self.last_level:
+                self.unmap_ptes(entry, addr, end)
+            else:
+                self.unmap_table(entry, addr, end)
+            # stage2_p*_table_empty at the end of the child's loop
+            if entry.refcount == 1:
+                self.clear_table_entry(table, index)
+        else:
+            self.clear_leaf(table, index, entry)
+
+    def unmap_table(self, table: TablePage, start: int, end: int) -> None:
+        """``unmap_stage2_puds`` / ``unmap_stage2_pmds``: every entry of ``table`` in the range."""
+        span = self.g.span(table.level)
+        index = self.table.index_of(table, start)
+        addr = start
+        while True:
+            nxt = min(addr - addr % span + span, end)  # stage2_p*d_addr_end
+            self.unmap_entry(table, index, addr, nxt)
+            index += 1
+            addr = nxt
+            if addr == end:
+                break
+
+    def unmap_ptes(self, table: TablePage, start: int, end: int) -> None:
+        """``unmap_stage2_ptes``: load every PTE of ``table`` in ``[start, end)``, clear the valid.
+
+        Per valid PTE, in kernel order: ``kvm_set_pte(pte, 0)``, ``kvm_tlb_flush_vmid_ipa``,
+        ``kvm_flush_dcache_pte`` unless ``kvm_is_device_pfn``, ``put_page`` (`clear_leaf`).
+        """
+        entries = table.entries
+        seg = self.seg
+        first = self.table.index_of(table, start)
+        for index in range(first, first + (end - start) // self.g.granule):
+            seg[_ENTRY_VISIT] += 1
+            entry = entries[index]
+            if entry is None:
+                continue
+            if isinstance(entry, TablePage):
+                raise AssertionError("a table page below the last level")
+            self.clear_leaf(table, index, entry)
+
+    def clear_leaf(self, table: TablePage, index: int, entry: str) -> None:
+        """A valid leaf found by ``unmap_stage2_puds`` / ``_pmds`` (a block) or ``_ptes``.
+
+        The whole leaf goes, even when the range covers only part of it.
+        """
+        b = self.behaviour
+        level = table.level
+        size = self.g.span(level)
+        is_page = level == self.last_level
+        seg = self.seg
+        table.entries[index] = None  # stage2_pud_clear / pmd_clear / kvm_set_pte(0)
+        seg[_PTE_CLEAR if is_page else _BLOCK_CLEAR] += 1
+        if b.leaf_tlbi in ("per_entry", "per_entry_level"):
+            seg[_TLB_FLUSH_VMID_IPA] += 1  # kvm_tlb_flush_vmid_ipa
+        device = entry is DEVICE_LEAF
+        if b.cmo == "per_leaf" and not self.fwb and not (is_page and device):
+            seg[_DCACHE_FLUSH_CALL] += 1  # kvm_flush_dcache_p*d -> __flush_dcache_area
+            seg[_DC_CIVAC_LINE] += size // self.cache_line
+        table.refcount -= 1
+        seg[_PUT_PAGE] += 1  # put_page(virt_to_page(entry))
+        if not device:
+            if size == self.g.granule:
+                self.freed_pages += 1
+            else:
+                self.freed_folios += 1
+
+    def clear_table_entry(self, table: TablePage, index: int) -> None:
+        """``clear_stage2_{pgd,pud,pmd}_entry``: unhook and free a table the walk emptied."""
+        seg = self.seg
+        table.entries[index] = None  # stage2_pgd_clear / stage2_pud_clear / pmd_clear
+        seg[_TABLE_CLEAR] += 1
+        if self.behaviour.table_tlbi == "per_entry":
+            seg[_TLB_FLUSH_VMID_IPA] += 1  # kvm_tlb_flush_vmid_ipa
+        seg[_TABLE_FREE] += 1  # stage2_pud_free / stage2_pmd_free / free_page
+        table.refcount -= 1
+        seg[_PUT_PAGE] += 1  # put_page(virt_to_page(parent entry))
+
+
+def run_event(
+    table: Stage2Table,
+    layout: Layout,
+    event: Sequence[Invocation],
+    behaviours: Mapping[str, Behaviour],
+    *,
+    fwb: bool,
+    cache_line: int,
+    memslot_order: str = "kernel",
+) -> WalkResult:
+    """Execute ``event`` against an existing ``table`` (mutated in place) and count events.
+
+    ``layout`` supplies the memslots ``handle_hva_to_gpa`` iterates over.  See `walk`.
+    """
+    if memslot_order not in MEMSLOT_ORDERS:
+        raise ValueError(f"memslot_order must be one of {MEMSLOT_ORDERS}, got {memslot_order!r}")
+    if table.geometry != layout.geometry:
+        raise ValueError("table and layout have different geometries")
+    picked: list[tuple[Invocation, Behaviour]] = []
+    for inv in event:
+        if inv.kind not in behaviours:
+            raise ValueError(f"no behaviour for invocation kind {inv.kind!r}")
+        _check_behaviour(inv.kind, behaviours[inv.kind])
+        picked.append((inv, behaviours[inv.kind]))
+
+    run = _Run(table, layout.memslots, fwb=fwb, cache_line=cache_line)
+    for inv, b in picked:
+        run.invoke(inv, b, memslot_order)
+
+    segments = tuple(np.array(s, dtype=np.int64) for s in run.segments)
+    events = np.array(run.host, dtype=np.int64)
+    for segment in segments:
+        events += segment
+    return WalkResult(
+        events=events,
+        segments=segments,
+        lock_held_segments=tuple(True for _ in segments),  # every simulated walk holds mmu_lock
+    )
+
+
+def walk(
+    layout: Layout,
+    event: Sequence[Invocation],
+    behaviours: Mapping[str, Behaviour],
+    *,
+    fwb: bool,
+    cache_line: int,
+    memslot_order: str = "kernel",
+) -> WalkResult:
+    """Build the layout's Stage-2 table and execute ``event`` on it, counting kernel events.
+
+    ``behaviours`` maps each invocation kind ("teardown", "unmap", "clear") that the event uses
+    to its `Behaviour`.  ``fwb``: the CPU has FEAT_S2FWB (no Stage-2 CMO).  ``cache_line``: the
+    D-cache line size in bytes (one DC CIVAC per line).  ``memslot_order``: "layout" (tuple
+    order) or "kernel" (v5.5 ``kvm_for_each_memslot`` order: highest base GFN first).
+
+    Per invocation: one ``notifier_call``; a teardown walks ``[0, ipa_size)`` once, then (P5)
+    one ``flush_remote_tlbs``, then frees the ``pgd_pages`` entry-level pages; an unmap/clear
+    visits every memslot and walks each non-empty intersection, then (P5) one
+    ``flush_remote_tlbs``.  Teardown and unmap invocations then free on the host every
+    non-device leaf they removed (a page: ``host_page_free``; a block: ``host_folio_free``).
+    """
+    return run_event(
+        build_table(layout),
+        layout,
+        event,
+        behaviours,
+        fwb=fwb,
+        cache_line=cache_line,
+        memslot_order=memslot_order,
+    )
+
+
+def walk_counts(
+    layout: Layout,
+    event: Sequence[Invocation],
+    behaviours: Mapping[str, Behaviour],
+    *,
+    fwb: bool,
+    cache_line: int,
+) -> dict[str, int]:
+    """`walk`'s totals as a plain ``{event name: count}`` dict (handy in tests and reports)."""
+    result = walk(layout, event, behaviours, fwb=fwb, cache_line=cache_line)
+    return {name: int(result.events[i]) for i, name in enumerate(EVENTS)}

@@ -1,0 +1,255 @@
+"""Workloads: the guest a user describes with flags, as a vectorised batch of Stage-2 layouts.
+
+A uniform workload (docs/model.md, "Workload"):
+* guest RAM of ``vm_bytes`` at ``ram_base`` (QEMU virt: 1 GiB), split into ``memslots`` equal,
+  contiguous memslots;
+* in each memslot, ``floor(mapped × slot size)`` bytes are mapped from the slot's start; of them a
+  ``device_fraction`` (rounded down to whole pages) is device pages placed last, and the rest is
+  shared between leaf sizes by the backing mix (percentages), each share rounded down to whole
+  leaves, largest leaves first so every region stays aligned;
+* the event is ``exit`` (release: whole IPA space) or ``munmap`` of ``[offset, offset+size)``
+  of guest RAM (default: all of it), preceded by a THP-split CLEAR at each unaligned edge that
+  falls in a PMD-block region (`layout.munmap_event`).
+
+Everything is built with numpy over many scenarios at once; the explicit `Layout` of one
+scenario (for the walker and for display) is read back from the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .counts import Batch
+from .geometry import Geometry, auto_ipa_bits
+from .layout import CLEAR, TEARDOWN, UNMAP, Extent, Invocation, Layout, Memslot
+from .prices import Placement
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+GIB = 1 << 30
+MIB = 1 << 20
+EVENTS_SUPPORTED = ("exit", "munmap")
+
+
+@dataclass(frozen=True)
+class Workload:
+    vm_bytes: int
+    backing: tuple[tuple[int, float], ...] = ((2 * MIB, 100.0),)  # (leaf bytes, percent)
+    mapped: float = 1.0
+    device_fraction: float = 0.0
+    memslots: int = 1
+    ipa_bits: int | None = None  # None: auto (QEMU's choice)
+    granule: int = 4096
+    ram_base: int = GIB
+    event: str = "exit"
+    range: tuple[int, int] | None = None  # (offset into guest RAM, size) for munmap
+    placement: Placement | None = None  # None: the machine's default
+
+    def resolved_ipa_bits(self) -> int:
+        if self.ipa_bits is not None:
+            return self.ipa_bits
+        return auto_ipa_bits(self.ram_base + self.vm_bytes)
+
+    def geometry(self) -> Geometry:
+        return Geometry(self.granule, self.resolved_ipa_bits())
+
+    def check(self) -> None:
+        """Raise ValueError (with the flag's name first) if the workload cannot be laid out."""
+        g = self.geometry()
+        if self.vm_bytes <= 0 or self.vm_bytes % g.granule:
+            raise ValueError(f"vm: expected a positive multiple of the {g.granule}-byte granule")
+        if self.ram_base % g.largest_block:
+            raise ValueError(f"ram-base: expected a multiple of {g.largest_block} bytes")
+        if self.ram_base + self.vm_bytes > g.ipa_size:
+            raise ValueError(f"vm: guest RAM ends above the {g.ipa_bits}-bit IPA space")
+        if self.memslots < 1 or self.vm_bytes % self.memslots:
+            raise ValueError("memslots: expected a whole number that divides the VM size")
+        slot = self.vm_bytes // self.memslots
+        for leaf, _ in self.backing:
+            if leaf not in g.leaf_sizes:
+                raise ValueError(f"backing: {leaf} bytes is not a leaf size here {g.leaf_sizes}")
+            if slot % leaf:
+                raise ValueError(f"memslots: each memslot ({slot} bytes) must hold whole {leaf}-byte leaves")
+        if abs(sum(p for _, p in self.backing) - 100.0) > 1e-6:
+            raise ValueError("backing: the percentages must sum to 100")
+        if not 0.0 <= self.mapped <= 1.0:
+            raise ValueError("mapped: expected a fraction in [0, 1]")
+        if not 0.0 <= self.device_fraction <= 1.0:
+            raise ValueError("device: expected a fraction in [0, 1]")
+        if self.event not in EVENTS_SUPPORTED:
+            raise ValueError(f"event: expected one of {EVENTS_SUPPORTED}")
+        if self.range is not None:
+            off, size = self.range
+            if self.event != "munmap":
+                raise ValueError("range: only with --event munmap")
+            if size <= 0 or off < 0 or off + size > self.vm_bytes:
+                raise ValueError("range: expected OFFSET:SIZE inside the guest RAM")
+            if off % g.granule or size % g.granule:
+                raise ValueError(f"range: expected multiples of the {g.granule}-byte granule")
+
+
+def uniform_batch(workloads: Sequence[Workload]) -> Batch:
+    """One batch for workloads sharing geometry, memslot count, leaf-size list and event."""
+    w0 = workloads[0]
+    g = w0.geometry()
+    leaves = tuple(sorted((leaf for leaf, _ in w0.backing), reverse=True))
+    for w in workloads:
+        if (
+            w.geometry() != g
+            or w.memslots != w0.memslots
+            or w.event != w0.event
+            or tuple(sorted((leaf for leaf, _ in w.backing), reverse=True)) != leaves
+        ):
+            raise ValueError("uniform_batch: workloads must share geometry, memslots, leaves, event")
+    share = np.array([[dict(w.backing)[leaf] for leaf in leaves] for w in workloads])
+    rng = [w.range if w.range is not None else (0, w.vm_bytes) for w in workloads]
+    return uniform_batch_arrays(
+        g,
+        vm_bytes=np.array([w.vm_bytes for w in workloads], dtype=np.int64),
+        mapped=np.array([w.mapped for w in workloads]),
+        leaves=leaves,
+        share_pct=share,
+        device_fraction=np.array([w.device_fraction for w in workloads]),
+        memslots=w0.memslots,
+        ram_base=np.array([w.ram_base for w in workloads], dtype=np.int64),
+        event=w0.event,
+        range_off=np.array([r[0] for r in rng], dtype=np.int64),
+        range_size=np.array([r[1] for r in rng], dtype=np.int64),
+    )
+
+
+def uniform_batch_arrays(
+    g: Geometry,
+    *,
+    vm_bytes: I64,
+    mapped: F64,
+    leaves: tuple[int, ...],
+    share_pct: F64,
+    device_fraction: F64,
+    memslots: int,
+    ram_base: I64,
+    event: str,
+    range_off: I64 | None = None,
+    range_size: I64 | None = None,
+) -> Batch:
+    """The vectorised builder behind `uniform_batch` (arrays of shape (S,) and (S, C))."""
+    n_s = vm_bytes.shape[0]
+    n_c = len(leaves)
+    slot_size = vm_bytes // memslots  # (S,)
+    slot_lo = ram_base[:, None] + slot_size[:, None] * np.arange(memslots)[None, :]  # (S, N)
+    slot_hi = slot_lo + slot_size[:, None]
+    mapped_b = np.floor(mapped * slot_size).astype(np.int64)  # per slot (S,)
+    dev_b = (np.floor(device_fraction * mapped_b).astype(np.int64) // g.granule) * g.granule
+    ram_b = mapped_b - dev_b
+    leaf_arr = np.array(leaves, dtype=np.int64)  # (C,)
+    cls_b = (np.floor(ram_b[:, None] * share_pct / 100.0).astype(np.int64) // leaf_arr) * leaf_arr
+    sizes = np.concatenate([cls_b, dev_b[:, None]], axis=1)  # (S, C+1)
+    offs = np.concatenate([np.zeros((n_s, 1), dtype=np.int64), np.cumsum(sizes, axis=1)[:, :-1]], axis=1)
+    e_lo = slot_lo[:, :, None] + offs[:, None, :]  # (S, N, C+1)
+    e_hi = e_lo + sizes[:, None, :]
+    e_leaf = np.broadcast_to(np.append(leaf_arr, g.granule), (n_s, memslots, n_c + 1))
+    e_leaf = np.where(e_hi > e_lo, e_leaf, 0)
+    e_dev = np.zeros((n_s, memslots, n_c + 1), dtype=bool)
+    e_dev[:, :, -1] = True
+    shape = (n_s, memslots * (n_c + 1))
+    e_lo, e_hi = e_lo.reshape(shape), e_hi.reshape(shape)
+    e_leaf = np.ascontiguousarray(e_leaf).reshape(shape)
+    e_dev = e_dev.reshape(shape)
+    e_lo, e_hi = np.where(e_leaf > 0, e_lo, 0), np.where(e_leaf > 0, e_hi, 0)
+
+    if event == "exit":
+        return Batch(
+            geometry=g,
+            ext_lo=e_lo,
+            ext_hi=e_hi,
+            ext_leaf=e_leaf,
+            ext_dev=e_dev,
+            n_memslots=np.full(n_s, memslots, dtype=np.int64),
+            inv_kind=(TEARDOWN,),
+            inv_blockable=(True,),
+            inv_present=np.ones((n_s, 1), dtype=bool),
+            pass_lo=np.zeros((n_s, 1), dtype=np.int64),
+            pass_hi=np.full((n_s, 1), g.ipa_size, dtype=np.int64),
+            pass_inv=(0,),
+            pass_slot=(-1,),
+        )
+    if event != "munmap":
+        raise ValueError(f"unknown event {event!r}")
+    off = range_off if range_off is not None else np.zeros(n_s, dtype=np.int64)
+    size = range_size if range_size is not None else vm_bytes
+    r_lo = ram_base + off
+    r_hi = r_lo + size
+    pmd = g.leaf_sizes[1]
+    thp = (e_leaf == pmd) & ~e_dev
+
+    def split_block(edge: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
+        block = edge - edge % pmd
+        inside = (thp & (e_lo <= block[:, None]) & (block[:, None] < e_hi)).any(axis=1)
+        return block, (edge % pmd != 0) & inside
+
+    b_lo, p_lo = split_block(r_lo)
+    b_hi, p_hi = split_block(r_hi)
+    p_hi = p_hi & ~(p_lo & (b_hi == b_lo))
+    inv_lo = np.stack([b_lo, b_hi, r_lo], axis=1)  # (S, 3)
+    inv_hi = np.stack([b_lo + pmd, b_hi + pmd, r_hi], axis=1)
+    present = np.stack([p_lo, p_hi, np.ones(n_s, dtype=bool)], axis=1)
+    inv_lo = np.where(present, inv_lo, 0)
+    inv_hi = np.where(present, inv_hi, 0)
+    p_lo_arr = np.maximum(inv_lo[:, :, None], slot_lo[:, None, :])  # (S, 3, N)
+    p_hi_arr = np.minimum(inv_hi[:, :, None], slot_hi[:, None, :])
+    p_hi_arr = np.where(p_hi_arr > p_lo_arr, p_hi_arr, p_lo_arr)
+    return Batch(
+        geometry=g,
+        ext_lo=e_lo,
+        ext_hi=e_hi,
+        ext_leaf=e_leaf,
+        ext_dev=e_dev,
+        n_memslots=np.full(n_s, memslots, dtype=np.int64),
+        inv_kind=(CLEAR, CLEAR, UNMAP),
+        inv_blockable=(True, True, True),
+        inv_present=present,
+        pass_lo=p_lo_arr.reshape(n_s, 3 * memslots),
+        pass_hi=p_hi_arr.reshape(n_s, 3 * memslots),
+        pass_inv=tuple(i for i in range(3) for _ in range(memslots)),
+        pass_slot=tuple(m for _ in range(3) for m in range(memslots)),
+    )
+
+
+def layout_of(b: Batch, s: int, slots: Sequence[tuple[int, int]]) -> Layout:
+    """The explicit layout of scenario ``s`` (memslots given as (lo, hi))."""
+    mems = tuple(Memslot(lo, hi) for lo, hi in slots)
+    exts = []
+    for e in range(b.ext_lo.shape[1]):
+        leaf = int(b.ext_leaf[s, e])
+        if leaf == 0:
+            continue
+        lo, hi = int(b.ext_lo[s, e]), int(b.ext_hi[s, e])
+        slot = next(i for i, m in enumerate(mems) if m.lo <= lo < m.hi)
+        exts.append(Extent(lo, hi, leaf, slot, bool(b.ext_dev[s, e])))
+    return Layout(b.geometry, mems, tuple(exts))
+
+
+def event_of(b: Batch, s: int) -> tuple[Invocation, ...]:
+    """The explicit invocations of scenario ``s``."""
+    out = []
+    for i, kind in enumerate(b.inv_kind):
+        if not b.inv_present[s, i]:
+            continue
+        js = [j for j, ii in enumerate(b.pass_inv) if ii == i]
+        if kind == TEARDOWN:
+            out.append(Invocation(kind, 0, b.geometry.ipa_size, b.inv_blockable[i]))
+        else:
+            lo = min(int(b.pass_lo[s, j]) for j in js if b.pass_hi[s, j] > b.pass_lo[s, j])
+            hi = max(int(b.pass_hi[s, j]) for j in js if b.pass_hi[s, j] > b.pass_lo[s, j])
+            out.append(Invocation(kind, lo, hi, b.inv_blockable[i]))
+    return tuple(out)
+
+
+def memslot_bounds(w: Workload) -> list[tuple[int, int]]:
+    z = w.vm_bytes // w.memslots
+    return [(w.ram_base + m * z, w.ram_base + (m + 1) * z) for m in range(w.memslots)]

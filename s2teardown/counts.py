@@ -97,7 +97,9 @@ def batch_from_layout(layout: Layout, event: Sequence[Invocation]) -> Batch:
             p_inv.append(i)
             p_slot.append(-1)
             continue
-        for m, s in enumerate(layout.memslots):
+        # handle_hva_to_gpa walks the memslot array, kept sorted by base GFN, highest first
+        # (update_memslots, virt/kvm/kvm_main.c, v5.5)
+        for m, s in sorted(enumerate(layout.memslots), key=lambda ms: ms[1].lo, reverse=True):
             p_lo.append(max(inv.lo, s.lo))
             p_hi.append(min(inv.hi, s.hi))
             p_inv.append(i)

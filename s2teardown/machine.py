@@ -1088,16 +1088,16 @@ def machine_format_markdown() -> str:
     w("")
     w("## Layout")
     w("")
+    w("An illustrative excerpt (the bundled `configs/machines/d05.yaml` is complete):")
+    w("")
     w("```yaml")
     w(_EXAMPLE.rstrip("\n"))
     w("```")
     w("")
-    w(
-        "Top-level keys: `schema_version` (a plain integer, must be "
-        f"{SCHEMA_VERSION}), `name` (a plain, non-empty string), `description` (a plain string,"
-    )
-    w("optional), then the sections `topology`, `features`, `placement`, `parameters` and the")
-    w("optional `prices`. Nothing else is allowed.")
+    w(f"Top-level keys: `schema_version` (a plain integer, must be {SCHEMA_VERSION}), `name`")
+    w("(a plain, non-empty string), `description` (a plain string, optional), then the sections")
+    w("`topology`, `features`, `placement`, `parameters` and the optional `prices`. Nothing")
+    w("else is allowed.")
     w("")
     w("## Every value: value, source, range, note")
     w("")
@@ -1142,9 +1142,11 @@ def machine_format_markdown() -> str:
         "placement": "The machine's default placement of guest memory relative to the "
         "tearing-down CPU. A workload may give its own.",
         "parameters": "The physical parameters θ, in this fixed order (the model's vector). "
-        "Ranges in the default column are the `min … max` of the default.",
+        "An `assumed` parameter needs `min` and `max`; the default column gives a default's "
+        "range in brackets.",
         "prices": "A price given here replaces its derivation from θ (every view says so). "
-        "Keys are the operation names of `s2teardown/ops.py`; absent means derived.",
+        "Keys are the operation names of `s2teardown/ops.py`; absent means derived. An "
+        "`assumed` price needs `min` and `max`.",
     }
     for g in GROUPS:
         w("")
@@ -1162,15 +1164,14 @@ def machine_format_markdown() -> str:
                 "choice": "string",
                 "feature": "bool/unknown",
             }[f.type]
-            req = " (range if assumed)" if f.ranged and g != "prices" else ""
             w(
-                f"| `{f.name}` | {typ}{req} | {f.unit or '–'} | {_md(f.short_range())} "
+                f"| `{f.name}` | {typ} | {f.unit or '–'} | {_md(f.short_range())} "
                 f"| {_md(_default_text(f))} | {_md(f.meaning)} |"
             )
     w("")
     w("## Rules across fields")
     w("")
-    w(f"- `placement`: `local_node + same_socket + remote_socket = 1` (± {PLACEMENT_TOLERANCE:g});")
+    w("- `placement`: `local_node + same_socket + remote_socket = 1` (± 1e-9);")
     w("  on a 1-socket machine `remote_socket` must be 0; with one NUMA node per socket")
     w("  `same_socket` must be 0.")
     w("- `interconnect_latency_ns` may be 0 only on a single socket.")
@@ -1201,7 +1202,7 @@ def machine_format_markdown() -> str:
     w("  and on several sockets one round trip across the interconnect. VMALLS12E1IS and a range")
     w("  TLBI add their own extra. `tlbi_repeat` doubles the count of TLBIs, not their price.")
     w("- Features change counts, not prices: with `s2fwb` there is no DC CIVAC, with `vhe` no")
-    w("  HVC or VTTBR write per hyp call, with `tlbi_range` range TLBIs replace per-entry ones.")
+    w("  HVC per hyp call, with `tlbi_range` range TLBIs replace per-entry ones.")
     w("")
     w("Worked example, the bundled D05 (2 sockets, directory coherence, placement 0.25 / 0.25 /")
     w("0.5, `dc_civac_local_ns` 5, `dc_civac_node_extra_ns` 2, `interconnect_latency_ns` 150,")

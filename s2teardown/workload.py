@@ -200,8 +200,9 @@ def uniform_batch_arrays(
     present = np.stack([p_lo, p_hi, np.ones(n_s, dtype=bool)], axis=1)
     inv_lo = np.where(present, inv_lo, 0)
     inv_hi = np.where(present, inv_hi, 0)
-    p_lo_arr = np.maximum(inv_lo[:, :, None], slot_lo[:, None, :])  # (S, 3, N)
-    p_hi_arr = np.minimum(inv_hi[:, :, None], slot_hi[:, None, :])
+    # passes visit memslots highest GPA first, as v5.5's memslot array is sorted
+    p_lo_arr = np.maximum(inv_lo[:, :, None], slot_lo[:, None, ::-1])  # (S, 3, N)
+    p_hi_arr = np.minimum(inv_hi[:, :, None], slot_hi[:, None, ::-1])
     p_hi_arr = np.where(p_hi_arr > p_lo_arr, p_hi_arr, p_lo_arr)
     return Batch(
         geometry=g,
@@ -216,7 +217,7 @@ def uniform_batch_arrays(
         pass_lo=p_lo_arr.reshape(n_s, 3 * memslots),
         pass_hi=p_hi_arr.reshape(n_s, 3 * memslots),
         pass_inv=tuple(i for i in range(3) for _ in range(memslots)),
-        pass_slot=tuple(m for _ in range(3) for m in range(memslots)),
+        pass_slot=tuple(m for _ in range(3) for m in reversed(range(memslots))),
     )
 
 

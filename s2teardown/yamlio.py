@@ -334,7 +334,7 @@ def _parse(text: str, name: str) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
-    if node is None:
+    if node is None or (isinstance(node, ScalarNode) and node.tag == _T_NULL and not node.value):
         raise UserError(name, 1, None, "a YAML document", "an empty file")
     return _convert(node, name, ())
 

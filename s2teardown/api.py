@@ -120,6 +120,24 @@ def _notes(
     return notes
 
 
+def stretch_warnings(names: Sequence[str], stretch_ns: Sequence[float]) -> list[str]:
+    """One warning per (threshold, stretch) shared by variants: the worst threshold each passes."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for name, s in zip(names, stretch_ns, strict=True):
+        for limit, what in (
+            (RCU_STALL_NS, "the RCU stall timeout (21 s)"),
+            (SOFT_LOCKUP_NS, "the soft-lockup threshold (20 s)"),
+            (NEED_RESCHED_NS, "the need_resched warning latency (100 ms)"),
+        ):
+            if s > limit:
+                grouped.setdefault((format_ns(s), what), []).append(name)
+                break
+    return [
+        f"{', '.join(vs)}: the longest stretch without a resched point ({s}) exceeds {what}"
+        for (s, what), vs in grouped.items()
+    ]
+
+
 def estimate(
     machine: Machine,
     variants: Sequence[Variant],
@@ -172,19 +190,7 @@ def estimate(
             f"installed memory ({format_size(mem)})"
         )
     if b.stretch_ns is not None:
-        for v, name in enumerate(names):
-            s = float(b.stretch_ns[0, v])
-            for limit, what in (
-                (RCU_STALL_NS, "the RCU stall timeout (21 s)"),
-                (SOFT_LOCKUP_NS, "the soft-lockup threshold (20 s)"),
-                (NEED_RESCHED_NS, "need_resched latency warnings (100 ms)"),
-            ):
-                if s > limit:
-                    warnings.append(
-                        f"{name}: longest stretch without a resched point ({format_ns(s)}) "
-                        f"exceeds {what}"
-                    )
-                    break
+        warnings.extend(stretch_warnings(names, [float(x) for x in b.stretch_ns[0]]))
     return Estimate(
         breakdown=b,
         machine=machine,

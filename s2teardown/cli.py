@@ -53,9 +53,13 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def _console() -> Any:
+    """A rich console; when stdout is not a terminal, wide enough that tables never wrap."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    con = Console(highlight=False, soft_wrap=False)
+    if not con.is_terminal:
+        con = Console(highlight=False, soft_wrap=False, width=200)
+    return con
 
 
 FORMATS = click.Choice(["table", "json", "csv", "markdown"])

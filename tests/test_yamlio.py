@@ -41,8 +41,13 @@ def err_of(text: str, name: str = "f.yaml") -> str:
 
 
 def test_user_error_renders_one_line_with_all_parts() -> None:
-    e = UserError("m.yaml", 3, "topology.sokets", "a topology field", "unknown key", "did you mean 'sockets'?")
-    assert str(e) == "m.yaml:3: topology.sokets: expected a topology field, got unknown key (did you mean 'sockets'?)"
+    e = UserError(
+        "m.yaml", 3, "topology.sokets", "a topology field", "unknown key", "did you mean 'sockets'?"
+    )
+    assert (
+        str(e)
+        == "m.yaml:3: topology.sokets: expected a topology field, got unknown key (did you mean 'sockets'?)"
+    )
     assert e.exit_code == 2
 
 
@@ -83,12 +88,7 @@ def test_describe() -> None:
 
 def test_plain_values_and_lines_at_every_depth() -> None:
     data = load_yaml_text(
-        "a: 1\n"
-        "b:\n"
-        "  c:\n"
-        "    - {d: 2.5}\n"
-        "    - x\n"
-        "  e: {f: true}\n",
+        "a: 1\nb:\n  c:\n    - {d: 2.5}\n    - x\n  e: {f: true}\n",
         "f.yaml",
     )
     assert data == {"a": 1, "b": {"c": [{"d": 2.5}, "x"], "e": {"f": True}}}
@@ -109,7 +109,24 @@ def test_yaml_1_2_scalars() -> None:
         "true, False, .inf, -.inf, .nan, 2001-01-01, '1', 12:30]",
         "f.yaml",
     )
-    expected = [1, -2, 2.5, 1e-9, 1000.0, 0.5, 1000, 31, 15, "yes", "no", "on", "0777", None, None, ""]
+    expected = [
+        1,
+        -2,
+        2.5,
+        1e-9,
+        1000.0,
+        0.5,
+        1000,
+        31,
+        15,
+        "yes",
+        "no",
+        "on",
+        "0777",
+        None,
+        None,
+        "",
+    ]
     assert data[: len(expected)] == expected
     rest = data[len(expected) :]
     assert rest[0] is True and rest[1] is False
@@ -129,8 +146,16 @@ def test_bom_is_ignored() -> None:
     ("text", "prefix", "got"),
     [
         ("a: !!str x", "f.yaml:1: a: ", "tag '!!str'"),
-        ("a: 1\nb: !!python/object:os.system x", "f.yaml:2: b: ", "tag '!!python/object:os.system'"),
-        ("!!python/object/apply:os.system [ls]", "f.yaml:1: expected", "tag '!!python/object/apply:os.system'"),
+        (
+            "a: 1\nb: !!python/object:os.system x",
+            "f.yaml:2: b: ",
+            "tag '!!python/object:os.system'",
+        ),
+        (
+            "!!python/object/apply:os.system [ls]",
+            "f.yaml:1: expected",
+            "tag '!!python/object/apply:os.system'",
+        ),
         ("a:\n  b: !foo x", "f.yaml:2: a.b: ", "tag '!foo'"),
         ("a: ! x", "f.yaml:1: a: ", "tag '!'"),
         ("a: !!map {b: 1}", "f.yaml:1: a: ", "tag '!!map'"),
@@ -172,7 +197,10 @@ def test_complex_keys_are_rejected() -> None:
         ("a: [1, 2\nb: 3\n", "f.yaml:2: expected valid YAML, got a syntax error"),
         ("a: 1\n  b: 2\n", "f.yaml:2: expected valid YAML, got a syntax error"),
         ("a:\n\tb: 1\n", "f.yaml:2: expected valid YAML, got a syntax error"),
-        ("a: 1\n---\nb: 2\n", "f.yaml:2: expected valid YAML, got a syntax error: expected a single document"),
+        (
+            "a: 1\n---\nb: 2\n",
+            "f.yaml:2: expected valid YAML, got a syntax error: expected a single document",
+        ),
         ("a: 1\nb: 'x\x01'\n", "f.yaml:2: expected printable text, got character U+0001"),
         ("a: 1\n" + "[" * 200, "f.yaml"),
     ],
@@ -230,7 +258,10 @@ def test_binary_file(tmp_path: Path) -> None:
     p.write_bytes(b"a: 1\nb: \x00\x01\x02")
     with pytest.raises(UserError) as info:
         load_yaml(p)
-    assert str(info.value) == f"{p}:2: expected a UTF-8 text file, got binary data (NUL byte at offset 8)"
+    assert (
+        str(info.value)
+        == f"{p}:2: expected a UTF-8 text file, got binary data (NUL byte at offset 8)"
+    )
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:

@@ -36,9 +36,9 @@ def estimate_table(e: Estimate) -> Group:
         style="dim",
     )
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False, padding=(0, 1))
-    t.add_column("phase")
+    t.add_column("phase", no_wrap=True)
     for n in names:
-        t.add_column(n, justify="right")
+        t.add_column(n, justify="right", no_wrap=True)
     notes_used: dict[str, str] = {}
     for phase in PHASES:
         p = PHASE_INDEX[phase]
@@ -59,7 +59,7 @@ def estimate_table(e: Estimate) -> Group:
     t.add_section()
     t.add_row(Text("Stage-2 total", style="bold"),
               *[Text(format_ns(float(x)), style="bold") for x in b.stage2_ns[0]])
-    t.add_row("speedup vs " + names[b.baseline], *[f"{float(x):,.1f}×" for x in b.speedup[0]])
+    t.add_row("speedup vs " + names[b.baseline], *[_speedup(float(x)) for x in b.speedup[0]])
     t.add_row("dominant", *[PHASES[int(d)] for d in b.dominant[0]])
     if b.stretch_ns is not None:
         t.add_row("longest stretch", *[format_ns(float(x)) for x in b.stretch_ns[0]])
@@ -72,6 +72,12 @@ def estimate_table(e: Estimate) -> Group:
     for w in e.warnings:
         foot.append(Text(f"warning: {w}", style="bold yellow"))
     return Group(title, head, path, mapped_t, Text(""), t, Text(""), *foot)
+
+
+def _speedup(x: float) -> str:
+    if x != x or x == float("inf"):
+        return "—"
+    return f"{x:,.0f}×" if x >= 100 else f"{x:.1f}×"
 
 
 def formulas(e: Estimate) -> Group:

@@ -110,10 +110,10 @@ def _notes(
     for v, var in enumerate(variants):
         for phase in PHASES:
             p = PHASE_INDEX[phase]
-            if b.time_ns[0, v, p] != 0 or base[p] == 0:
-                continue
             if phase == "cmo" and fwb:
                 notes[(v, phase)] = "no CMO: S2FWB hardware"
+                continue
+            if b.time_ns[0, v, p] != 0 or base[p] == 0:
                 continue
             origins = sorted({var.origin[(k, f)] for k in kinds for f in fields_of.get(phase, ())})
             notes[(v, phase)] = f"elided by {', '.join(origins)}" if origins else "not run"

@@ -1,0 +1,183 @@
+"""The command line: outputs, exit codes, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from s2teardown import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def test_estimate_table_header_and_phases(capsys) -> None:
+    code, out, err = run(capsys, "estimate", "--vm", "64G", "--machine", "d05.yaml")
+    assert code == 0, err
+    assert "64 GiB = 68,719,476,736 bytes, 2 MiB leaves" in out
+    assert "40-bit IPA (auto), 3 levels" in out
+    for phase in ("notifier", "walk", "clear", "cmo", "tlbi", "table_free", "resched", "final_flush"):
+        assert phase in out
+    assert "0 (P5)" in out and "elided by P5" in out
+    assert "host free" in out and "outside Stage-2" in out
+    assert "backing defaults to 2 MiB" in out
+
+
+def test_estimate_json_is_machine_readable(capsys) -> None:
+    code, out, _ = run(capsys, "estimate", "--vm", "64G", "--machine", "d05", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["format_version"] == 1 and doc["model_version"] == 1
+    assert len(doc["inputs"]["machine"]["sha256"]) == 64
+    assert doc["workload"]["vm_bytes"] == 68_719_476_736
+    v55 = next(v for v in doc["variants"] if v["name"] == "v5.5")
+    assert v55["events"]["tlb_flush_vmid_ipa"] == 32_832
+    assert isinstance(v55["stage2_ns"], float) and v55["dominant_phase"] == "cmo"
+    p5 = next(v for v in doc["variants"] if v["name"] == "P5")
+    cmo = next(p for p in p5["phases"] if p["phase"] == "cmo")
+    assert cmo["time_ns"] == 0 and cmo["note"] == "elided by P5"
+
+
+def test_estimate_csv_and_markdown(capsys) -> None:
+    code, out, _ = run(capsys, "estimate", "--vm", "1G", "--machine", "emag", "--variants", "v5.5,series",
+                       "--format", "csv")
+    assert code == 0
+    rows = out.strip().splitlines()
+    assert rows[0] == "machine,variant,phase,time_ns,share,assumed,note"
+    assert len(rows) == 1 + 2 * 11  # 10 phases + the total, per variant
+    code, out, _ = run(capsys, "estimate", "--vm", "1G", "--machine", "emag", "--format", "markdown")
+    assert code == 0 and "| phase |" in out and "**Stage-2 total**" in out
+
+
+def test_formulas(capsys) -> None:
+    code, out, _ = run(capsys, "estimate", "--vm", "64G", "--variants", "v5.5", "--formulas")
+    assert code == 0
+    assert "1,073,741,824 × 8.5 ns" in out  # the CMO line count times the line price
+    assert "price(dc_civac_line) =" in out
+
+
+def test_output_file_written(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "e.json"
+    code, out, _ = run(capsys, "estimate", "--vm", "2G", "--format", "json", "-o", str(target))
+    assert code == 0 and out == ""
+    assert json.loads(target.read_text())["workload"]["vm_bytes"] == 2 << 30
+    assert [p.name for p in tmp_path.iterdir()] == ["e.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["estimate", "--vm", "64X"], "--vm: expected a size such as 64G"),
+        (["estimate", "--vm", "64G", "--machine", "d5"], "did you mean 'd05'"),
+        (["estimate", "--vm", "64G", "--variants", "P8"], "--variants: expected a variant name"),
+        (["estimate", "--vm", "64G", "--range", "0:1G"], "--range: expected --event munmap"),
+        (["estimate", "--vm", "4G", "--event", "munmap", "--range", "3G:2G"], "range"),
+        (["estimate", "--vm", "4G", "--backing", "2M:50,4K:40"], "--backing: expected percentages summing to 100"),
+        (["estimate", "--vm", "4G", "--ipa-bits", "52"], "--ipa-bits: expected auto or a whole number 32..48"),
+        (["estimate", "--vm", "4G", "--placement", "0.5,0.5,0.5"], "--placement"),
+        (["estimate", "--vm", "4G", "--mapped", "1.5"], "--mapped: expected a fraction"),
+        (["estimate", "--vm", "4G", "--mapped", "nan"], "--mapped"),
+        (["estimate"], "Missing option '--vm'"),
+        (["estimate", "--vm", "4G", "--format", "xml"], "Invalid value for '--format'"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(capsys, argv: list[str], pattern: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert pattern in err
+    assert "Traceback" not in err
+
+
+def test_bad_machine_file_names_file_line_field(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "m.yaml"
+    text = (ROOT / "configs/machines/d05.yaml").read_text().replace("  sockets:", "  sokets:")
+    bad.write_text(text)
+    code, _, err = run(capsys, "estimate", "--vm", "1G", "--machine", str(bad))
+    assert code == 2
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "sokets" in s)
+    assert f"{bad}:{line}: topology.sokets" in err and "did you mean 'sockets'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_internal_error_exits_70(monkeypatch, capsys) -> None:
+    import s2teardown.api as api
+
+    def boom(*a, **k):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(api, "estimate", boom)
+    code, _, err = run(capsys, "estimate", "--vm", "1G")
+    assert code == 70 and "internal error" in err and "--debug" in err and "Traceback" not in err
+    code, _, err = run(capsys, "--debug", "estimate", "--vm", "1G")
+    assert code == 70 and "Traceback" in err
+
+
+def test_interrupt_exits_130(monkeypatch, capsys) -> None:
+    import s2teardown.api as api
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "estimate", interrupted)
+    code, _, err = run(capsys, "estimate", "--vm", "1G")
+    assert code == 130 and "Traceback" not in err
+
+
+def test_closed_pipe_exits_0_quietly() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(
+        f"{sys.executable} -m s2teardown estimate --vm 64G --format csv | head -1",
+        shell=True, capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert p.stdout.startswith("machine,variant")
+    assert "Traceback" not in p.stderr and "Broken pipe" not in p.stderr
+    r = subprocess.Popen([sys.executable, "-m", "s2teardown", "estimate", "--vm", "64G", "--format", "json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    assert r.stdout is not None and r.stderr is not None
+    r.stdout.read(10)
+    r.stdout.close()
+    err = r.stderr.read().decode()
+    assert r.wait() == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_help_and_version_do_not_import_numpy() -> None:
+    for flag in ("--help", "--version"):
+        code = (
+            "import sys\nfrom s2teardown.cli import main\n"
+            f"try:\n    main(['{flag}'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "assert 'numpy' not in sys.modules, 'numpy imported'\n"
+            "assert 's2teardown.model' not in sys.modules\n"
+        )
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert p.returncode == 0, p.stderr
+
+
+def test_machines_and_variants_commands(capsys) -> None:
+    code, out, _ = run(capsys, "machines", "list")
+    assert code == 0 and "d05" in out and "thunderx" in out
+    code, out, _ = run(capsys, "machines", "show", "d05")
+    assert code == 0 and "interconnect_latency_ns" in out
+    code, out, _ = run(capsys, "machines", "validate", str(ROOT / "configs/machines/emag.yaml"))
+    assert code == 0 and "ok" in out
+    code, out, _ = run(capsys, "machines", "schema")
+    assert code == 0 and json.loads(out)["$schema"].startswith("https://json-schema.org")
+    code, out, _ = run(capsys, "variants", "list")
+    assert code == 0 and "P7 (= series)" in out
+    code, out, _ = run(capsys, "variants", "show", "P5")
+    assert code == 0 and "final_flush" in out
+    code, out, _ = run(capsys, "variants", "schema")
+    assert code == 0 and "variants" in json.loads(out)["properties"]

@@ -132,12 +132,12 @@ def estimate(
       s2teardown estimate --vm 64G --machine thunderx --backing 2M:90,4K:10 --format csv
       s2teardown estimate --vm 8G --machine d05 --event munmap --range 3M:1G
     """
+    from .api import estimate as run
     from .machine import load_machine
     from .prices import Placement
     from .units import parse_backing, parse_range, parse_size
     from .variants import load_variants
     from .workload import Workload
-    from .api import estimate as run
 
     vm_bytes = _parse("--vm", parse_size, vm)
     back = _parse("--backing", parse_backing, backing) if backing else ((2 << 20, 100.0),)
@@ -198,11 +198,13 @@ def estimate(
 
         _emit(estimate_markdown(est), output)
     else:
-        from .render.table import estimate_table, formulas as formulas_view
+        from .render.table import estimate_table
+        from .render.table import formulas as formulas_view
 
         if output:
-            from rich.console import Console
             import io
+
+            from rich.console import Console
 
             buf = io.StringIO()
             con = Console(file=buf, width=160, highlight=False, color_system=None)

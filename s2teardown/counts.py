@@ -211,7 +211,7 @@ def pass_quantities(
 
 def chunks_spanned(lo: I64, hi: I64, chunk: int) -> I64:
     """Aligned ``chunk``-byte blocks a (possibly empty) range touches."""
-    return np.where(hi > lo, ceil_div(hi, chunk) - floor_div(lo, chunk), 0)  # type: ignore[no-any-return]
+    return np.where(hi > lo, ceil_div(hi, chunk) - floor_div(lo, chunk), 0)
 
 
 def resched_chunk(g: Geometry, behaviour: Behaviour) -> int | None:

@@ -16,11 +16,11 @@ _EMPTY = np.int64(-1)
 
 
 def floor_div(x: I64 | np.int64 | int, unit: int | I64) -> I64:
-    return np.floor_divide(x, unit)  # type: ignore[no-any-return]
+    return np.floor_divide(x, unit)
 
 
 def ceil_div(x: I64 | np.int64 | int, unit: int | I64) -> I64:
-    return -np.floor_divide(np.negative(x), unit)  # type: ignore[no-any-return]
+    return -np.floor_divide(np.negative(x), unit)
 
 
 def normalise_empty(lo: I64, hi: I64) -> tuple[I64, I64]:

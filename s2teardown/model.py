@@ -70,14 +70,14 @@ class Breakdown:
 
     @property
     def host_ns(self) -> F64:
-        return self.time_ns[..., PHASE_INDEX["host_free"]]  # type: ignore[no-any-return]
+        return self.time_ns[..., PHASE_INDEX["host_free"]]
 
     @property
     def speedup(self) -> F64:
         s2 = self.stage2_ns
         base = s2[:, self.baseline : self.baseline + 1]
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(s2 > 0, base / s2, np.inf)  # type: ignore[no-any-return]
+            return np.where(s2 > 0, base / s2, np.inf)
 
     @property
     def dominant(self) -> I64:

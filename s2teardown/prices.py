@@ -86,11 +86,11 @@ class Prices:
 
     @property
     def ops(self) -> F64:
-        return self.design @ self.theta + self.fixed  # type: ignore[no-any-return]
+        return self.design @ self.theta + self.fixed
 
     def with_theta(self, theta: F64) -> F64:
         """Op prices for other parameter vectors ``theta[..., THETA]`` (samples, what-ifs)."""
-        return theta @ self.design.T + self.fixed  # type: ignore[no-any-return]
+        return theta @ self.design.T + self.fixed
 
 
 def design_matrix(theta_fields: Sequence[str], topo: Topology, placement: Placement) -> F64:

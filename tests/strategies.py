@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 
 from s2teardown.behaviour import Behaviour
 from s2teardown.geometry import Geometry
-from s2teardown.layout import CLEAR, TEARDOWN, UNMAP, Extent, Invocation, Layout, Memslot, munmap_event
+from s2teardown.layout import (
+    CLEAR,
+    TEARDOWN,
+    UNMAP,
+    Extent,
+    Invocation,
+    Layout,
+    Memslot,
+    munmap_event,
+)
 
 DEEP = bool(os.environ.get("S2T_DEEP"))
 EXAMPLES = 1000 if DEEP else 200

@@ -56,7 +56,7 @@ def test_monotone_in_vm_size(backing, sizes: list[int], machine: str) -> None:
                        with_segments=False).breakdown.stage2_ns[0].min())
         for n in sorted(sizes)
     ]
-    for i, v in enumerate(VARIANTS.variants):
+    for v in VARIANTS.variants:
         per = [float(estimate(MACHINES[machine], [v], Workload(n * G, backing=backing),
                               with_segments=False).breakdown.stage2_ns[0, 0]) for n in sorted(sizes)]
         assert per == sorted(per), (v.name, per)

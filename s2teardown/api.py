@@ -96,6 +96,7 @@ def machine_inputs(machine: Machine, placement: Placement | None = None) -> tupl
         fwb=machine.feature("s2fwb"),
         cache_line=int(machine.value("cache_line_bytes")),
         prices=prices,
+        tlbi_range=machine.feature("tlbi_range"),
     )
     return mi, pl
 

@@ -12,20 +12,28 @@ from typing import Final
 
 #: Allowed values of each field (the variant schema uses this table, so schema and model agree).
 CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    # How the walk treats what it finds: "unmap" clears every valid entry and frees a table once
+    # the range empties it (v5.5 unmap_stage2_range; v5.10+ kvm_pgtable_stage2_unmap);
+    # "destroy" clears nothing, drops one reference per valid entry and frees every table page
+    # (v5.10+ kvm_pgtable_stage2_destroy on a detached table: no TLBI, no CMO possible).
+    "walk": ("unmap", "destroy"),
     # Cache maintenance of unmapped leaves: v5.5 cleans every non-device leaf
     # (kvm_flush_dcache_pte/pmd/pud); P3+flag / P5 / P7 elide it.  FWB hardware always elides it.
     "cmo": ("per_leaf", "none"),
     # TLB invalidation of a cleared leaf: one kvm_tlb_flush_vmid_ipa per leaf (v5.5), the same
     # with a level hint (v5.10+, same instructions), a deferred range flush per walk chunk
-    # (v6.6 with TLBIRANGE and FWB), or none (P5 teardown, v5.10 destroy).
+    # (v6.6: only on a CPU with both TLBIRANGE and FWB, stage2_unmap_defer_tlb_flush; otherwise
+    # per entry with a level hint), or none (P5 teardown).
     "leaf_tlbi": ("per_entry", "per_entry_level", "range", "none"),
-    # TLB invalidation when a table the range emptied is unhooked from its parent.
+    # TLB invalidation when a table the range emptied is unhooked from its parent: per entry,
+    # deferred to the range flush (v6.6.0-6.8, only where the range flush applies), or none.
     "table_tlbi": ("per_entry", "deferred", "none"),
     # One VMID-wide flush (kvm_flush_remote_tlbs) after the walk (P5), or nothing.
     "final_flush": ("none", "vmall"),
-    # Where the walk offers to reschedule: after each entry-level entry (v5.5
-    # unmap_stage2_range), after each largest-block chunk (v6.1 stage2_apply_range), after each
-    # 1 GiB chunk (v6.19 destroy), or never (v5.10 destroy walk).
+    # How the walk is chunked, with a resched point between chunks: each entry-level entry
+    # (v5.5 unmap_stage2_range), each largest-block-size chunk (v6.1 stage2_apply_range:
+    # 1 GiB / 32 MiB / 512 MiB for 4 / 16 / 64 KiB pages, whatever the levels), each 1 GiB
+    # (v6.19 destroy), or one walk with no resched point (v5.10 destroy).
     "resched": ("top_level", "largest_block", "1g", "none"),
     # Whether resched points are taken always (v5.5..v5.8) or only if the notifier may block (v5.9+).
     "resched_when": ("always", "blockable"),
@@ -36,6 +44,7 @@ CHOICES: Final[dict[str, tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class Behaviour:
+    walk: str = "unmap"
     cmo: str = "per_leaf"
     leaf_tlbi: str = "per_entry"
     table_tlbi: str = "per_entry"

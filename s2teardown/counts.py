@@ -44,7 +44,7 @@ from .intervals import (
     to_units,
     union_length,
 )
-from .layout import TEARDOWN, UNMAP, Invocation, Layout
+from .layout import FREES_HOST_PAGES, ITERATES_MEMSLOTS, RESET, TEARDOWN, Invocation, Layout
 from .ops import EVENT_INDEX, EVENTS
 
 N_EVENTS = len(EVENTS)
@@ -91,17 +91,24 @@ def batch_from_layout(layout: Layout, event: Sequence[Invocation]) -> Batch:
     p_inv: list[int] = []
     p_slot: list[int] = []
     for i, inv in enumerate(event):
-        if inv.kind == TEARDOWN:
-            p_lo.append(0)
-            p_hi.append(g.ipa_size)
+        if inv.kind not in ITERATES_MEMSLOTS:
+            # teardown: the whole IPA space; memslot delete, block retry: their own range
+            whole = inv.kind == TEARDOWN
+            p_lo.append(0 if whole else inv.lo)
+            p_hi.append(g.ipa_size if whole else inv.hi)
             p_inv.append(i)
             p_slot.append(-1)
             continue
         # handle_hva_to_gpa walks the memslot array, kept sorted by base GFN, highest first
         # (update_memslots, virt/kvm/kvm_main.c, v5.5)
         for m, s in sorted(enumerate(layout.memslots), key=lambda ms: ms[1].lo, reverse=True):
-            p_lo.append(max(inv.lo, s.lo))
-            p_hi.append(min(inv.hi, s.hi))
+            if inv.kind == RESET:  # stage2_unmap_vm: every intersecting memslot, whole
+                hit = inv.lo < s.hi and s.lo < inv.hi
+                p_lo.append(s.lo if hit else 0)
+                p_hi.append(s.hi if hit else 0)
+            else:
+                p_lo.append(max(inv.lo, s.lo))
+                p_hi.append(min(inv.hi, s.hi))
             p_inv.append(i)
             p_slot.append(m)
     return Batch(
@@ -214,15 +221,34 @@ def chunks_spanned(lo: I64, hi: I64, chunk: int) -> I64:
     return np.where(hi > lo, ceil_div(hi, chunk) - floor_div(lo, chunk), 0)
 
 
-def resched_chunk(g: Geometry, behaviour: Behaviour) -> int | None:
-    """Bytes between resched points for this behaviour (None: no resched point)."""
+def walk_chunk(g: Geometry, behaviour: Behaviour) -> int | None:
+    """Bytes per separate walk of a pass (a resched point may sit between two); None: one walk."""
     if behaviour.resched == "top_level":
         return g.top_entry_size
     if behaviour.resched == "largest_block":
-        return g.largest_block
+        return g.min_block_chunk
     if behaviour.resched == "1g":
         return ONE_GIB
     return None
+
+
+def resched_active(behaviour: Behaviour, blockable: bool) -> bool:
+    return behaviour.resched != "none" and (behaviour.resched_when == "always" or blockable)
+
+
+def range_flush_applies(behaviour: Behaviour, *, fwb: bool, tlbi_range: bool) -> bool:
+    """v6.6 ``stage2_unmap_defer_tlb_flush``: defer to a range flush only with TLBIRANGE and FWB."""
+    return behaviour.leaf_tlbi == "range" and fwb and tlbi_range
+
+
+def range_ops(pages: I64) -> I64:
+    """TLBI range instructions ``__flush_s2_tlb_range_op`` issues for ``pages`` (< 2**21) pages:
+    one single-page TLBI if the count is odd, then one range op per non-zero 5-bit digit."""
+    n = np.asarray(pages, dtype=np.int64)
+    ops = n & 1
+    for scale in range(4):
+        ops = ops + (((n >> (5 * scale + 1)) & 31) != 0)
+    return np.where(n > 0, ops, 0)  # type: ignore[no-any-return]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,47 +256,56 @@ def resched_chunk(g: Geometry, behaviour: Behaviour) -> int | None:
 
 
 def pass_events(
-    g: Geometry, q: PassQuantities, behaviour: Behaviour, *, fwb: bool, cache_line: int, kind: str
+    g: Geometry,
+    q: PassQuantities,
+    behaviour: Behaviour,
+    *,
+    fwb: bool,
+    tlbi_range: bool,
+    cache_line: int,
+    kind: str,
 ) -> I64:
-    """Kernel events (last axis: ops.EVENTS) of a pass, without the per-invocation ones."""
+    """Kernel events (last axis: ops.EVENTS) of a pass or chunk, without per-invocation ones.
+
+    The range flush of a deferring variant is per chunk-walk and added by the caller.
+    """
     shape = q.pte.shape + (N_EVENTS,)
     ev = np.zeros(shape, dtype=np.int64)
     leaves = q.pte + q.pte_dev + q.pmd + q.pud
     ix = EVENT_INDEX
     ev[..., ix["entry_visit"]] = q.visits
+    ev[..., ix["put_page"]] = leaves + q.freed
+    ev[..., ix["table_free"]] = q.freed
+    if kind in FREES_HOST_PAGES:
+        ev[..., ix["host_page_free"]] = q.pte
+        ev[..., ix["host_folio_free"]] = q.pmd + q.pud
+    if behaviour.walk == "destroy":
+        return ev  # kvm_pgtable_stage2_destroy: references dropped, tables freed, nothing cleared
     ev[..., ix["pte_clear"]] = q.pte + q.pte_dev
     ev[..., ix["block_clear"]] = q.pmd + q.pud
     ev[..., ix["table_clear"]] = q.freed
-    ev[..., ix["put_page"]] = leaves + q.freed
+    deferred = range_flush_applies(behaviour, fwb=fwb, tlbi_range=tlbi_range)
     tlb = np.zeros_like(leaves)
-    if behaviour.leaf_tlbi in ("per_entry", "per_entry_level"):
+    if behaviour.leaf_tlbi != "none" and not deferred:
         tlb = tlb + leaves
-    elif behaviour.leaf_tlbi == "range":
-        raise NotImplementedError("range TLB invalidation is not modelled yet")
-    if behaviour.table_tlbi == "per_entry":
+    if behaviour.table_tlbi == "per_entry" or (behaviour.table_tlbi == "deferred" and not deferred):
         tlb = tlb + q.freed
-    elif behaviour.table_tlbi == "deferred":
-        raise NotImplementedError("deferred table TLB invalidation is not modelled yet")
     ev[..., ix["tlb_flush_vmid_ipa"]] = tlb
     if behaviour.cmo == "per_leaf" and not fwb:
         ev[..., ix["dcache_flush_call"]] = q.pte + q.pmd + q.pud
         pud_size = g.leaf_sizes[2] if len(g.leaf_sizes) > 2 else 0
         bytes_ = q.pte * g.granule + q.pmd * g.leaf_sizes[1] + q.pud * pud_size
         ev[..., ix["dc_civac_line"]] = bytes_ // cache_line
-    ev[..., ix["table_free"]] = q.freed
-    if kind in (TEARDOWN, UNMAP):
-        ev[..., ix["host_page_free"]] = q.pte
-        ev[..., ix["host_folio_free"]] = q.pmd + q.pud
     return ev
 
 
 def invocation_events(b: Batch, i: int, behaviour: Behaviour) -> I64:
-    """Events charged once per invocation: the notifier call, memslot visits, final flush, pgd."""
+    """Events charged once per invocation: the entry call, memslot visits, final flush, pgd."""
     ev = np.zeros((b.size, N_EVENTS), dtype=np.int64)
     present = b.inv_present[:, i].astype(np.int64)
     ix = EVENT_INDEX
     ev[:, ix["notifier_call"]] = present
-    if b.inv_kind[i] != TEARDOWN:
+    if b.inv_kind[i] in ITERATES_MEMSLOTS:
         ev[:, ix["memslot_visit"]] = present * b.n_memslots
     if behaviour.final_flush == "vmall":
         ev[:, ix["flush_remote_tlbs"]] = present
@@ -279,8 +314,46 @@ def invocation_events(b: Batch, i: int, behaviour: Behaviour) -> I64:
     return ev
 
 
-def resched_active(behaviour: Behaviour, blockable: bool) -> bool:
-    return behaviour.resched != "none" and (behaviour.resched_when == "always" or blockable)
+# ----------------------------------------------------------------------------------------------
+# Chunked passes
+
+
+def chunk_bounds(lo: I64, hi: I64, chunk: int) -> tuple[I64, I64]:
+    """The chunk-walks of passes ``[lo, hi)`` (shape (S,)) -> (S, C) bounds, empty ones padded."""
+    n = chunks_spanned(lo, hi, chunk)
+    width = max(int(n.max()) if n.size else 0, 1)
+    first = floor_div(lo, chunk)
+    starts = (first[:, None] + np.arange(width, dtype=np.int64)[None, :]) * chunk
+    c_lo = np.maximum(starts, lo[:, None])
+    c_hi = np.minimum(starts + chunk, hi[:, None])
+    live = np.arange(width)[None, :] < n[:, None]
+    return np.where(live, c_lo, 0), np.where(live, c_hi, 0)
+
+
+def chunk_quantities(
+    g: Geometry, ext: _Extents, prev_lo: I64, prev_hi: I64, lo: I64, hi: I64, chunk: int
+) -> tuple[PassQuantities, I64, I64]:
+    """Quantities of each chunk-walk of the passes ``[lo, hi)`` (batch (S,)), state carried.
+
+    Chunk ``c`` starts from the coverage before the pass plus ``[lo, start of c)``: a table the
+    chunk empties is freed there, and a table an earlier chunk freed is not walked again.
+    ``ext`` has one middle axis (the chunks); ``prev`` has shape (S, 1, E, q).
+    """
+    c_lo, c_hi = chunk_bounds(lo, hi, chunk)
+    done_lo, done_hi = ext.clip(np.broadcast_to(lo[:, None], c_lo.shape), np.maximum(c_lo, lo[:, None]))
+    p_lo = concat_last(prev_lo, done_lo[..., None])
+    p_hi = concat_last(prev_hi, done_hi[..., None])
+    q, _, _ = pass_quantities(g, ext, p_lo, p_hi, c_lo, c_hi)
+    return q, c_lo, c_hi
+
+
+def _range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:
+    """One range flush per chunk-walk (even an empty-handed one), with its TLBI range ops."""
+    ev = np.zeros(c_lo.shape + (N_EVENTS,), dtype=np.int64)
+    live = c_hi > c_lo
+    ev[..., EVENT_INDEX["range_flush_call"]] = live
+    ev[..., EVENT_INDEX["range_tlbi_op"]] = np.where(live, range_ops((c_hi - c_lo) // g.granule), 0)
+    return ev
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,9 +361,17 @@ def resched_active(behaviour: Behaviour, blockable: bool) -> bool:
 
 
 @dataclass(frozen=True)
+class Segments:
+    """Event counts between consecutive resched points, in execution order (host frees excluded)."""
+
+    events: I64  # (n_segments, N_EVENTS)
+    lock_held: npt.NDArray[np.bool_]  # (n_segments,) some of the segment's walk holds mmu_lock
+
+
+@dataclass(frozen=True)
 class Counts:
     events: I64  # (S, V, N_EVENTS) totals, one row per variant
-    segments: tuple[tuple[I64, ...], ...] | None  # [scenario][variant]: (n_segments, N_EVENTS)
+    segments: tuple[tuple[Segments, ...], ...] | None  # [scenario][variant]
 
 
 def count(
@@ -299,14 +380,18 @@ def count(
     *,
     fwb: bool,
     cache_line: int,
+    tlbi_range: bool = False,
     with_segments: bool = False,
 ) -> Counts:
     """Exact event totals for every scenario and variant (and optionally the segments).
 
-    The pass quantities do not depend on the variant and are computed once.
+    Pass quantities are computed once and shared by every variant whose walk is not chunked
+    finer than an entry-level entry; finer chunking (4 levels with 1 GiB chunks) is evaluated
+    chunk by chunk.
     """
     g = b.geometry
     ext = _Extents(b, 0)
+    ext_c = _Extents(b, 1)
     n_e = b.ext_lo.shape[1]
     prev_lo = np.zeros((b.size, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((b.size, n_e, 0), dtype=np.int64)
@@ -317,19 +402,29 @@ def count(
     for j, i in enumerate(b.pass_inv):
         kind = b.inv_kind[i]
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
-        q, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
+        q, new_lo, new_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
         for v, behaviours in enumerate(variants):
             beh = behaviours[kind]
-            total[:, v] += pass_events(g, q, beh, fwb=fwb, cache_line=cache_line, kind=kind)
-            chunk = resched_chunk(g, beh)
+            chunk = walk_chunk(g, beh)
+            kw = {"fwb": fwb, "tlbi_range": tlbi_range, "cache_line": cache_line, "kind": kind}
+            if chunk is not None and chunk < g.top_entry_size:
+                qc, c_lo, c_hi = chunk_quantities(g, ext_c, prev_lo[:, None], prev_hi[:, None], lo, hi, chunk)
+                total[:, v] += pass_events(g, qc, beh, **kw).sum(axis=1)  # type: ignore[arg-type]
+            else:
+                total[:, v] += pass_events(g, q, beh, **kw)  # type: ignore[arg-type]
+            if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
+                c_lo, c_hi = chunk_bounds(lo, hi, chunk or g.ipa_size)
+                total[:, v] += _range_events(g, c_lo, c_hi).sum(axis=1)
             if chunk is not None and resched_active(beh, b.inv_blockable[i]):
                 spanned = chunks_spanned(lo, hi, chunk)
                 total[:, v, EVENT_INDEX["resched_point"]] += np.maximum(spanned - 1, 0)
+        prev_lo, prev_hi = new_lo, new_hi
     segs = None
     if with_segments:
         segs = tuple(
             tuple(
-                _segments_one(b, s, beh, fwb=fwb, cache_line=cache_line) for beh in variants
+                _segments_one(b, s, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line)
+                for beh in variants
             )
             for s in range(b.size)
         )
@@ -340,8 +435,14 @@ _HOST = (EVENT_INDEX["host_page_free"], EVENT_INDEX["host_folio_free"])
 
 
 def _segments_one(
-    b: Batch, s: int, behaviours: Mapping[str, Behaviour], *, fwb: bool, cache_line: int
-) -> I64:
+    b: Batch,
+    s: int,
+    behaviours: Mapping[str, Behaviour],
+    *,
+    fwb: bool,
+    tlbi_range: bool,
+    cache_line: int,
+) -> Segments:
     """Event counts between consecutive resched points for scenario ``s``, in execution order.
 
     Host-side frees happen after the lock is dropped (exit_mmap) and belong to no segment.
@@ -352,59 +453,62 @@ def _segments_one(
     n_e = one.ext_lo.shape[1]
     prev_lo = np.zeros((1, 1, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((1, 1, n_e, 0), dtype=np.int64)
-    items: list[I64] = []  # rows of events
+    rows: list[I64] = []  # rows of events
+    held: list[bool] = []  # the row's work holds mmu_lock
     breaks: list[bool] = []  # a resched point follows the row
-    inv_rows = [invocation_events(one, i, behaviours[k])[0] for i, k in enumerate(one.inv_kind)]
-    passes_of = {i: [j for j, ii in enumerate(one.pass_inv) if ii == i] for i in range(len(one.inv_kind))}
+
+    def add(row: I64, lock: bool, brk: bool = False) -> None:
+        rows.append(row)
+        held.append(lock)
+        breaks.append(brk)
+
+    def single(event: str) -> I64:
+        row = np.zeros(N_EVENTS, dtype=np.int64)
+        row[EVENT_INDEX[event]] = 1
+        return row
+
     for i, kind in enumerate(one.inv_kind):
         if not one.inv_present[0, i]:
             continue
         beh = behaviours[kind]
-        head = np.zeros(N_EVENTS, dtype=np.int64)
-        head[EVENT_INDEX["notifier_call"]] = 1
-        items.append(head)
-        breaks.append(False)
-        for j in passes_of[i]:
-            if kind != TEARDOWN:
-                visit = np.zeros(N_EVENTS, dtype=np.int64)
-                visit[EVENT_INDEX["memslot_visit"]] = 1
-                items.append(visit)
-                breaks.append(False)
-            lo, hi = int(one.pass_lo[0, j]), int(one.pass_hi[0, j])
-            if hi <= lo:
+        locked = beh.lock == "held"
+        add(single("notifier_call"), locked)
+        for j in (j for j, ii in enumerate(one.pass_inv) if ii == i):
+            if one.pass_slot[j] >= 0 and kind in ITERATES_MEMSLOTS:
+                add(single("memslot_visit"), locked)
+            lo, hi = one.pass_lo[0, j : j + 1], one.pass_hi[0, j : j + 1]
+            if int(hi[0]) <= int(lo[0]):
                 continue
-            chunk = resched_chunk(g, beh)
-            active = chunk is not None and resched_active(beh, one.inv_blockable[i])
-            step = chunk if (chunk is not None and active) else g.ipa_size
-            first = lo // step
-            n = -(-hi // step) - first
-            starts = (first + np.arange(n, dtype=np.int64)) * step
-            c_lo = np.maximum(starts, lo)[None, :]
-            c_hi = np.minimum(starts + step, hi)[None, :]
-            q, _, _ = pass_quantities(g, ext, prev_lo, prev_hi, c_lo, c_hi)
-            rows = pass_events(g, q, beh, fwb=fwb, cache_line=cache_line, kind=kind)[0]
-            rows[:, list(_HOST)] = 0
+            chunk = walk_chunk(g, beh) or g.ipa_size
+            q, c_lo, c_hi = chunk_quantities(g, ext, prev_lo, prev_hi, lo, hi, chunk)
+            ev = pass_events(g, q, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
+                             kind=kind)[0]
+            if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
+                ev = ev + _range_events(g, c_lo, c_hi)[0]
+            n = int(chunks_spanned(lo, hi, chunk)[0])
+            ev = ev[:n]
+            ev[:, list(_HOST)] = 0
+            active = resched_active(beh, one.inv_blockable[i]) and walk_chunk(g, beh) is not None
             if active:
-                rows[:-1, EVENT_INDEX["resched_point"]] += 1
-            items.extend(rows)
-            breaks.extend([active] * (n - 1) + [False])
-            # advance the state by the whole pass
-            full_lo = np.array([[lo]], dtype=np.int64)
-            full_hi = np.array([[hi]], dtype=np.int64)
-            _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, full_lo, full_hi)
-        tail = inv_rows[i].copy()
+                ev[:-1, EVENT_INDEX["resched_point"]] += 1
+            for c in range(n):
+                add(ev[c], locked, active and c < n - 1)
+            _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo[None, :], hi[None, :])
+        tail = invocation_events(one, i, beh)[0]
         tail[EVENT_INDEX["notifier_call"]] = 0
         tail[EVENT_INDEX["memslot_visit"]] = 0
         if tail.any():
-            items.append(tail)
-            breaks.append(False)
-    if not items:
-        return np.zeros((1, N_EVENTS), dtype=np.int64)
-    arr = np.stack(items)
+            add(tail, locked)
+    if not rows:
+        return Segments(np.zeros((1, N_EVENTS), dtype=np.int64), np.ones(1, dtype=bool))
+    arr = np.stack(rows)
     seg_id = np.concatenate([[0], np.cumsum(breaks[:-1])]).astype(np.int64)
-    out = np.zeros((int(seg_id[-1]) + 1, N_EVENTS), dtype=np.int64)
+    n_seg = int(seg_id[-1]) + 1
+    out = np.zeros((n_seg, N_EVENTS), dtype=np.int64)
     np.add.at(out, seg_id, arr)
-    return out
+    lock = np.zeros(n_seg, dtype=bool)
+    np.logical_or.at(lock, seg_id, np.array(held))
+    return Segments(out, lock)
 
 
 def _slice_batch(b: Batch, s: int) -> Batch:

@@ -97,8 +97,15 @@ class Geometry:
 
     @property
     def largest_block(self) -> int:
-        """The largest block mapping (v6.1's lock-break chunk): 1 GiB, 32 MiB or 512 MiB."""
+        """The largest block mapping this geometry can hold."""
         return self.leaf_sizes[-1]
+
+    @property
+    def min_block_chunk(self) -> int:
+        """v6.1's lock-break chunk, the block size at KVM_PGTABLE_MIN_BLOCK_LEVEL for the granule:
+        1 GiB, 32 MiB or 512 MiB for 4, 16 or 64 KiB pages, whatever the number of levels
+        (``stage2_range_addr_end``, arch/arm64/kvm/mmu.c, v6.1)."""
+        return {4096: 1 << 30, 16384: 32 << 20, 65536: 512 << 20}[self.granule]
 
 
 def auto_ipa_bits(top_of_guest: int) -> int:

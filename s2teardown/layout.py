@@ -28,6 +28,14 @@ from .geometry import Geometry
 TEARDOWN = "teardown"  # kvm_mmu_notifier_release -> kvm_arch_flush_shadow_all -> kvm_free_stage2_pgd
 UNMAP = "unmap"  # MMU_NOTIFY_UNMAP -> kvm_unmap_hva_range -> handle_hva_to_gpa -> unmap_stage2_range
 CLEAR = "clear"  # MMU_NOTIFY_CLEAR (THP split, MADV_DONTNEED, ...) -> same functions as UNMAP
+MEMSLOT = "memslot"  # KVM_SET_USER_MEMORY_REGION delete/move -> kvm_arch_flush_shadow_memslot
+RESET = "reset"  # vCPU re-init after the VM ran -> stage2_unmap_vm: every memslot, whole
+BLOCK_RETRY = "block_retry"  # fault path: table -> block, stage2_set_pmd_huge "unmap and retry"
+#: Kinds that iterate the memslots (handle_hva_to_gpa, stage2_unmap_vm); the others are given
+#: their range directly.
+ITERATES_MEMSLOTS = (UNMAP, CLEAR, RESET)
+#: Kinds after which the host frees the unmapped pages (exit_mmap, unmap_region).
+FREES_HOST_PAGES = (TEARDOWN, UNMAP)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .behaviour import Behaviour
-from .counts import Batch, count
+from .counts import Batch, Segments, count
 from .instructions import Features, expansion
 from .ops import OP_INDEX, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
 from .prices import Prices
@@ -42,6 +42,7 @@ class MachineInputs:
     fwb: bool
     cache_line: int
     prices: Prices
+    tlbi_range: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class Breakdown:
     assumed: npt.NDArray[np.bool_]  # (S, V, PHASES): the phase's time rests on an assumed value
     baseline: int  # index of the variant speedups are relative to
     stretch_ns: F64 | None = None  # (S, V) longest Stage-2 stretch between resched points
-    segments: tuple[tuple[I64, ...], ...] | None = None  # [s][v] (n_segments, EVENTS)
+    stretch_locked: npt.NDArray[np.bool_] | None = None  # (S, V) that stretch holds mmu_lock
+    segments: tuple[tuple[Segments, ...], ...] | None = None  # [s][v]
     notes: Mapping[tuple[int, str], str] = field(default_factory=dict)  # (variant, phase) -> why 0
 
     @property
@@ -108,6 +110,7 @@ def evaluate(
         batch,
         [v.behaviours for v in variants],
         fwb=machine.fwb,
+        tlbi_range=machine.tlbi_range,
         cache_line=machine.cache_line,
         with_segments=with_segments,
     )
@@ -121,10 +124,16 @@ def evaluate(
     w_assumed = np.einsum("epo,o->ep", x, assumed_op.astype(np.int64)) > 0
     assumed = (c.events > 0).astype(np.int64) @ w_assumed.astype(np.int64) > 0
     stretch = None
+    stretch_locked = None
     if c.segments is not None:
         w2 = w[:, _STAGE2].sum(axis=1)
-        stretch = np.array(
-            [[float((seg.astype(np.float64) @ w2).max()) for seg in per_v] for per_v in c.segments]
+        times = [[seg.events.astype(np.float64) @ w2 for seg in per_v] for per_v in c.segments]
+        stretch = np.array([[float(t.max()) for t in per_v] for per_v in times])
+        stretch_locked = np.array(
+            [
+                [bool(seg.lock_held[int(np.argmax(t))]) for seg, t in zip(per_seg, per_t, strict=True)]
+                for per_seg, per_t in zip(c.segments, times, strict=True)
+            ]
         )
     return Breakdown(
         variants=tuple(v.name for v in variants),
@@ -135,6 +144,7 @@ def evaluate(
         assumed=assumed,
         baseline=baseline,
         stretch_ns=stretch,
+        stretch_locked=stretch_locked,
         segments=c.segments,
         notes=dict(notes or {}),
     )

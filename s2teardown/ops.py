@@ -85,5 +85,5 @@ PHASE_INDEX: Final[dict[str, int]] = {p: i for i, p in enumerate(PHASES)}
 EVENT_INDEX: Final[dict[str, int]] = {e: i for i, e in enumerate(EVENTS)}
 OP_INDEX: Final[dict[str, int]] = {o: i for i, o in enumerate(OPS)}
 
-#: Path kinds a variant describes separately (the `behaviour` blocks of configs/variants.yaml).
-PASS_KINDS: Final[tuple[str, ...]] = ("teardown", "unmap", "clear")
+#: Invocation kinds a variant describes separately (the behaviour blocks of configs/variants.yaml).
+PASS_KINDS: Final[tuple[str, ...]] = ("teardown", "unmap", "clear", "memslot", "reset", "block_retry")

@@ -33,7 +33,8 @@ def agree(lay: Layout, event, behs: dict[str, Behaviour], fwb: bool, line: int) 
     assert got == want
     assert c.segments is not None
     segs = c.segments[0][0]
-    assert [s.tolist() for s in segs] == [s.tolist() for s in w.segments]
+    assert [s.tolist() for s in segs.events] == [s.tolist() for s in w.segments]
+    assert segs.lock_held.tolist() == list(w.lock_held_segments)
 
 
 @settings(max_examples=EXAMPLES, derandomize=True, deadline=None,
@@ -76,7 +77,7 @@ def test_segments_sum_to_totals_without_host_frees() -> None:
     c = count(batch_from_layout(lay, exit_event(lay)), [STOCK], fwb=False, cache_line=64,
               with_segments=True)
     assert c.segments is not None
-    total = c.segments[0][0].sum(axis=0)
+    total = c.segments[0][0].events.sum(axis=0)
     expect = c.events[0, 0].copy()
     expect[HOST] = 0
     assert np.array_equal(total, expect)

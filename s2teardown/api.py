@@ -27,12 +27,38 @@ SOFT_LOCKUP_NS = 20e9
 RCU_STALL_NS = 21e9
 
 #: Invocation kinds each event runs.
-EVENT_KINDS = {"exit": ("teardown",), "munmap": ("unmap", "clear")}
+EVENT_KINDS = {
+    "exit": ("teardown",),
+    "munmap": ("unmap", "clear"),
+    "munmap-then-exit": ("unmap", "clear", "teardown"),
+    "clear": ("clear",),
+    "oom": ("unmap",),
+    "memslot-delete": ("memslot",),
+    "reset": ("reset",),
+    "block-retry": ("block_retry",),
+}
+_NOTIFY_UNMAP = (
+    "MMU_NOTIFY_UNMAP -> kvm_mmu_notifier_invalidate_range_start -> kvm_unmap_hva_range "
+    "(kvm_unmap_gfn_range from ~5.13) -> handle_hva_to_gpa -> unmap_stage2_range per memslot"
+)
+#: The notifier event (or ioctl) and kernel functions each path models.
 EVENT_PATH = {
     "exit": "exit_mmap -> mmu_notifier_release -> kvm_mmu_notifier_release -> "
-    "kvm_arch_flush_shadow_all -> kvm_free_stage2_pgd -> unmap_stage2_range(0, IPA size)",
-    "munmap": "unmap_region -> MMU_NOTIFY_UNMAP -> kvm_mmu_notifier_invalidate_range_start -> "
-    "kvm_unmap_hva_range -> handle_hva_to_gpa -> unmap_stage2_range (per memslot)",
+    "kvm_arch_flush_shadow_all -> kvm_free_stage2_pgd -> unmap_stage2_range(0, IPA size) "
+    "(v5.10+: kvm_pgtable_stage2_destroy)",
+    "munmap": "munmap -> __split_vma (THP edge: MMU_NOTIFY_CLEAR of 2 MiB) -> unmap_region -> "
+    + _NOTIFY_UNMAP,
+    "munmap-then-exit": "the VMM munmaps guest RAM (as munmap), then exits (as exit)",
+    "clear": "MMU_NOTIFY_CLEAR (MADV_DONTNEED, THP split, swap-out, migration) -> "
+    "kvm_mmu_notifier_invalidate_range_start -> kvm_unmap_hva_range -> unmap_stage2_range",
+    "oom": "OOM reaper __oom_reap_task_mm -> MMU_NOTIFY_UNMAP, non-blockable, once per VMA -> "
+    "kvm_unmap_hva_range -> unmap_stage2_range",
+    "memslot-delete": "KVM_SET_USER_MEMORY_REGION (delete/move) -> kvm_arch_flush_shadow_memslot -> "
+    "unmap_stage2_range(slot)",
+    "reset": "KVM_ARM_VCPU_INIT after the VM ran -> stage2_unmap_vm -> stage2_unmap_memslot -> "
+    "unmap_stage2_range per memslot",
+    "block-retry": "user_mem_abort -> stage2_set_pmd_huge: table -> block, unmap_stage2_range(2 MiB) "
+    "and retry (P6 elides its CMO)",
 }
 
 
@@ -121,21 +147,41 @@ def _notes(
     return notes
 
 
-def stretch_warnings(names: Sequence[str], stretch_ns: Sequence[float]) -> list[str]:
-    """One warning per (threshold, stretch) shared by variants: the worst threshold each passes."""
-    grouped: dict[tuple[str, str], list[str]] = {}
-    for name, s in zip(names, stretch_ns, strict=True):
-        for limit, what in (
-            (RCU_STALL_NS, "the RCU stall timeout (21 s)"),
-            (SOFT_LOCKUP_NS, "the soft-lockup threshold (20 s)"),
-            (NEED_RESCHED_NS, "the need_resched warning latency (100 ms)"),
+PREEMPT_MODES = ("none", "voluntary", "full")
+
+
+def stretch_warnings(
+    names: Sequence[str],
+    stretch_ns: Sequence[float],
+    locked_ns: Sequence[float],
+    *,
+    preempt: str = "none",
+    watchdog_thresh_s: float = 10.0,
+) -> list[str]:
+    """One warning per (threshold, stretch) shared by variants: the worst threshold each passes.
+
+    With ``preempt=none`` or ``voluntary`` only resched points end a non-preemptible stretch;
+    with ``full`` a stretch is non-preemptible only while it holds mmu_lock (a spinlock).
+    """
+    soft = 2.0 * watchdog_thresh_s * 1e9
+    grouped: dict[tuple[str, str, bool], list[str]] = {}
+    for name, s_all, s_locked in zip(names, stretch_ns, locked_ns, strict=True):
+        s = s_locked if preempt == "full" else s_all
+        for limit, what in sorted(
+            (
+                (RCU_STALL_NS, "the RCU stall timeout (21 s)"),
+                (soft, f"the soft-lockup threshold (2 × watchdog_thresh = {soft / 1e9:g} s)"),
+                (NEED_RESCHED_NS, "the need_resched warning latency (100 ms)"),
+            ),
+            reverse=True,
         ):
             if s > limit:
-                grouped.setdefault((format_ns(s), what), []).append(name)
+                grouped.setdefault((format_ns(s), what, s_locked >= s), []).append(name)
                 break
     return [
-        f"{', '.join(vs)}: the longest stretch without a resched point ({s}) exceeds {what}"
-        for (s, what), vs in grouped.items()
+        f"{', '.join(vs)}: the longest stretch without a resched point ({s}"
+        f"{', holding mmu_lock' if locked else ', mmu_lock not held'}, preempt={preempt}) exceeds {what}"
+        for (s, what, locked), vs in grouped.items()
     ]
 
 
@@ -147,6 +193,8 @@ def estimate(
     baseline: str | None = None,
     with_segments: bool = True,
     default_backing: bool = False,
+    preempt: str = "none",
+    watchdog_thresh_s: float = 10.0,
 ) -> Estimate:
     """Per-phase cost of tearing down ``workload`` on ``machine`` for each variant.
 
@@ -190,8 +238,16 @@ def estimate(
             f"the VM ({format_size(workload.vm_bytes)}) is larger than {machine.name}'s "
             f"installed memory ({format_size(mem)})"
         )
-    if b.stretch_ns is not None:
-        warnings.extend(stretch_warnings(names, [float(x) for x in b.stretch_ns[0]]))
+    if b.stretch_ns is not None and b.stretch_locked is not None:
+        warnings.extend(
+            stretch_warnings(
+                names,
+                [float(x) for x in b.stretch_ns[0]],
+                [float(x) for x in b.stretch_locked[0]],
+                preempt=preempt,
+                watchdog_thresh_s=watchdog_thresh_s,
+            )
+        )
     return Estimate(
         breakdown=b,
         machine=machine,

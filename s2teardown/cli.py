@@ -63,6 +63,10 @@ def _console() -> Any:
 
 
 FORMATS = click.Choice(["table", "json", "csv", "markdown"])
+#: --event values (workload.EVENTS_SUPPORTED; repeated here so --help does not import numpy).
+EVENT_CHOICES = ["exit", "munmap", "clear", "oom", "memslot-delete", "reset", "block-retry",
+                 "munmap-then-exit"]
+RANGED = ("munmap", "munmap-then-exit", "clear", "oom", "memslot-delete", "block-retry")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -92,11 +96,21 @@ def cli(ctx: click.Context, debug: bool) -> None:
               help="Variants to show, comma-separated or repeated (default: all). `series` = P7.")
 @click.option("--variants-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Your own variants YAML (may build on the bundled ones by `base`).")
-@click.option("--event", type=click.Choice(["exit", "munmap"]), default="exit", show_default=True,
-              help="exit: the process exits (release -> kvm_arch_flush_shadow_all); "
-              "munmap: the VMM unmaps guest RAM (MMU_NOTIFY_UNMAP -> kvm_unmap_hva_range).")
+@click.option("--event", type=click.Choice(EVENT_CHOICES), default="exit", show_default=True,
+              help="The path into Stage-2 unmap. exit: the process exits (release -> "
+              "kvm_arch_flush_shadow_all); munmap: the VMM unmaps guest RAM (MMU_NOTIFY_UNMAP); "
+              "clear: MMU_NOTIFY_CLEAR (MADV_DONTNEED, THP split, swap-out, migration); oom: the "
+              "OOM reaper (non-blockable UNMAP); memslot-delete; reset (vCPU re-init: "
+              "stage2_unmap_vm); block-retry (table -> block in the fault path); munmap-then-exit.")
 @click.option("--range", "range_", metavar="OFFSET:SIZE",
-              help="With --event munmap: the part of guest RAM unmapped (default: all of it).")
+              help="The part of guest RAM a munmap/clear/oom unmaps (default: all of it); for "
+              "memslot-delete and block-retry, OFFSET picks the memslot / 2 MiB block.")
+@click.option("--kernel", "kernels", multiple=True, metavar="VERSION",
+              help="Add the mainline variant in force at VERSION (e.g. 6.8, 6.6.47); repeatable.")
+@click.option("--preempt", type=click.Choice(["none", "voluntary", "full"]), default="none",
+              show_default=True, help="Kernel preemption model for the lock-hold warnings.")
+@click.option("--watchdog-thresh", default=10.0, show_default=True, type=float,
+              help="kernel.watchdog_thresh in seconds; soft lockups are reported at twice it.")
 @click.option("--backing", default=None, metavar="MIX",
               help="Leaf sizes: 2M, 4K, 1G, or a mix in percent such as 2M:90,4K:10 (default 2M).")
 @click.option("--mapped", default=1.0, show_default=True, type=float,
@@ -119,7 +133,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically) instead of stdout.")
 def estimate(
     vm: str, machine: str, variants: Sequence[str], variants_file: str | None, event: str,
-    range_: str | None, backing: str | None, mapped: float, device: float, memslots: int,
+    range_: str | None, kernels: Sequence[str], preempt: str, watchdog_thresh: float,
+    backing: str | None, mapped: float, device: float, memslots: int,
     ipa_bits: str, granule: str, ram_base: str, placement: str | None, baseline: str | None,
     fmt: str, formulas: bool, output: str | None,
 ) -> None:
@@ -142,8 +157,11 @@ def estimate(
     vm_bytes = _parse("--vm", parse_size, vm)
     back = _parse("--backing", parse_backing, backing) if backing else ((2 << 20, 100.0),)
     rng = _parse("--range", parse_range, range_) if range_ else None
-    if rng is not None and event != "munmap":
-        raise UserError("--range", None, None, "--event munmap with --range", f"--event {event}")
+    if rng is not None and event not in RANGED:
+        raise UserError("--range", None, None, "an --event that takes a range (" + ", ".join(RANGED) + ")",
+                        f"--event {event}")
+    if not (watchdog_thresh > 0 and watchdog_thresh < 1e6):
+        raise UserError("--watchdog-thresh", None, None, "a positive number of seconds", repr(watchdog_thresh))
     base_b = _parse("--ram-base", parse_size, ram_base)
     bits: int | None = None
     if ipa_bits != "auto":
@@ -169,7 +187,11 @@ def estimate(
     m = load_machine(machine)
     vs = load_variants(variants_file)
     names = [n.strip() for item in variants for n in item.split(",") if n.strip()]
-    chosen = vs.select(names)
+    chosen = vs.select(names) if names or not kernels else []
+    for k in kernels:
+        v = vs.for_kernel(k)
+        if v not in chosen:
+            chosen.append(v)
     if baseline is not None:
         vs.lookup(baseline, "--baseline")
         if baseline not in [v.name for v in chosen]:
@@ -179,7 +201,8 @@ def estimate(
                  memslots=memslots, ipa_bits=bits, granule=gran, ram_base=base_b, event=event,
                  range=rng, placement=pl)
     try:
-        est = run(m, chosen, w, baseline=baseline, default_backing=backing is None)
+        est = run(m, chosen, w, baseline=baseline, default_backing=backing is None, preempt=preempt,
+                  watchdog_thresh_s=watchdog_thresh)
     except ValueError as exc:
         msg = str(exc)
         flag, _, rest = msg.partition(": ")

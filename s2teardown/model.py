@@ -57,7 +57,7 @@ class Breakdown:
     assumed: npt.NDArray[np.bool_]  # (S, V, PHASES): the phase's time rests on an assumed value
     baseline: int  # index of the variant speedups are relative to
     stretch_ns: F64 | None = None  # (S, V) longest Stage-2 stretch between resched points
-    stretch_locked: npt.NDArray[np.bool_] | None = None  # (S, V) that stretch holds mmu_lock
+    stretch_locked: F64 | None = None  # (S, V) longest stretch holding mmu_lock (0: none)
     segments: tuple[tuple[Segments, ...], ...] | None = None  # [s][v]
     notes: Mapping[tuple[int, str], str] = field(default_factory=dict)  # (variant, phase) -> why 0
 
@@ -131,7 +131,7 @@ def evaluate(
         stretch = np.array([[float(t.max()) for t in per_v] for per_v in times])
         stretch_locked = np.array(
             [
-                [bool(seg.lock_held[int(np.argmax(t))]) for seg, t in zip(per_seg, per_t, strict=True)]
+                [float(np.where(seg.lock_held, t, 0.0).max()) for seg, t in zip(per_seg, per_t, strict=True)]
                 for per_seg, per_t in zip(c.segments, times, strict=True)
             ]
         )

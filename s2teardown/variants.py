@@ -19,7 +19,8 @@ from .resources import bundled_root
 from .yamlio import YamlDocument, did_you_mean, line_of, read_yaml
 
 SCHEMA_VERSION = 1
-_META = ("name", "base", "title", "kernel", "patch", "provenance", "description", "aliases")
+_META = ("name", "base", "title", "kernel", "patch", "provenance", "description", "aliases",
+         "backports")
 _KEYS = _META + PASS_KINDS
 _BEHAVIOUR_FIELDS = tuple(f.name for f in fields(Behaviour))
 
@@ -34,6 +35,7 @@ class Variant:
     provenance: str = ""
     description: str = ""
     aliases: tuple[str, ...] = ()
+    backports: tuple[str, ...] = ()  # stable versions of an older series that carry it too
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     origin: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, field) -> variant
     source: str = ""  # file it came from
@@ -57,6 +59,32 @@ class VariantSet:
             did_you_mean(name, every),
         )
 
+    def mainline(self) -> list[Variant]:
+        """Variants that are a mainline release (they carry ``kernel``), oldest first."""
+        vs = [v for v in self.variants if v.kernel is not None]
+        return sorted(vs, key=lambda v: parse_version(v.kernel or "0") or (0,))
+
+    def for_kernel(self, version: str, flag: str = "--kernel") -> Variant:
+        """The mainline variant in force at ``version`` (e.g. "6.8", "6.6.50", "5.4")."""
+        want = parse_version(version)
+        if want is None:
+            raise UserError(flag, None, None, "a kernel version such as 6.8 or 6.6.47", repr(version))
+        best: Variant | None = None
+        for v in self.mainline():
+            since = [parse_version(v.kernel or "")]
+            since += [parse_version(b) for b in v.backports]
+            for s in since:
+                if s is None:
+                    continue
+                same_series = len(s) > 2 and want[:2] == s[:2]
+                if (len(s) <= 2 and want >= s) or (same_series and want >= s):
+                    best = v
+        if best is None:
+            oldest = self.mainline()[0]
+            raise UserError(flag, None, None, f"a kernel version from {oldest.kernel} on (the oldest modelled)",
+                            repr(version))
+        return best
+
     def select(self, names: Sequence[str] | None, flag: str = "--variants") -> list[Variant]:
         if not names:
             return list(self.variants)
@@ -66,6 +94,14 @@ class VariantSet:
             if v not in out:
                 out.append(v)
         return out
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """"6.6.47" -> (6, 6, 47); "6.8" -> (6, 8); None if not a version."""
+    parts = str(text).strip().split(".")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
 
 
 def default_path() -> Path:
@@ -127,9 +163,16 @@ def _check_entry(doc: YamlDocument, item: dict[str, Any], i: int) -> dict[str, A
             raise _err(doc, item, key, f"{where}.{key}", "a string", describe(v))
     if item.get("base") is None and not item.get("title"):
         raise _err(doc, item, "name", f"{where}.title", "a title", "none")
-    aliases = item.get("aliases", [])
-    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-        raise _err(doc, item, "aliases", f"{where}.aliases", "a list of names", describe(aliases))
+    for key in ("aliases", "backports"):
+        names = item.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(a, str) for a in names):
+            raise _err(doc, item, key, f"{where}.{key}", "a list of strings", describe(names))
+    for key in ("kernel", *range(len(item.get("backports", [])))):
+        text = item.get("kernel") if key == "kernel" else item["backports"][key]
+        if text is not None and parse_version(text) is None:
+            container = item if key == "kernel" else item["backports"]
+            raise _err(doc, container, key, f"{where}.{'kernel' if key == 'kernel' else 'backports'}",
+                       "a kernel version such as 6.6 or 6.6.47", describe(text))
     for kind in PASS_KINDS:
         block = item.get(kind)
         if block is None:
@@ -201,6 +244,7 @@ def _resolve(raw: list[tuple[dict[str, Any], str, Any]]) -> tuple[Variant, ...]:
             provenance=item.get("provenance", ""),
             description=" ".join(str(item.get("description", "")).split()),
             aliases=tuple(item.get("aliases", [])),
+            backports=tuple(item.get("backports", [])),
             behaviours=behaviours,
             origin=origin,
             source=src,

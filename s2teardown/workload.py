@@ -25,7 +25,19 @@ import numpy.typing as npt
 
 from .counts import Batch
 from .geometry import Geometry, auto_ipa_bits
-from .layout import CLEAR, TEARDOWN, UNMAP, Extent, Invocation, Layout, Memslot
+from .layout import (
+    BLOCK_RETRY,
+    CLEAR,
+    ITERATES_MEMSLOTS,
+    MEMSLOT,
+    RESET,
+    TEARDOWN,
+    UNMAP,
+    Extent,
+    Invocation,
+    Layout,
+    Memslot,
+)
 from .prices import Placement
 
 I64 = npt.NDArray[np.int64]
@@ -33,7 +45,12 @@ F64 = npt.NDArray[np.float64]
 
 GIB = 1 << 30
 MIB = 1 << 20
-EVENTS_SUPPORTED = ("exit", "munmap")
+#: The paths into Stage-2 unmap (`--event`), see api.EVENT_PATH for the kernel functions.
+EVENTS_SUPPORTED = (
+    "exit", "munmap", "clear", "oom", "memslot-delete", "reset", "block-retry", "munmap-then-exit",
+)
+#: Paths whose --range is meaningful (the others cover all of guest RAM or the IPA space).
+RANGED = ("munmap", "munmap-then-exit", "clear", "oom", "memslot-delete", "block-retry")
 
 
 @dataclass(frozen=True)
@@ -85,8 +102,8 @@ class Workload:
             raise ValueError(f"event: expected one of {EVENTS_SUPPORTED}")
         if self.range is not None:
             off, size = self.range
-            if self.event != "munmap":
-                raise ValueError("range: only with --event munmap")
+            if self.event not in RANGED:
+                raise ValueError(f"range: expected an --event that takes a range ({', '.join(RANGED)})")
             if size <= 0 or off < 0 or off + size > self.vm_bytes:
                 raise ValueError("range: expected OFFSET:SIZE inside the guest RAM")
             if off % g.granule or size % g.granule:
@@ -162,25 +179,11 @@ def uniform_batch_arrays(
     e_dev = e_dev.reshape(shape)
     e_lo, e_hi = np.where(e_leaf > 0, e_lo, 0), np.where(e_leaf > 0, e_hi, 0)
 
-    if event == "exit":
-        return Batch(
-            geometry=g,
-            ext_lo=e_lo,
-            ext_hi=e_hi,
-            ext_leaf=e_leaf,
-            ext_dev=e_dev,
-            n_memslots=np.full(n_s, memslots, dtype=np.int64),
-            inv_kind=(TEARDOWN,),
-            inv_blockable=(True,),
-            inv_present=np.ones((n_s, 1), dtype=bool),
-            pass_lo=np.zeros((n_s, 1), dtype=np.int64),
-            pass_hi=np.full((n_s, 1), g.ipa_size, dtype=np.int64),
-            pass_inv=(0,),
-            pass_slot=(-1,),
-        )
-    if event != "munmap":
-        raise ValueError(f"unknown event {event!r}")
-    off = range_off if range_off is not None else np.zeros(n_s, dtype=np.int64)
+    n_slots = memslots
+    ipa = np.full(n_s, g.ipa_size, dtype=np.int64)
+    zero = np.zeros(n_s, dtype=np.int64)
+    yes = np.ones(n_s, dtype=bool)
+    off = range_off if range_off is not None else zero
     size = range_size if range_size is not None else vm_bytes
     r_lo = ram_base + off
     r_hi = r_lo + size
@@ -192,18 +195,60 @@ def uniform_batch_arrays(
         inside = (thp & (e_lo <= block[:, None]) & (block[:, None] < e_hi)).any(axis=1)
         return block, (edge % pmd != 0) & inside
 
-    b_lo, p_lo = split_block(r_lo)
-    b_hi, p_hi = split_block(r_hi)
-    p_hi = p_hi & ~(p_lo & (b_hi == b_lo))
-    inv_lo = np.stack([b_lo, b_hi, r_lo], axis=1)  # (S, 3)
-    inv_hi = np.stack([b_lo + pmd, b_hi + pmd, r_hi], axis=1)
-    present = np.stack([p_lo, p_hi, np.ones(n_s, dtype=bool)], axis=1)
-    inv_lo = np.where(present, inv_lo, 0)
-    inv_hi = np.where(present, inv_hi, 0)
-    # passes visit memslots highest GPA first, as v5.5's memslot array is sorted
-    p_lo_arr = np.maximum(inv_lo[:, :, None], slot_lo[:, None, ::-1])  # (S, 3, N)
-    p_hi_arr = np.minimum(inv_hi[:, :, None], slot_hi[:, None, ::-1])
-    p_hi_arr = np.where(p_hi_arr > p_lo_arr, p_hi_arr, p_lo_arr)
+    def munmap_calls() -> list[tuple[str, I64, I64, npt.NDArray[np.bool_], bool]]:
+        b_lo, p_lo = split_block(r_lo)
+        b_hi, p_hi = split_block(r_hi)
+        p_hi = p_hi & ~(p_lo & (b_hi == b_lo))
+        return [(CLEAR, b_lo, b_lo + pmd, p_lo, True), (CLEAR, b_hi, b_hi + pmd, p_hi, True),
+                (UNMAP, r_lo, r_hi, yes, True)]
+
+    # (kind, lo, hi, present, blockable) per invocation, in order
+    if event == "exit":
+        calls = [(TEARDOWN, zero, ipa, yes, True)]
+    elif event == "munmap":
+        calls = munmap_calls()
+    elif event == "munmap-then-exit":
+        calls = [*munmap_calls(), (TEARDOWN, zero, ipa, yes, True)]
+    elif event == "clear":
+        calls = [(CLEAR, r_lo, r_hi, yes, True)]
+    elif event == "oom":
+        calls = [(UNMAP, r_lo, r_hi, yes, False)]  # the OOM reaper: non-blockable, one VMA
+    elif event == "memslot-delete":
+        slot = (r_lo - ram_base) // slot_size  # the memslot holding the range's start
+        s_lo = ram_base + slot * slot_size
+        calls = [(MEMSLOT, s_lo, s_lo + slot_size, yes, True)]
+    elif event == "reset":
+        calls = [(RESET, zero, ipa, yes, True)]
+    elif event == "block-retry":
+        b_lo = r_lo - r_lo % pmd  # the PMD block holding the range's start
+        calls = [(BLOCK_RETRY, b_lo, b_lo + pmd, yes, True)]
+    else:
+        raise ValueError(f"event: unknown event {event!r}")
+
+    p_lo_l: list[I64] = []
+    p_hi_l: list[I64] = []
+    p_inv: list[int] = []
+    p_slot: list[int] = []
+    for i, (kind, lo, hi, present, _) in enumerate(calls):
+        lo, hi = np.where(present, lo, 0), np.where(present, hi, 0)
+        if kind not in ITERATES_MEMSLOTS:
+            p_lo_l.append(lo)
+            p_hi_l.append(hi)
+            p_inv.append(i)
+            p_slot.append(-1)
+            continue
+        for m in reversed(range(n_slots)):  # v5.5's memslot array: highest GPA first
+            if kind == RESET:
+                hit = (lo < slot_hi[:, m]) & (slot_lo[:, m] < hi)
+                a, z = np.where(hit, slot_lo[:, m], 0), np.where(hit, slot_hi[:, m], 0)
+            else:
+                a = np.maximum(lo, slot_lo[:, m])
+                z = np.minimum(hi, slot_hi[:, m])
+                z = np.where(z > a, z, a)
+            p_lo_l.append(a)
+            p_hi_l.append(z)
+            p_inv.append(i)
+            p_slot.append(m)
     return Batch(
         geometry=g,
         ext_lo=e_lo,
@@ -211,13 +256,13 @@ def uniform_batch_arrays(
         ext_leaf=e_leaf,
         ext_dev=e_dev,
         n_memslots=np.full(n_s, memslots, dtype=np.int64),
-        inv_kind=(CLEAR, CLEAR, UNMAP),
-        inv_blockable=(True, True, True),
-        inv_present=present,
-        pass_lo=p_lo_arr.reshape(n_s, 3 * memslots),
-        pass_hi=p_hi_arr.reshape(n_s, 3 * memslots),
-        pass_inv=tuple(i for i in range(3) for _ in range(memslots)),
-        pass_slot=tuple(m for _ in range(3) for m in reversed(range(memslots))),
+        inv_kind=tuple(c[0] for c in calls),
+        inv_blockable=tuple(c[4] for c in calls),
+        inv_present=np.stack([c[3] for c in calls], axis=1),
+        pass_lo=np.stack(p_lo_l, axis=1),
+        pass_hi=np.stack(p_hi_l, axis=1),
+        pass_inv=tuple(p_inv),
+        pass_slot=tuple(p_slot),
     )
 
 
@@ -242,8 +287,11 @@ def event_of(b: Batch, s: int) -> tuple[Invocation, ...]:
         if not b.inv_present[s, i]:
             continue
         js = [j for j, ii in enumerate(b.pass_inv) if ii == i]
-        if kind == TEARDOWN:
+        if kind in (TEARDOWN, RESET):
             out.append(Invocation(kind, 0, b.geometry.ipa_size, b.inv_blockable[i]))
+        elif kind not in ITERATES_MEMSLOTS:
+            j = js[0]
+            out.append(Invocation(kind, int(b.pass_lo[s, j]), int(b.pass_hi[s, j]), b.inv_blockable[i]))
         else:
             lo = min(int(b.pass_lo[s, j]) for j in js if b.pass_hi[s, j] > b.pass_lo[s, j])
             hi = max(int(b.pass_hi[s, j]) for j in js if b.pass_hi[s, j] > b.pass_lo[s, j])

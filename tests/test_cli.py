@@ -81,7 +81,7 @@ def test_output_file_written(tmp_path: Path, capsys) -> None:
         (["estimate", "--vm", "64X"], "--vm: expected a size such as 64G"),
         (["estimate", "--vm", "64G", "--machine", "d5"], "did you mean 'd05'"),
         (["estimate", "--vm", "64G", "--variants", "P8"], "--variants: expected a variant name"),
-        (["estimate", "--vm", "64G", "--range", "0:1G"], "--range: expected --event munmap"),
+        (["estimate", "--vm", "64G", "--range", "0:1G"], "--range: expected an --event that takes a range"),
         (["estimate", "--vm", "4G", "--event", "munmap", "--range", "3G:2G"], "range"),
         (["estimate", "--vm", "4G", "--backing", "2M:50,4K:40"], "--backing: expected percentages summing to 100"),
         (["estimate", "--vm", "4G", "--ipa-bits", "52"], "--ipa-bits: expected auto or a whole number 32..48"),

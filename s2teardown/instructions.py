@@ -12,7 +12,7 @@ erratum workaround (every ``tlbi`` becomes ``tlbi; dsb ish; tlbi``).  Sources (L
   ``tlbi ipas2e1is``; ``dsb ish``; ``tlbi vmalle1is``; ``dsb ish``; ``isb``; switch back.  One HVC
   on nVHE; ``kvm_call_hyp`` adds an ``isb`` on VHE.  Net (DOMAIN.md §3): 2 broadcast TLBIs,
   1 ``dsb ishst`` + 2 ``dsb ish``, 2 ISBs on nVHE / 4 on VHE; system-register writes: VTTBR in
-  and out on nVHE (2), VTTBR + HCR in and HCR out on VHE (3).  CPU-errata paths (1165522,
+  and out on nVHE (2), VTTBR and HCR_EL2 in and out on VHE (4).  CPU-errata paths (1165522,
   1319367, VPIPT ``ic ialluis``) are not modelled [assumed: they add a few ISBs/sysreg writes].
 * ``kvm_flush_remote_tlbs`` -> ``__kvm_tlb_flush_vmid``: ``dsb ishst``; switch + ``isb``;
   ``tlbi vmalls12e1is``; ``dsb ish``; ``isb``; switch back.
@@ -65,7 +65,9 @@ class Features:
 def _hyp_call(f: Features) -> dict[str, int]:
     """The common frame of a TLB-maintenance hyp call: entry, VMID switch in and out."""
     if f.vhe:
-        return {"isb": 3, "sysreg_write": 3}  # kvm_call_hyp's isb + switch isb + final isb
+        # kvm_call_hyp's isb, the switch-in isb(s), the final isb: 4 (DOMAIN.md §3); VTTBR and
+        # HCR_EL2 written on the way in and restored on the way out: 4
+        return {"isb": 4, "sysreg_write": 4}
     return {"hvc": 1, "isb": 2, "sysreg_write": 2}
 
 
@@ -87,8 +89,6 @@ def _merge(*parts: dict[str, int]) -> dict[str, int]:
 def event_ops(f: Features) -> dict[str, dict[str, int]]:
     """For each event, the operations one occurrence executes."""
     tlb_ipa = _merge(_hyp_call(f), {"dsb_ishst": 1}, _tlbi("tlbi_is", 2, f))
-    if f.vhe:
-        tlb_ipa["isb"] += 1  # VHE: 4 ISBs in all (DOMAIN.md §3)
     flush_vmid = _merge(_hyp_call(f), {"dsb_ishst": 1}, _tlbi("tlbi_vmall", 1, f))
     range_call = _merge(_hyp_call(f), {"dsb_ishst": 1, "dsb_ish": 1}, _tlbi("tlbi_is", 1, f))
     return {

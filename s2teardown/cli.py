@@ -88,65 +88,63 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-@cli.command()
-@click.option("--vm", "vm", required=True, metavar="SIZE", help="Guest RAM size, e.g. 64G. " + SIZE_HELP)
-@click.option("--machine", "machine", default="d05", show_default=True, metavar="NAME|FILE",
-              help="Machine description: a YAML path, or a bundled name (see `machines list`).")
-@click.option("--variants", "variants", multiple=True, metavar="NAMES",
-              help="Variants to show, comma-separated or repeated (default: all). `series` = P7.")
-@click.option("--variants-file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Your own variants YAML (may build on the bundled ones by `base`).")
-@click.option("--event", type=click.Choice(EVENT_CHOICES), default="exit", show_default=True,
-              help="The path into Stage-2 unmap. exit: the process exits (release -> "
-              "kvm_arch_flush_shadow_all); munmap: the VMM unmaps guest RAM (MMU_NOTIFY_UNMAP); "
-              "clear: MMU_NOTIFY_CLEAR (MADV_DONTNEED, THP split, swap-out, migration); oom: the "
-              "OOM reaper (non-blockable UNMAP); memslot-delete; reset (vCPU re-init: "
-              "stage2_unmap_vm); block-retry (table -> block in the fault path); munmap-then-exit.")
-@click.option("--range", "range_", metavar="OFFSET:SIZE",
-              help="The part of guest RAM a munmap/clear/oom unmaps (default: all of it); for "
-              "memslot-delete and block-retry, OFFSET picks the memslot / 2 MiB block.")
-@click.option("--kernel", "kernels", multiple=True, metavar="VERSION",
-              help="Add the mainline variant in force at VERSION (e.g. 6.8, 6.6.47); repeatable.")
-@click.option("--preempt", type=click.Choice(["none", "voluntary", "full"]), default="none",
-              show_default=True, help="Kernel preemption model for the lock-hold warnings.")
-@click.option("--watchdog-thresh", default=10.0, show_default=True, type=float,
-              help="kernel.watchdog_thresh in seconds; soft lockups are reported at twice it.")
-@click.option("--backing", default=None, metavar="MIX",
-              help="Leaf sizes: 2M, 4K, 1G, or a mix in percent such as 2M:90,4K:10 (default 2M).")
-@click.option("--mapped", default=1.0, show_default=True, type=float,
-              help="Fraction of guest RAM mapped at Stage-2 (rounded down to whole leaves).")
-@click.option("--device", "device", default=0.0, show_default=True, type=float,
-              help="Fraction of the mapped bytes that are device pages (never cleaned).")
-@click.option("--memslots", default=1, show_default=True, type=int, help="Equal memslots guest RAM is split into.")
-@click.option("--ipa-bits", default="auto", show_default=True,
-              help="IPA size, 32..48, or auto (40 unless the guest needs more, as QEMU does).")
-@click.option("--granule", default="4K", show_default=True, type=click.Choice(["4K", "16K", "64K"]),
-              help="Page size of host and Stage-2.")
-@click.option("--ram-base", default="1G", show_default=True, metavar="SIZE",
-              help="Guest-physical address of RAM (QEMU virt: 1 GiB).")
-@click.option("--placement", default=None, metavar="L,S,R",
-              help="Memory placement: fractions on the local node, another node of the same "
-              "socket, another socket (default: the machine's).")
-@click.option("--baseline", default=None, metavar="NAME", help="Variant speedups are relative to (default: the first).")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-@click.option("--formulas", is_flag=True, help="Print each phase's formula, then with numbers, then the total.")
-@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically) instead of stdout.")
-def estimate(
-    vm: str, machine: str, variants: Sequence[str], variants_file: str | None, event: str,
-    range_: str | None, kernels: Sequence[str], preempt: str, watchdog_thresh: float,
-    backing: str | None, mapped: float, device: float, memslots: int,
-    ipa_bits: str, granule: str, ram_base: str, placement: str | None, baseline: str | None,
-    fmt: str, formulas: bool, output: str | None,
-) -> None:
-    """Per-phase cost of tearing down one VM, for every kernel variant.
+def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that describe one teardown: machine, variants, workload, path, kernel."""
+    opts = [
+        click.option("--vm", "vm", required=True, metavar="SIZE", help="Guest RAM size, e.g. 64G. " + SIZE_HELP),
+        click.option("--machine", "machine", default="d05", show_default=True, metavar="NAME|FILE",
+                     help="Machine description: a YAML path, or a bundled name (see `machines list`)."),
+        click.option("--variants", "variants", multiple=True, metavar="NAMES",
+                     help="Variants to show, comma-separated or repeated (default: all). `series` = P7."),
+        click.option("--variants-file", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Your own variants YAML (may build on the bundled ones by `base`)."),
+        click.option("--kernel", "kernels", multiple=True, metavar="VERSION",
+                     help="Add the mainline variant in force at VERSION (e.g. 6.8, 6.6.47); repeatable."),
+        click.option("--event", type=click.Choice(EVENT_CHOICES), default="exit", show_default=True,
+                     help="The path into Stage-2 unmap. exit: the process exits (release -> "
+                     "kvm_arch_flush_shadow_all); munmap: the VMM unmaps guest RAM (MMU_NOTIFY_UNMAP); "
+                     "clear: MMU_NOTIFY_CLEAR (MADV_DONTNEED, THP split, swap-out, migration); oom: the "
+                     "OOM reaper (non-blockable UNMAP); memslot-delete; reset (vCPU re-init: "
+                     "stage2_unmap_vm); block-retry (table -> block in the fault path); munmap-then-exit."),
+        click.option("--range", "range_", metavar="OFFSET:SIZE",
+                     help="The part of guest RAM a munmap/clear/oom unmaps (default: all of it); for "
+                     "memslot-delete and block-retry, OFFSET picks the memslot / 2 MiB block."),
+        click.option("--backing", default=None, metavar="MIX",
+                     help="Leaf sizes: 2M, 4K, 1G, or a mix in percent such as 2M:90,4K:10 (default 2M)."),
+        click.option("--mapped", default=1.0, show_default=True, type=float,
+                     help="Fraction of guest RAM mapped at Stage-2 (rounded down to whole leaves)."),
+        click.option("--device", "device", default=0.0, show_default=True, type=float,
+                     help="Fraction of the mapped bytes that are device pages (never cleaned)."),
+        click.option("--memslots", default=1, show_default=True, type=int,
+                     help="Equal memslots guest RAM is split into."),
+        click.option("--ipa-bits", default="auto", show_default=True,
+                     help="IPA size, 32..48, or auto (40 unless the guest needs more, as QEMU does)."),
+        click.option("--granule", default="4K", show_default=True, type=click.Choice(["4K", "16K", "64K"]),
+                     help="Page size of host and Stage-2."),
+        click.option("--ram-base", default="1G", show_default=True, metavar="SIZE",
+                     help="Guest-physical address of RAM (QEMU virt: 1 GiB)."),
+        click.option("--placement", default=None, metavar="L,S,R",
+                     help="Memory placement: fractions on the local node, another node of the same "
+                     "socket, another socket (default: the machine's)."),
+        click.option("--preempt", type=click.Choice(["none", "voluntary", "full"]), default="none",
+                     show_default=True, help="Kernel preemption model for the lock-hold warnings."),
+        click.option("--watchdog-thresh", default=10.0, show_default=True, type=float,
+                     help="kernel.watchdog_thresh in seconds; soft lockups are reported at twice it."),
+        click.option("--baseline", default=None, metavar="NAME",
+                     help="Variant speedups are relative to (default: the first)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
 
-    \b
-    Examples:
-      s2teardown estimate --vm 64G --machine d05
-      s2teardown estimate --vm 64G --machine d05 --variants v5.5,P5,series --formulas
-      s2teardown estimate --vm 64G --machine thunderx --backing 2M:90,4K:10 --format csv
-      s2teardown estimate --vm 8G --machine d05 --event munmap --range 3M:1G
-    """
+
+def build_estimate(
+    vm: str, machine: str, variants: Sequence[str], variants_file: str | None, kernels: Sequence[str],
+    event: str, range_: str | None, backing: str | None, mapped: float, device: float, memslots: int,
+    ipa_bits: str, granule: str, ram_base: str, placement: str | None, preempt: str,
+    watchdog_thresh: float, baseline: str | None,
+) -> Any:
+    """Parse and check the input options, then run the estimate (exit 2 on any bad input)."""
     from .api import estimate as run
     from .machine import load_machine
     from .prices import Placement
@@ -160,7 +158,7 @@ def estimate(
     if rng is not None and event not in RANGED:
         raise UserError("--range", None, None, "an --event that takes a range (" + ", ".join(RANGED) + ")",
                         f"--event {event}")
-    if not (watchdog_thresh > 0 and watchdog_thresh < 1e6):
+    if not (0 < watchdog_thresh < 1e6):
         raise UserError("--watchdog-thresh", None, None, "a positive number of seconds", repr(watchdog_thresh))
     base_b = _parse("--ram-base", parse_size, ram_base)
     bits: int | None = None
@@ -176,15 +174,15 @@ def estimate(
             raise UserError(flag, None, None, "a fraction in [0, 1]", repr(val))
     pl = None
     if placement is not None:
-        parts = placement.split(",")
         try:
-            fr = [float(x) for x in parts]
+            fr = [float(x) for x in placement.split(",")]
         except ValueError:
             fr = []
         if len(fr) != 3 or any(not (0 <= x <= 1) for x in fr) or abs(sum(fr) - 1) > 1e-9:
-            raise UserError("--placement", None, None, "three fractions L,S,R in [0,1] summing to 1", repr(placement))
+            raise UserError("--placement", None, None, "three fractions L,S,R in [0,1] summing to 1",
+                            repr(placement))
         pl = Placement(*fr)
-    m = load_machine(machine)
+    m = load_machine(machine, flag="--machine")
     vs = load_variants(variants_file)
     names = [n.strip() for item in variants for n in item.split(",") if n.strip()]
     chosen = vs.select(names) if names or not kernels else []
@@ -193,21 +191,40 @@ def estimate(
         if v not in chosen:
             chosen.append(v)
     if baseline is not None:
-        vs.lookup(baseline, "--baseline")
-        if baseline not in [v.name for v in chosen]:
-            chosen = [vs.lookup(baseline, "--baseline"), *chosen]
+        b = vs.lookup(baseline, "--baseline")
+        if b not in chosen:
+            chosen = [b, *chosen]
+        baseline = b.name
     gran = {"4K": 4096, "16K": 16384, "64K": 65536}[granule]
     w = Workload(vm_bytes=vm_bytes, backing=back, mapped=mapped, device_fraction=device,
                  memslots=memslots, ipa_bits=bits, granule=gran, ram_base=base_b, event=event,
                  range=rng, placement=pl)
     try:
-        est = run(m, chosen, w, baseline=baseline, default_backing=backing is None, preempt=preempt,
-                  watchdog_thresh_s=watchdog_thresh)
+        return run(m, chosen, w, baseline=baseline, default_backing=backing is None, preempt=preempt,
+                   watchdog_thresh_s=watchdog_thresh)
     except ValueError as exc:
         msg = str(exc)
         flag, _, rest = msg.partition(": ")
         raise UserError(f"--{flag}" if rest else "--vm", None, None, rest.removeprefix("expected ") or msg) from None
 
+
+@cli.command()
+@input_options
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--formulas", is_flag=True, help="Print each phase's formula, then with numbers, then the total.")
+@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically) instead of stdout.")
+def estimate(fmt: str, formulas: bool, output: str | None, **inputs: Any) -> None:
+    """Per-phase cost of tearing down one VM, for every kernel variant.
+
+    \b
+    Examples:
+      s2teardown estimate --vm 64G --machine d05
+      s2teardown estimate --vm 64G --machine d05 --variants v5.5,P5,series --formulas
+      s2teardown estimate --vm 64G --machine thunderx --backing 2M:90,4K:10 --format csv
+      s2teardown estimate --vm 8G --machine d05 --event munmap --range 3M:1G
+      s2teardown estimate --vm 64G --machine grace --kernel 5.5 --kernel 6.8 --event munmap
+    """
+    est = build_estimate(**inputs)
     if fmt == "json":
         from .render.data import estimate_document, to_json
 
@@ -244,6 +261,41 @@ def estimate(
     for wmsg in est.warnings:
         if fmt != "table":
             click.echo(f"s2teardown: warning: {wmsg}", err=True)
+
+
+@cli.command()
+@input_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically) instead of stdout.")
+def explain(fmt: str, output: str | None, **inputs: Any) -> None:
+    """The call path of one variant as a tree: phases, kernel functions, instructions.
+
+    Each node carries its count and cost on the chosen machine.  With several variants selected,
+    one tree each.
+
+    \b
+    Examples:
+      s2teardown explain --vm 64G --machine d05 --variants v5.5
+      s2teardown explain --vm 64G --machine grace --kernel 6.8 --event munmap --format json
+    """
+    est = build_estimate(**inputs)
+    from .render.explain import explain_rich, explain_tree
+
+    trees = [explain_tree(est, v) for v in range(len(est.variants))]
+    if fmt == "json":
+        import json
+
+        from .render.data import FORMAT_VERSION, MODEL_VERSION
+
+        doc = {"format_version": FORMAT_VERSION, "model_version": MODEL_VERSION, "command": "explain",
+               "warnings": list(est.warnings), "trees": trees}
+        _emit(json.dumps(doc, indent=2) + "\n", output)
+        return
+    con = _console()
+    for t in trees:
+        con.print(explain_rich(t))
+    for w in est.warnings:
+        con.print(f"[bold yellow]warning:[/bold yellow] {w}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -181,3 +181,28 @@ def test_machines_and_variants_commands(capsys) -> None:
     assert code == 0 and "final_flush" in out
     code, out, _ = run(capsys, "variants", "schema")
     assert code == 0 and "variants" in json.loads(out)["properties"]
+
+
+def test_explain_tree_and_json(capsys) -> None:
+    code, out, _ = run(capsys, "explain", "--vm", "64G", "--variants", "v5.5")
+    assert code == 0
+    assert "kvm_tlb_flush_vmid_ipa -> __kvm_tlb_flush_vmid_ipa  ×32,832" in out
+    assert "hvc ×32,832 @ 150 ns" in out  # nVHE D05: one HVC per flush call
+    code, out, _ = run(capsys, "explain", "--vm", "64G", "--machine", "graviton3", "--variants", "v5.5",
+                       "--format", "json")
+    tree = json.loads(out)["trees"][0]
+    tlbi = next(c for c in tree["children"] if c["label"] == "tlbi")
+    ops = {o["label"]: o["count"] for o in tlbi["children"][0]["children"]}
+    assert "hvc" not in ops  # VHE: no HVC
+    assert ops["tlbi_is"] == 2 * 32_832
+    cmo = next(c for c in tree["children"] if c["label"] == "cmo")
+    assert cmo["time_ns"] == 0 and cmo["note"] == "no CMO: S2FWB hardware"
+
+
+def test_kernel_selects_mainline_variant(capsys) -> None:
+    code, out, _ = run(capsys, "estimate", "--vm", "4G", "--kernel", "6.8", "--kernel", "6.6.47",
+                       "--kernel", "5.9", "--format", "json")
+    assert code == 0
+    assert [v["name"] for v in json.loads(out)["variants"]] == ["v6.6", "v6.9", "v5.9"]
+    code, _, err = run(capsys, "estimate", "--vm", "4G", "--kernel", "4.19")
+    assert code == 2 and "--kernel: expected a kernel version from 5.5 on" in err

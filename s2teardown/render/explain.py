@@ -1,0 +1,104 @@
+"""`s2teardown explain`: one variant's teardown as a tree, from the path down to instructions.
+
+Built once as plain data (a node: label, count, time_ns, children) from an Estimate's Breakdown,
+then rendered as a rich Tree or JSON.  Nothing is recomputed here but sums of the breakdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.tree import Tree
+
+from ..api import Estimate
+from ..instructions import EVENT_PHASE
+from ..ops import EVENT_INDEX, EVENTS, OP_INDEX, OPS, PHASE_INDEX, PHASES
+from ..units import format_int, format_ns
+
+#: The kernel function (v5.5 names; later kernels in brackets) behind each event.
+EVENT_FUNCTION = {
+    "notifier_call": "notifier callback / path entry (srcu, mmu_lock)",
+    "memslot_visit": "handle_hva_to_gpa: one memslot examined",
+    "entry_visit": "unmap_stage2_{puds,pmds,ptes}: one entry loaded [kvm_pgtable_walk]",
+    "pte_clear": "kvm_set_pte(pte, 0)",
+    "block_clear": "pmd_clear / stage2_pud_clear of a block",
+    "table_clear": "clear_stage2_{pmd,pud,pgd}_entry: unhook an emptied table",
+    "put_page": "put_page(virt_to_page(entry))",
+    "tlb_flush_vmid_ipa": "kvm_tlb_flush_vmid_ipa -> __kvm_tlb_flush_vmid_ipa",
+    "dcache_flush_call": "kvm_flush_dcache_{pte,pmd,pud} -> __flush_dcache_area",
+    "dc_civac_line": "dc civac (one cache line)",
+    "table_free": "free_page of a table page (and the pgd pages)",
+    "resched_point": "cond_resched_lock(&kvm->mmu_lock) [cond_resched]",
+    "flush_remote_tlbs": "kvm_flush_remote_tlbs -> __kvm_tlb_flush_vmid",
+    "range_flush_call": "kvm_tlb_flush_vmid_range -> __kvm_tlb_flush_vmid_range",
+    "range_tlbi_op": "tlbi ripas2e1is (one range op)",
+    "host_page_free": "exit_mmap: free one order-0 guest page (outside Stage-2)",
+    "host_folio_free": "exit_mmap: free one THP / hugetlb folio (outside Stage-2)",
+}
+
+
+def explain_tree(e: Estimate, v: int) -> dict[str, Any]:
+    b = e.breakdown
+    var = e.variants[v]
+    ev = b.events[0, v]
+    price = b.op_prices
+    root: dict[str, Any] = {
+        "label": f"{e.workload.event} on {e.machine.name}, {var.name} — {var.title}",
+        "path": e.extra.get("path", ""),
+        "time_ns": float(b.stage2_ns[0, v]),
+        "host_free_ns": float(b.host_ns[0, v]),
+        "children": [],
+    }
+    for phase in PHASES:
+        p = PHASE_INDEX[phase]
+        node: dict[str, Any] = {
+            "label": phase,
+            "time_ns": float(b.time_ns[0, v, p]),
+            "note": b.notes.get((v, phase)),
+            "children": [],
+        }
+        for name in EVENTS:
+            if EVENT_PHASE[name] != phase or ev[EVENT_INDEX[name]] == 0:
+                continue
+            n = int(ev[EVENT_INDEX[name]])
+            ops = b.expansion[EVENT_INDEX[name], p]
+            children = [
+                {"label": OPS[o], "count": n * int(ops[o]), "unit_ns": float(price[o]),
+                 "time_ns": n * int(ops[o]) * float(price[o])}
+                for o in range(len(OPS)) if ops[o]
+            ]
+            node["children"].append(
+                {"label": name, "function": EVENT_FUNCTION[name], "count": n,
+                 "time_ns": sum(c["time_ns"] for c in children), "children": children}
+            )
+        root["children"].append(node)
+    if b.stretch_ns is not None:
+        root["longest_stretch_ns"] = float(b.stretch_ns[0, v])
+        root["longest_locked_stretch_ns"] = (
+            None if b.stretch_locked is None else float(b.stretch_locked[0, v])
+        )
+    return root
+
+
+def explain_rich(data: dict[str, Any]) -> Tree:
+    top = Tree(f"[bold]{escape(data['label'])}[/bold]: Stage-2 {format_ns(data['time_ns'])}"
+               f" (+ host free {format_ns(data['host_free_ns'])})")
+    path = top.add(f"[dim]{escape(data['path'])}[/dim]")
+    for ph in data["children"]:
+        if ph["time_ns"] == 0 and not ph["children"]:
+            if ph["note"]:
+                path.add(f"{ph['label']}: 0 ({ph['note']})", style="green")
+            continue
+        pnode = path.add(f"[bold]{ph['label']}[/bold] {format_ns(ph['time_ns'])}")
+        for evn in ph["children"]:
+            enode = pnode.add(f"{escape(evn['function'])}  ×{format_int(evn['count'])}  {format_ns(evn['time_ns'])}")
+            for op in evn["children"]:
+                enode.add(f"[dim]{op['label']} ×{format_int(op['count'])} @ {op['unit_ns']:.4g} ns"
+                          f" = {format_ns(op['time_ns'])}[/dim]")
+    if "longest_stretch_ns" in data:
+        top.add(f"longest stretch without a resched point: {format_ns(data['longest_stretch_ns'])}")
+    return top
+
+
+__all__ = ["EVENT_FUNCTION", "explain_rich", "explain_tree", "OP_INDEX"]

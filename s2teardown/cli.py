@@ -457,6 +457,16 @@ def variants_schema_cmd() -> None:
     click.echo(json.dumps(variants_schema(), indent=2))
 
 
+def _register() -> None:
+    from .commands import discover
+
+    for command in discover():
+        cli.add_command(command)
+
+
+_register()
+
+
 # ---------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run click without its own exit handling and map outcomes to exit codes."""

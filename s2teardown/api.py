@@ -21,6 +21,7 @@ from .ops import PHASE_INDEX, PHASES
 from .prices import Placement, Prices, Topology, make_prices
 from .units import format_ns, format_size
 from .variants import Variant
+from .counts import Batch, batch_from_layout
 from .workload import Workload, uniform_batch
 
 #: Lock-hold thresholds (DOMAIN.md §6): need_resched warnings past 100 ms; the soft-lockup
@@ -70,7 +71,7 @@ class Estimate:
     breakdown: Breakdown
     machine: Machine
     variants: tuple[Variant, ...]
-    workload: Workload
+    workload: Workload | None  # None for a scenario file
     geometry: Geometry
     placement: Placement
     prices: Prices
@@ -79,10 +80,19 @@ class Estimate:
     assumptions: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+    scenario: Any = None  # scenario.Scenario when the input was a scenario file
 
     @property
     def header(self) -> str:
         w, g = self.workload, self.geometry
+        if w is None:
+            sc = self.scenario
+            slots = len(sc.layout.memslots)
+            return (
+                f"scenario {sc.name}: {format_size(sc.layout.mapped_bytes)} mapped in "
+                f"{slots} memslot{'s' if slots > 1 else ''}, {g.ipa_bits}-bit IPA, {g.levels} levels, "
+                f"{format_size(g.granule)} granule, event {sc.event_form or 'invocations'}"
+            )
         mix = ", ".join(
             f"{format_size(leaf)} leaves {pct:g}%" if len(w.backing) > 1 else f"{format_size(leaf)} leaves"
             for leaf, pct in w.backing
@@ -204,41 +214,91 @@ def estimate(
     Raises ValueError for a workload that cannot be laid out (the CLI maps it to exit 2).
     """
     workload.check()
-    g = workload.geometry()
-    mi, placement = machine_inputs(machine, workload.placement)
-    batch = uniform_batch([workload])
+    assumptions = []
+    if default_backing:
+        assumptions.append(
+            "backing defaults to 2 MiB leaves (THP), as the D05 calibration assumes; set --backing"
+        )
+    return _estimate_batch(
+        machine, variants, uniform_batch([workload]), workload.geometry(), workload.placement,
+        kinds=EVENT_KINDS[workload.event], path=EVENT_PATH[workload.event], size=workload.vm_bytes,
+        workload=workload, scenario=None, baseline=baseline, with_segments=with_segments,
+        assumptions=assumptions, preempt=preempt, watchdog_thresh_s=watchdog_thresh_s,
+    )
+
+
+def estimate_scenario(
+    machine: Machine,
+    variants: Sequence[Variant],
+    scenario: Any,
+    *,
+    baseline: str | None = None,
+    with_segments: bool = True,
+    placement: Placement | None = None,
+    preempt: str = "none",
+    watchdog_thresh_s: float = 10.0,
+) -> Estimate:
+    """The same for an explicit layout and event from a scenario file (`scenario.Scenario`)."""
+    kinds = tuple(dict.fromkeys(inv.kind for inv in scenario.event))
+    path = "scenario event: " + " then ".join(
+        f"{inv.kind} [{inv.lo:#x}, {inv.hi:#x})" for inv in scenario.event
+    )
+    size = sum(s.hi - s.lo for s in scenario.layout.memslots)
+    return _estimate_batch(
+        machine, variants, batch_from_layout(scenario.layout, scenario.event), scenario.geometry,
+        placement, kinds=kinds, path=path, size=size, workload=None, scenario=scenario,
+        baseline=baseline, with_segments=with_segments, assumptions=[], preempt=preempt,
+        watchdog_thresh_s=watchdog_thresh_s,
+    )
+
+
+def _estimate_batch(
+    machine: Machine,
+    variants: Sequence[Variant],
+    batch: Batch,
+    g: Geometry,
+    placement_in: Placement | None,
+    *,
+    kinds: Sequence[str],
+    path: str,
+    size: int,
+    workload: Workload | None,
+    scenario: Any,
+    baseline: str | None,
+    with_segments: bool,
+    assumptions: list[str],
+    preempt: str,
+    watchdog_thresh_s: float,
+) -> Estimate:
+    mi, placement = machine_inputs(machine, placement_in)
     specs = [VariantSpec(v.name, v.behaviours) for v in variants]
     names = [v.name for v in variants]
     base_idx = names.index(baseline) if baseline in names else 0
     b = evaluate(batch, specs, mi, baseline=base_idx, with_segments=with_segments)
-    b = Breakdown(**{**b.__dict__, "notes": _notes(b, variants, EVENT_KINDS[workload.event], mi.fwb)})
+    b = Breakdown(**{**b.__dict__, "notes": _notes(b, variants, kinds, mi.fwb)})
 
     mapped: dict[int, int] = {}
     device = 0
     for e in range(batch.ext_lo.shape[1]):
         leaf = int(batch.ext_leaf[0, e])
-        size = int(batch.ext_hi[0, e] - batch.ext_lo[0, e])
+        ext_size = int(batch.ext_hi[0, e] - batch.ext_lo[0, e])
         if leaf == 0:
             continue
         if batch.ext_dev[0, e]:
-            device += size
+            device += ext_size
         else:
-            mapped[leaf] = mapped.get(leaf, 0) + size
+            mapped[leaf] = mapped.get(leaf, 0) + ext_size
 
-    assumptions: list[str] = []
-    if default_backing:
-        assumptions.append(
-            "backing defaults to 2 MiB leaves (THP), as the D05 calibration assumes; set --backing"
-        )
+    assumptions = list(assumptions)
     for f in machine.unknown_features():
         assumptions.append(f"feature {f} is unknown for {machine.name}: taken as absent")
     if any(machine.param_kind(f) == "assumed" for f in THETA_FIELDS):
         assumptions.append("* marks times that rest on assumed parameter values")
     warnings: list[str] = []
     mem = int(machine.value("memory_bytes"))
-    if workload.vm_bytes > mem:
+    if size > mem:
         warnings.append(
-            f"the VM ({format_size(workload.vm_bytes)}) is larger than {machine.name}'s "
+            f"the VM ({format_size(size)}) is larger than {machine.name}'s "
             f"installed memory ({format_size(mem)})"
         )
     if b.stretch_ns is not None and b.stretch_locked is not None:
@@ -263,7 +323,8 @@ def estimate(
         device_bytes=device,
         assumptions=tuple(assumptions),
         warnings=tuple(warnings),
-        extra={"path": EVENT_PATH[workload.event]},
+        extra={"path": path, "preempt": preempt},
+        scenario=scenario,
     )
 
 

@@ -91,7 +91,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options that describe one teardown: machine, variants, workload, path, kernel."""
     opts = [
-        click.option("--vm", "vm", required=True, metavar="SIZE", help="Guest RAM size, e.g. 64G. " + SIZE_HELP),
+        click.option("--vm", "vm", default=None, metavar="SIZE",
+                     help="Guest RAM size, e.g. 64G (required unless --scenario). " + SIZE_HELP),
+        click.option("--scenario", default=None, metavar="NAME|FILE",
+                     help="An explicit layout and event (docs/scenario-format.md) instead of --vm and "
+                     "the workload flags; bundled: qemu-virt, thp-dirty-log."),
         click.option("--machine", "machine", default="d05", show_default=True, metavar="NAME|FILE",
                      help="Machine description: a YAML path, or a bundled name (see `machines list`)."),
         click.option("--variants", "variants", multiple=True, metavar="NAMES",
@@ -139,7 +143,7 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_estimate(
-    vm: str, machine: str, variants: Sequence[str], variants_file: str | None, kernels: Sequence[str],
+    vm: str | None, scenario: str | None, machine: str, variants: Sequence[str], variants_file: str | None, kernels: Sequence[str],
     event: str, range_: str | None, backing: str | None, mapped: float, device: float, memslots: int,
     ipa_bits: str, granule: str, ram_base: str, placement: str | None, preempt: str,
     watchdog_thresh: float, baseline: str | None,
@@ -152,7 +156,19 @@ def build_estimate(
     from .variants import load_variants
     from .workload import Workload
 
-    vm_bytes = _parse("--vm", parse_size, vm)
+    if (vm is None) == (scenario is None):
+        raise UserError("--vm", None, None, "exactly one of --vm SIZE or --scenario FILE",
+                        "both" if vm else "neither")
+    if scenario is not None:
+        ctx = click.get_current_context()
+        clash = [f"--{n.replace('_', '-')}" for n in ("event", "range_", "backing", "mapped", "device",
+                                                      "memslots", "ipa_bits", "granule", "ram_base")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if clash:
+            raise UserError(clash[0].replace("range-", "range"), None, None,
+                            "no workload flag with --scenario (the file describes the layout and event)",
+                            clash[0].replace("range-", "range"))
+    vm_bytes = _parse("--vm", parse_size, vm) if vm is not None else 0
     back = _parse("--backing", parse_backing, backing) if backing else ((2 << 20, 100.0),)
     rng = _parse("--range", parse_range, range_) if range_ else None
     if rng is not None and event not in RANGED:
@@ -195,6 +211,13 @@ def build_estimate(
         if b not in chosen:
             chosen = [b, *chosen]
         baseline = b.name
+    if scenario is not None:
+        from .api import estimate_scenario
+        from .scenario import load_scenario
+
+        sc = load_scenario(scenario, flag="--scenario")
+        return estimate_scenario(m, chosen, sc, baseline=baseline, placement=pl, preempt=preempt,
+                                 watchdog_thresh_s=watchdog_thresh)
     gran = {"4K": 4096, "16K": 16384, "64K": 65536}[granule]
     w = Workload(vm_bytes=vm_bytes, backing=back, mapped=mapped, device_fraction=device,
                  memslots=memslots, ipa_bits=bits, granule=gran, ram_base=base_b, event=event,

@@ -70,7 +70,9 @@ class Workload:
     def resolved_ipa_bits(self) -> int:
         if self.ipa_bits is not None:
             return self.ipa_bits
-        return auto_ipa_bits(self.ram_base + self.vm_bytes)
+        # +1: v5.5 refuses a memslot that ends exactly at the top of the IPA space
+        # (kvm_arch_prepare_memory_region), so the guest must end strictly below it.
+        return auto_ipa_bits(self.ram_base + self.vm_bytes + 1)
 
     def geometry(self) -> Geometry:
         return Geometry(self.granule, self.resolved_ipa_bits())
@@ -82,8 +84,11 @@ class Workload:
             raise ValueError(f"vm: expected a positive multiple of the {g.granule}-byte granule")
         if self.ram_base % g.largest_block:
             raise ValueError(f"ram-base: expected a multiple of {g.largest_block} bytes")
-        if self.ram_base + self.vm_bytes > g.ipa_size:
-            raise ValueError(f"vm: guest RAM ends above the {g.ipa_bits}-bit IPA space")
+        if self.ram_base + self.vm_bytes >= g.ipa_size:
+            raise ValueError(
+                f"vm: expected guest RAM to end below the top of the {g.ipa_bits}-bit IPA space "
+                "(v5.5 refuses a memslot that reaches it)"
+            )
         if self.memslots < 1 or self.vm_bytes % self.memslots:
             raise ValueError("memslots: expected a whole number that divides the VM size")
         slot = self.vm_bytes // self.memslots

@@ -88,7 +88,7 @@ def test_output_file_written(tmp_path: Path, capsys) -> None:
         (["estimate", "--vm", "4G", "--placement", "0.5,0.5,0.5"], "--placement"),
         (["estimate", "--vm", "4G", "--mapped", "1.5"], "--mapped: expected a fraction"),
         (["estimate", "--vm", "4G", "--mapped", "nan"], "--mapped"),
-        (["estimate"], "Missing option '--vm'"),
+        (["estimate"], "--vm: expected exactly one of --vm SIZE or --scenario FILE"),
         (["estimate", "--vm", "4G", "--format", "xml"], "Invalid value for '--format'"),
         (["frobnicate"], "No such command"),
     ],
@@ -206,3 +206,13 @@ def test_kernel_selects_mainline_variant(capsys) -> None:
     assert [v["name"] for v in json.loads(out)["variants"]] == ["v6.6", "v6.9", "v5.9"]
     code, _, err = run(capsys, "estimate", "--vm", "4G", "--kernel", "4.19")
     assert code == 2 and "--kernel: expected a kernel version from 5.5 on" in err
+
+
+def test_scenario_estimate(capsys) -> None:
+    code, out, _ = run(capsys, "estimate", "--scenario", "qemu-virt", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["workload"]["scenario"]["name"] == "qemu-virt"
+    assert len(doc["workload"]["scenario"]["sha256"]) == 64
+    code, _, err = run(capsys, "estimate", "--scenario", "qemu-virt", "--backing", "4K")
+    assert code == 2 and "--backing: expected no workload flag with --scenario" in err

@@ -28,7 +28,6 @@ def _num(x: float) -> float | None:
 
 def estimate_document(e: Estimate) -> dict[str, Any]:
     b = e.breakdown
-    w = e.workload
     m = e.machine
     variants = []
     s2 = b.stage2_ns[0]
@@ -61,6 +60,9 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
                 "speedup": _num(float(speed[v])),
                 "dominant_phase": PHASES[int(dom[v])],
                 "longest_stretch_ns": None if b.stretch_ns is None else float(b.stretch_ns[0, v]),
+                "longest_locked_stretch_ns": (
+                    None if b.stretch_locked is None else float(b.stretch_locked[0, v])
+                ),
                 "phases": phases,
                 "events": {ev: int(b.events[0, v, i]) for i, ev in enumerate(EVENTS)},
             }
@@ -74,32 +76,46 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
         "model_version": MODEL_VERSION,
         "command": "estimate",
         "inputs": inputs,
-        "workload": {
-            "vm_bytes": w.vm_bytes,
-            "backing": [{"leaf_bytes": leaf, "percent": pct} for leaf, pct in w.backing],
-            "mapped_fraction": w.mapped,
-            "mapped_bytes_by_leaf": {str(k): v for k, v in sorted(e.mapped_by_leaf.items())},
-            "device_bytes": e.device_bytes,
-            "memslots": w.memslots,
-            "ipa_bits": e.geometry.ipa_bits,
-            "ipa_bits_auto": w.ipa_bits is None,
-            "levels": e.geometry.levels,
-            "granule_bytes": e.geometry.granule,
-            "ram_base_bytes": w.ram_base,
-            "event": w.event,
-            "range": None if w.range is None else {"offset_bytes": w.range[0], "size_bytes": w.range[1]},
-            "placement": {
-                "local_node": e.placement.local_node,
-                "same_socket": e.placement.same_socket,
-                "remote_socket": e.placement.remote_socket,
-            },
-        },
+        "workload": _workload(e),
         "kernel_path": e.extra.get("path"),
         "baseline": e.variants[b.baseline].name,
         "prices_overridden": sorted(e.prices.overridden),
         "assumptions": list(e.assumptions),
         "warnings": list(e.warnings),
         "variants": variants,
+    }
+
+
+def _workload(e: Estimate) -> dict[str, Any]:
+    g = e.geometry
+    common = {
+        "mapped_bytes_by_leaf": {str(k): v for k, v in sorted(e.mapped_by_leaf.items())},
+        "device_bytes": e.device_bytes,
+        "ipa_bits": g.ipa_bits,
+        "levels": g.levels,
+        "granule_bytes": g.granule,
+        "placement": {
+            "local_node": e.placement.local_node,
+            "same_socket": e.placement.same_socket,
+            "remote_socket": e.placement.remote_socket,
+        },
+        "preempt": e.extra.get("preempt", "none"),
+    }
+    w = e.workload
+    if w is None:
+        sc = e.scenario
+        return {"scenario": {"name": sc.name, "path": sc.path, "sha256": sc.sha256}, **common,
+                "layout": sc.as_dict()}
+    return {
+        "vm_bytes": w.vm_bytes,
+        "backing": [{"leaf_bytes": leaf, "percent": pct} for leaf, pct in w.backing],
+        "mapped_fraction": w.mapped,
+        "memslots": w.memslots,
+        "ipa_bits_auto": w.ipa_bits is None,
+        "ram_base_bytes": w.ram_base,
+        "event": w.event,
+        "range": None if w.range is None else {"offset_bytes": w.range[0], "size_bytes": w.range[1]},
+        **common,
     }
 
 

@@ -44,7 +44,8 @@ def explain_tree(e: Estimate, v: int) -> dict[str, Any]:
     ev = b.events[0, v]
     price = b.op_prices
     root: dict[str, Any] = {
-        "label": f"{e.workload.event} on {e.machine.name}, {var.name} — {var.title}",
+        "label": f"{e.workload.event if e.workload else e.scenario.name} on {e.machine.name}, "
+        f"{var.name} — {var.title}",
         "path": e.extra.get("path", ""),
         "time_ns": float(b.stage2_ns[0, v]),
         "host_free_ns": float(b.host_ns[0, v]),

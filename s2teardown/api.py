@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .counts import Batch, batch_from_layout
 from .geometry import Geometry
 from .instructions import Features
 from .machine import THETA_FIELDS, Machine
@@ -21,7 +22,6 @@ from .ops import PHASE_INDEX, PHASES
 from .prices import Placement, Prices, Topology, make_prices
 from .units import format_ns, format_size
 from .variants import Variant
-from .counts import Batch, batch_from_layout
 from .workload import Workload, uniform_batch
 
 #: Lock-hold thresholds (DOMAIN.md §6): need_resched warnings past 100 ms; the soft-lockup

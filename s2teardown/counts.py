@@ -248,7 +248,7 @@ def range_ops(pages: I64) -> I64:
     ops = n & 1
     for scale in range(4):
         ops = ops + (((n >> (5 * scale + 1)) & 31) != 0)
-    return np.where(n > 0, ops, 0)  # type: ignore[no-any-return]
+    return np.where(n > 0, ops, 0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -241,14 +241,26 @@ def range_flush_applies(behaviour: Behaviour, *, fwb: bool, tlbi_range: bool) ->
     return behaviour.leaf_tlbi == "range" and fwb and tlbi_range
 
 
+#: MAX_TLBI_RANGE_PAGES = __TLBI_RANGE_PAGES(31, 3) (arch/arm64/include/asm/tlbflush.h)
+MAX_TLBI_RANGE_PAGES = 1 << 21
+
+
 def range_ops(pages: I64) -> I64:
-    """TLBI range instructions ``__flush_s2_tlb_range_op`` issues for ``pages`` (< 2**21) pages:
+    """TLBI instructions ``__flush_s2_tlb_range_op`` issues for ``pages`` (< 2**21) pages:
     one single-page TLBI if the count is odd, then one range op per non-zero 5-bit digit."""
     n = np.asarray(pages, dtype=np.int64)
     ops = n & 1
     for scale in range(4):
         ops = ops + (((n >> (5 * scale + 1)) & 31) != 0)
     return np.where(n > 0, ops, 0)
+
+
+def range_flush(pages: I64) -> tuple[I64, I64]:
+    """(hyp calls, TLBI ops) of ``kvm_tlb_flush_vmid_range`` over ``pages`` pages: one
+    ``__kvm_tlb_flush_vmid_range`` call per at most 2**21 pages, a full one being one op."""
+    n = np.asarray(pages, dtype=np.int64)
+    full, rest = n // MAX_TLBI_RANGE_PAGES, n % MAX_TLBI_RANGE_PAGES
+    return full + (rest > 0), full + range_ops(rest)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,9 +362,9 @@ def chunk_quantities(
 def _range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:
     """One range flush per chunk-walk (even an empty-handed one), with its TLBI range ops."""
     ev = np.zeros(c_lo.shape + (N_EVENTS,), dtype=np.int64)
-    live = c_hi > c_lo
-    ev[..., EVENT_INDEX["range_flush_call"]] = live
-    ev[..., EVENT_INDEX["range_tlbi_op"]] = np.where(live, range_ops((c_hi - c_lo) // g.granule), 0)
+    calls, ops = range_flush(np.where(c_hi > c_lo, (c_hi - c_lo) // g.granule, 0))
+    ev[..., EVENT_INDEX["range_flush_call"]] = calls
+    ev[..., EVENT_INDEX["range_tlbi_op"]] = ops
     return ev
 
 
@@ -365,7 +377,8 @@ class Segments:
     """Event counts between consecutive resched points, in execution order (host frees excluded)."""
 
     events: I64  # (n_segments, N_EVENTS)
-    lock_held: npt.NDArray[np.bool_]  # (n_segments,) some of the segment's walk holds mmu_lock
+    #: (n_segments,) False as soon as a chunk-walk that runs without mmu_lock is in the segment
+    lock_held: npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -454,12 +467,12 @@ def _segments_one(
     prev_lo = np.zeros((1, 1, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((1, 1, n_e, 0), dtype=np.int64)
     rows: list[I64] = []  # rows of events
-    held: list[bool] = []  # the row's work holds mmu_lock
+    unlocked: list[bool] = []  # the row is a chunk-walk that runs without mmu_lock
     breaks: list[bool] = []  # a resched point follows the row
 
-    def add(row: I64, lock: bool, brk: bool = False) -> None:
+    def add(row: I64, free: bool = False, brk: bool = False) -> None:
         rows.append(row)
-        held.append(lock)
+        unlocked.append(free)
         breaks.append(brk)
 
     def single(event: str) -> I64:
@@ -471,11 +484,11 @@ def _segments_one(
         if not one.inv_present[0, i]:
             continue
         beh = behaviours[kind]
-        locked = beh.lock == "held"
-        add(single("notifier_call"), locked)
+        walk_unlocked = beh.lock == "unlocked"
+        add(single("notifier_call"))
         for j in (j for j, ii in enumerate(one.pass_inv) if ii == i):
             if one.pass_slot[j] >= 0 and kind in ITERATES_MEMSLOTS:
-                add(single("memslot_visit"), locked)
+                add(single("memslot_visit"))
             lo, hi = one.pass_lo[0, j : j + 1], one.pass_hi[0, j : j + 1]
             if int(hi[0]) <= int(lo[0]):
                 continue
@@ -492,13 +505,13 @@ def _segments_one(
             if active:
                 ev[:-1, EVENT_INDEX["resched_point"]] += 1
             for c in range(n):
-                add(ev[c], locked, active and c < n - 1)
+                add(ev[c], walk_unlocked, active and c < n - 1)
             _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo[None, :], hi[None, :])
         tail = invocation_events(one, i, beh)[0]
         tail[EVENT_INDEX["notifier_call"]] = 0
         tail[EVENT_INDEX["memslot_visit"]] = 0
         if tail.any():
-            add(tail, locked)
+            add(tail)
     if not rows:
         return Segments(np.zeros((1, N_EVENTS), dtype=np.int64), np.ones(1, dtype=bool))
     arr = np.stack(rows)
@@ -506,9 +519,9 @@ def _segments_one(
     n_seg = int(seg_id[-1]) + 1
     out = np.zeros((n_seg, N_EVENTS), dtype=np.int64)
     np.add.at(out, seg_id, arr)
-    lock = np.zeros(n_seg, dtype=bool)
-    np.logical_or.at(lock, seg_id, np.array(held))
-    return Segments(out, lock)
+    free = np.zeros(n_seg, dtype=bool)
+    np.logical_or.at(free, seg_id, np.array(unlocked))
+    return Segments(out, ~free)
 
 
 def _slice_batch(b: Batch, s: int) -> Batch:

@@ -6,10 +6,13 @@ import os
 
 from hypothesis import strategies as st
 
-from s2teardown.behaviour import Behaviour
+from s2teardown.behaviour import CHOICES, Behaviour
 from s2teardown.geometry import Geometry
 from s2teardown.layout import (
+    BLOCK_RETRY,
     CLEAR,
+    MEMSLOT,
+    RESET,
     TEARDOWN,
     UNMAP,
     Extent,
@@ -23,15 +26,7 @@ DEEP = bool(os.environ.get("S2T_DEEP"))
 EXAMPLES = 1000 if DEEP else 200
 
 #: The behaviour values both the walker and the vectorised model implement.
-WALKABLE = {
-    "cmo": ["per_leaf", "none"],
-    "leaf_tlbi": ["per_entry", "per_entry_level", "none"],
-    "table_tlbi": ["per_entry", "none"],
-    "final_flush": ["none", "vmall"],
-    "resched": ["top_level", "none"],
-    "resched_when": ["always", "blockable"],
-    "lock": ["held"],
-}
+WALKABLE = {k: list(v) for k, v in CHOICES.items()}
 
 behaviours = st.builds(Behaviour, **{k: st.sampled_from(v) for k, v in WALKABLE.items()})
 
@@ -116,7 +111,14 @@ def events(draw: st.DrawFn, lay: Layout) -> tuple[Invocation, ...]:
     out = []
     for _ in range(draw(st.integers(1, 3))):
         lo, hi = draw(ranges(lay))
-        out.append(Invocation(draw(st.sampled_from([UNMAP, CLEAR])), lo, hi, draw(st.booleans())))
+        kind = draw(st.sampled_from([UNMAP, CLEAR, MEMSLOT, RESET, BLOCK_RETRY]))
+        if kind == RESET:
+            lo, hi = 0, lay.geometry.ipa_size
+        elif kind == BLOCK_RETRY:
+            pmd = lay.geometry.leaf_sizes[1]
+            lo = lo - lo % pmd
+            hi = min(lo + pmd, lay.geometry.ipa_size)
+        out.append(Invocation(kind, lo, hi, draw(st.booleans())))
     if draw(st.booleans()):
         out.append(Invocation(TEARDOWN, 0, lay.geometry.ipa_size))
     return tuple(out)

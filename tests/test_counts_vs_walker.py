@@ -17,7 +17,7 @@ from s2teardown.behaviour import Behaviour
 from s2teardown.counts import batch_from_layout, count
 from s2teardown.geometry import Geometry
 from s2teardown.layout import UNMAP, Extent, Invocation, Layout, Memslot, exit_event, munmap_event
-from s2teardown.ops import EVENTS
+from s2teardown.ops import EVENTS, PASS_KINDS
 from s2teardown.walker import walk
 
 from .strategies import EXAMPLES, behaviours, events, layouts
@@ -25,9 +25,11 @@ from .strategies import EXAMPLES, behaviours, events, layouts
 HOST = [EVENTS.index("host_page_free"), EVENTS.index("host_folio_free")]
 
 
-def agree(lay: Layout, event, behs: dict[str, Behaviour], fwb: bool, line: int) -> None:
-    w = walk(lay, event, behs, fwb=fwb, cache_line=line)
-    c = count(batch_from_layout(lay, event), [behs], fwb=fwb, cache_line=line, with_segments=True)
+def agree(lay: Layout, event, behs: dict[str, Behaviour], fwb: bool, line: int,
+          tlbi_range: bool = False) -> None:
+    w = walk(lay, event, behs, fwb=fwb, cache_line=line, tlbi_range=tlbi_range)
+    c = count(batch_from_layout(lay, event), [behs], fwb=fwb, cache_line=line, tlbi_range=tlbi_range,
+              with_segments=True)
     got = {e: int(v) for e, v in zip(EVENTS, c.events[0, 0], strict=True)}
     want = {e: int(v) for e, v in zip(EVENTS, w.events, strict=True)}
     assert got == want
@@ -43,13 +45,14 @@ def agree(lay: Layout, event, behs: dict[str, Behaviour], fwb: bool, line: int) 
 def test_counts_equal_walker(data: st.DataObject) -> None:
     lay = data.draw(layouts())
     event = data.draw(events(lay))
-    behs = {k: data.draw(behaviours, label=k) for k in ("teardown", "unmap", "clear")}
+    behs = {k: data.draw(behaviours, label=k) for k in PASS_KINDS}
     fwb = data.draw(st.booleans(), label="fwb")
+    tlbi_range = data.draw(st.booleans(), label="tlbi_range")
     line = data.draw(st.sampled_from([64, 128]), label="line")
-    agree(lay, event, behs, fwb, line)
+    agree(lay, event, behs, fwb, line, tlbi_range)
 
 
-STOCK = {k: Behaviour() for k in ("teardown", "unmap", "clear")}
+STOCK = {k: Behaviour() for k in PASS_KINDS}
 G, M, K = 1 << 30, 1 << 20, 1 << 10
 
 

@@ -304,6 +304,33 @@ _MACHINE_FIELDS: tuple[Field, ...] = (
         minimum=1.0,
         ranged=True,
     ),
+    _f(
+        "topology",
+        "tlbi_concurrency_slope",
+        "float",
+        "",
+        "Concurrency (s2teardown plan): each further CPU issuing broadcast TLBIs at the same "
+        "time adds this fraction of one TLBI's completion to every TLBI (DVM messages queue).",
+        minimum=0.0,
+        ranged=True,
+        default=0.5,
+        default_min=0.0,
+        default_max=2.0,
+    ),
+    _f(
+        "topology",
+        "coherence_lines_per_us",
+        "float",
+        "lines/µs",
+        "Concurrency (s2teardown plan): cache-maintenance operations the whole system's coherent "
+        "interconnect resolves per microsecond; teardowns running at once share it.",
+        minimum=0.0,
+        exclusive_minimum=True,
+        ranged=True,
+        default=2000.0,
+        default_min=500.0,
+        default_max=8000.0,
+    ),
     # --- features ---------------------------------------------------------------------------
     _feature(
         "vhe",

@@ -151,7 +151,7 @@ CASES: list[tuple[str, str, str]] = [
     (
         "unknown key with suggestion",
         mutate("  sockets:", "  sokets:"),
-        "m.yaml:5: topology.sokets: expected one of sockets, cores_per_socket,",
+        "m.yaml:5: topology.sokets: expected a topology field, got unknown key 'sokets' (did you mean 'sockets'?)",
     ),
     (
         "duplicate key with its line",

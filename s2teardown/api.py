@@ -358,6 +358,8 @@ def evaluate_workloads(
                                     with_segments=with_segments)))
     order = np.argsort(np.concatenate([np.array(idx) for idx, _ in parts]), kind="stable")
     first = parts[0][1]
+    if len(parts) == 1:
+        return first
 
     def cat(name: str) -> Any:
         arrays = [getattr(b, name) for _, b in parts]
@@ -371,7 +373,8 @@ def evaluate_workloads(
         segs = tuple(flat[i] for i in order)
     return Breakdown(
         variants=first.variants,
-        events=cat("events"),
+        unique_events=cat("events"),
+        variant_row=np.arange(len(first.variants), dtype=np.intp),
         expansion=first.expansion,
         op_prices=first.op_prices,
         time_ns=cat("time_ns"),

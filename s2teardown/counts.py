@@ -237,8 +237,9 @@ def resched_active(behaviour: Behaviour, blockable: bool) -> bool:
 
 
 def range_flush_applies(behaviour: Behaviour, *, fwb: bool, tlbi_range: bool) -> bool:
-    """v6.6 ``stage2_unmap_defer_tlb_flush``: defer to a range flush only with TLBIRANGE and FWB."""
-    return behaviour.leaf_tlbi == "range" and fwb and tlbi_range
+    """v6.6 ``stage2_unmap_defer_tlb_flush``: defer to a range flush only with TLBIRANGE and FWB
+    (and only in an unmap walk: a destroy walk invalidates nothing)."""
+    return behaviour.walk == "unmap" and behaviour.leaf_tlbi == "range" and fwb and tlbi_range
 
 
 #: MAX_TLBI_RANGE_PAGES = __TLBI_RANGE_PAGES(31, 3) (arch/arm64/include/asm/tlbflush.h)
@@ -342,21 +343,71 @@ def chunk_bounds(lo: I64, hi: I64, chunk: int) -> tuple[I64, I64]:
     return np.where(live, c_lo, 0), np.where(live, c_hi, 0)
 
 
+def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64]:
+    """The chunk-walks of pass ``j``, compressed: (S, K) bounds of representative chunks and
+    how many consecutive identical chunks each stands for.
+
+    Between two breakpoints — extent edges, the edges of this and earlier passes, and the edges
+    of tables larger than a chunk — every chunk but the first and the last has the same leaves,
+    the same tables and the same table states, so one of them is evaluated for all.  Chunks
+    are listed in address order; ``mult`` is 0 for padding.
+    """
+    g = b.geometry
+    big = [g.span(k - 1) for k in range(1, g.levels) if g.span(k - 1) > chunk]
+    t_min = min(big) if big else None
+    reps: list[list[tuple[int, int]]] = []  # per scenario: (chunk index, multiplicity)
+    for s in range(b.size):
+        lo, hi = int(b.pass_lo[s, j]), int(b.pass_hi[s, j])
+        if hi <= lo:
+            reps.append([])
+            continue
+        pts = {lo, hi}
+        valid = b.ext_leaf[s] > 0
+        pts.update(int(x) for x in b.ext_lo[s][valid])
+        pts.update(int(x) for x in b.ext_hi[s][valid])
+        pts.update(int(x) for x in b.pass_lo[s, :j])
+        pts.update(int(x) for x in b.pass_hi[s, :j])
+        if t_min is not None:
+            pts.update(range(-(-lo // t_min) * t_min, hi, t_min))
+        edges = sorted(p for p in pts if lo <= p <= hi)
+        first_c, last_c = lo // chunk, (hi - 1) // chunk
+        chosen: dict[int, int] = {}
+        for p, q in zip(edges, edges[1:], strict=False):
+            if q <= p:
+                continue
+            cf, cl = max(p // chunk, first_c), min((q - 1) // chunk, last_c)
+            chosen[cf] = 1
+            chosen[cl] = 1
+            if cl - cf >= 2 and cf + 1 not in chosen:
+                chosen[cf + 1] = cl - cf - 1
+        reps.append(sorted(chosen.items()))
+    width = max(1, max((len(r) for r in reps), default=1))
+    idx = np.zeros((b.size, width), dtype=np.int64)
+    mult = np.zeros((b.size, width), dtype=np.int64)
+    for s, r in enumerate(reps):
+        for k, (c, m) in enumerate(r):
+            idx[s, k], mult[s, k] = c, m
+    lo = b.pass_lo[:, j : j + 1]
+    hi = b.pass_hi[:, j : j + 1]
+    c_lo = np.where(mult > 0, np.maximum(idx * chunk, lo), 0)
+    c_hi = np.where(mult > 0, np.minimum((idx + 1) * chunk, hi), 0)
+    return c_lo, c_hi, mult
+
+
 def chunk_quantities(
-    g: Geometry, ext: _Extents, prev_lo: I64, prev_hi: I64, lo: I64, hi: I64, chunk: int
-) -> tuple[PassQuantities, I64, I64]:
-    """Quantities of each chunk-walk of the passes ``[lo, hi)`` (batch (S,)), state carried.
+    g: Geometry, ext: _Extents, prev_lo: I64, prev_hi: I64, lo: I64, c_lo: I64, c_hi: I64
+) -> PassQuantities:
+    """Quantities of chunk-walks ``[c_lo, c_hi)`` (S, K) of the passes starting at ``lo`` (S,).
 
     Chunk ``c`` starts from the coverage before the pass plus ``[lo, start of c)``: a table the
     chunk empties is freed there, and a table an earlier chunk freed is not walked again.
     ``ext`` has one middle axis (the chunks); ``prev`` has shape (S, 1, E, q).
     """
-    c_lo, c_hi = chunk_bounds(lo, hi, chunk)
     done_lo, done_hi = ext.clip(np.broadcast_to(lo[:, None], c_lo.shape), np.maximum(c_lo, lo[:, None]))
     p_lo = concat_last(prev_lo, done_lo[..., None])
     p_hi = concat_last(prev_hi, done_hi[..., None])
     q, _, _ = pass_quantities(g, ext, p_lo, p_hi, c_lo, c_hi)
-    return q, c_lo, c_hi
+    return q
 
 
 def _range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:
@@ -383,8 +434,16 @@ class Segments:
 
 @dataclass(frozen=True)
 class Counts:
-    events: I64  # (S, V, N_EVENTS) totals, one row per variant
+    """Event totals per distinct behaviour set; variants sharing one share a row."""
+
+    unique: I64  # (S, U, N_EVENTS)
+    variant_row: npt.NDArray[np.intp]  # (V,) row of `unique` for each variant
     segments: tuple[tuple[Segments, ...], ...] | None  # [scenario][variant]
+
+    @property
+    def events(self) -> I64:
+        """(S, V, N_EVENTS): materialised on demand (large for big batches)."""
+        return self.unique[:, self.variant_row]
 
 
 def count(
@@ -398,50 +457,59 @@ def count(
 ) -> Counts:
     """Exact event totals for every scenario and variant (and optionally the segments).
 
-    Pass quantities are computed once and shared by every variant whose walk is not chunked
-    finer than an entry-level entry; finer chunking (4 levels with 1 GiB chunks) is evaluated
-    chunk by chunk.
+    Variants whose behaviours agree on every invocation kind of the batch are counted once.
+    Pass quantities are computed once and shared; a walk chunked finer than an entry-level
+    entry (4 levels with 1 GiB chunks) is evaluated chunk-run by chunk-run.
     """
     g = b.geometry
+    kinds = tuple(dict.fromkeys(b.inv_kind))
+    keys = [tuple(v[k] for k in kinds) for v in variants]
+    uniq = list(dict.fromkeys(keys))
+    row = np.array([uniq.index(k) for k in keys], dtype=np.intp)
+    behs = [dict(zip(kinds, u, strict=True)) for u in uniq]
     ext = _Extents(b, 0)
     ext_c = _Extents(b, 1)
     n_e = b.ext_lo.shape[1]
     prev_lo = np.zeros((b.size, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((b.size, n_e, 0), dtype=np.int64)
-    total = np.zeros((b.size, len(variants), N_EVENTS), dtype=np.int64)
-    for v, behaviours in enumerate(variants):
+    total = np.zeros((b.size, len(uniq), N_EVENTS), dtype=np.int64)
+    for u, behaviours in enumerate(behs):
         for i, kind in enumerate(b.inv_kind):
-            total[:, v] += invocation_events(b, i, behaviours[kind])
+            total[:, u] += invocation_events(b, i, behaviours[kind])
     for j, i in enumerate(b.pass_inv):
         kind = b.inv_kind[i]
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
         q, new_lo, new_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
-        for v, behaviours in enumerate(variants):
+        for u, behaviours in enumerate(behs):
             beh = behaviours[kind]
             chunk = walk_chunk(g, beh)
             kw = {"fwb": fwb, "tlbi_range": tlbi_range, "cache_line": cache_line, "kind": kind}
             if chunk is not None and chunk < g.top_entry_size:
-                qc, c_lo, c_hi = chunk_quantities(g, ext_c, prev_lo[:, None], prev_hi[:, None], lo, hi, chunk)
-                total[:, v] += pass_events(g, qc, beh, **kw).sum(axis=1)  # type: ignore[arg-type]
+                c_lo, c_hi, mult = chunk_runs(b, j, chunk)
+                qc = chunk_quantities(g, ext_c, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi)
+                ev = pass_events(g, qc, beh, **kw)  # type: ignore[arg-type]
+                total[:, u] += (ev * mult[..., None]).sum(axis=1)
             else:
-                total[:, v] += pass_events(g, q, beh, **kw)  # type: ignore[arg-type]
+                total[:, u] += pass_events(g, q, beh, **kw)  # type: ignore[arg-type]
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
-                c_lo, c_hi = chunk_bounds(lo, hi, chunk or g.ipa_size)
-                total[:, v] += _range_events(g, c_lo, c_hi).sum(axis=1)
+                r_lo, r_hi = (lo[:, None], hi[:, None]) if chunk is None else chunk_runs(b, j, chunk)[:2]
+                r_mult = np.ones_like(r_lo) if chunk is None else chunk_runs(b, j, chunk)[2]
+                total[:, u] += (_range_events(g, r_lo, r_hi) * r_mult[..., None]).sum(axis=1)
             if chunk is not None and resched_active(beh, b.inv_blockable[i]):
                 spanned = chunks_spanned(lo, hi, chunk)
-                total[:, v, EVENT_INDEX["resched_point"]] += np.maximum(spanned - 1, 0)
+                total[:, u, EVENT_INDEX["resched_point"]] += np.maximum(spanned - 1, 0)
         prev_lo, prev_hi = new_lo, new_hi
     segs = None
     if with_segments:
-        segs = tuple(
-            tuple(
+        per_s = []
+        for s in range(b.size):
+            done = [
                 _segments_one(b, s, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line)
-                for beh in variants
-            )
-            for s in range(b.size)
-        )
-    return Counts(total, segs)
+                for beh in behs
+            ]
+            per_s.append(tuple(done[r] for r in row))
+        segs = tuple(per_s)
+    return Counts(total, row, segs)
 
 
 _HOST = (EVENT_INDEX["host_page_free"], EVENT_INDEX["host_folio_free"])
@@ -493,13 +561,16 @@ def _segments_one(
             if int(hi[0]) <= int(lo[0]):
                 continue
             chunk = walk_chunk(g, beh) or g.ipa_size
-            q, c_lo, c_hi = chunk_quantities(g, ext, prev_lo, prev_hi, lo, hi, chunk)
+            c_lo, c_hi, mult = chunk_runs(one, j, chunk)
+            q = chunk_quantities(g, ext, prev_lo, prev_hi, lo, c_lo, c_hi)
             ev = pass_events(g, q, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
                              kind=kind)[0]
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
                 ev = ev + _range_events(g, c_lo, c_hi)[0]
+            ev = np.repeat(ev, mult[0], axis=0)
             n = int(chunks_spanned(lo, hi, chunk)[0])
-            ev = ev[:n]
+            if ev.shape[0] != n:
+                raise RuntimeError(f"chunk runs cover {ev.shape[0]} chunks of {n}")
             ev[:, list(_HOST)] = 0
             active = resched_active(beh, one.inv_blockable[i]) and walk_chunk(g, beh) is not None
             if active:

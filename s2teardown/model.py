@@ -50,7 +50,8 @@ class Breakdown:
     """The one result object every view renders from (compute once, render many)."""
 
     variants: tuple[str, ...]
-    events: I64  # (S, V, EVENTS)
+    unique_events: I64  # (S, U, EVENTS): one row per distinct behaviour set
+    variant_row: npt.NDArray[np.intp]  # (V,) the row of each variant
     expansion: I64  # (EVENTS, PHASES, OPS)
     op_prices: F64  # (OPS,)
     time_ns: F64  # (S, V, PHASES)
@@ -60,6 +61,11 @@ class Breakdown:
     stretch_locked: F64 | None = None  # (S, V) longest stretch holding mmu_lock (0: none)
     segments: tuple[tuple[Segments, ...], ...] | None = None  # [s][v]
     notes: Mapping[tuple[int, str], str] = field(default_factory=dict)  # (variant, phase) -> why 0
+
+    @property
+    def events(self) -> I64:
+        """Exact kernel-event counts (S, V, EVENTS), materialised on demand."""
+        return self.unique_events[:, self.variant_row]
 
     @property
     def op_counts(self) -> I64:
@@ -88,7 +94,8 @@ class Breakdown:
 
     def phase_ops(self, s: int, v: int, phase: str) -> list[tuple[str, int, float]]:
         """(op, count, unit price) of the operations a phase is made of (non-zero counts)."""
-        oc = np.einsum("e,eo->o", self.events[s, v], self.expansion[:, PHASE_INDEX[phase], :])
+        ev = self.unique_events[s, self.variant_row[v]]
+        oc = np.einsum("e,eo->o", ev, self.expansion[:, PHASE_INDEX[phase], :])
         return [(OPS[o], int(oc[o]), float(self.op_prices[o])) for o in range(len(OPS)) if oc[o]]
 
 
@@ -117,12 +124,12 @@ def evaluate(
     x = expansion(machine.features)
     prices = machine.prices.ops
     w = weights(x, prices)
-    time = c.events.astype(np.float64) @ w
+    time = (c.unique.astype(np.float64) @ w)[:, c.variant_row]
     assumed_op = np.zeros(len(OPS), dtype=bool)
     for op in machine.prices.assumed_ops:
         assumed_op[OP_INDEX[op]] = True
     w_assumed = np.einsum("epo,o->ep", x, assumed_op.astype(np.int64)) > 0
-    assumed = (c.events > 0).astype(np.int64) @ w_assumed.astype(np.int64) > 0
+    assumed = ((c.unique > 0).astype(np.float64) @ w_assumed.astype(np.float64) > 0)[:, c.variant_row]
     stretch = None
     stretch_locked = None
     if c.segments is not None:
@@ -137,7 +144,8 @@ def evaluate(
         )
     return Breakdown(
         variants=tuple(v.name for v in variants),
-        events=c.events,
+        unique_events=c.unique,
+        variant_row=c.variant_row,
         expansion=x,
         op_prices=prices,
         time_ns=time,

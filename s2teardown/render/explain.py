@@ -41,7 +41,7 @@ EVENT_FUNCTION = {
 def explain_tree(e: Estimate, v: int) -> dict[str, Any]:
     b = e.breakdown
     var = e.variants[v]
-    ev = b.events[0, v]
+    ev = b.unique_events[0, b.variant_row[v]]
     price = b.op_prices
     root: dict[str, Any] = {
         "label": f"{e.workload.event if e.workload else e.scenario.name} on {e.machine.name}, "

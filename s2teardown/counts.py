@@ -387,10 +387,10 @@ def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64]:
     for s, r in enumerate(reps):
         for k, (c, m) in enumerate(r):
             idx[s, k], mult[s, k] = c, m
-    lo = b.pass_lo[:, j : j + 1]
-    hi = b.pass_hi[:, j : j + 1]
-    c_lo = np.where(mult > 0, np.maximum(idx * chunk, lo), 0)
-    c_hi = np.where(mult > 0, np.minimum((idx + 1) * chunk, hi), 0)
+    p_lo = b.pass_lo[:, j : j + 1]
+    p_hi = b.pass_hi[:, j : j + 1]
+    c_lo = np.where(mult > 0, np.maximum(idx * chunk, p_lo), 0)
+    c_hi = np.where(mult > 0, np.minimum((idx + 1) * chunk, p_hi), 0)
     return c_lo, c_hi, mult
 
 

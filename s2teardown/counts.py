@@ -202,17 +202,18 @@ def pass_quantities(
     for level in range(1, g.levels):
         t = g.span(level - 1)
         s = g.span(level)
+        # survivor pieces come extent by extent in address order: already sorted
         b_lo, b_hi = _survivor_slots(ext, prev_lo, prev_hi, t)
         a_lo, a_hi = _survivor_slots(ext, new_lo, new_hi, t)
-        before = union_length(b_lo, b_hi)
-        freed = freed + before - union_length(a_lo, a_hi)
-        # entries of this level inside the pass whose table exists when the pass starts
+        freed = freed + union_length(b_lo, b_hi, presorted=True)
+        freed = freed - union_length(a_lo, a_hi, presorted=True)
+        # entries of this level inside the pass whose table exists when the pass starts:
+        # |X ∩ S|, the survivors' slots clipped to the pass (still sorted)
         ratio = t // s
         x_lo, x_hi = to_units(lo, hi, s)
-        both_lo = concat_last(b_lo * ratio, x_lo[..., None])
-        both_hi = concat_last(b_hi * ratio, x_hi[..., None])
-        x_len = x_hi - x_lo
-        visits = visits + x_len + before * ratio - union_length(both_lo, both_hi)
+        in_lo = np.maximum(b_lo * ratio, x_lo[..., None])
+        in_hi = np.minimum(b_hi * ratio, x_hi[..., None])
+        visits = visits + union_length(in_lo, in_hi, presorted=True)
     return PassQuantities(pte, pte_dev, pmd, pud, freed, visits), new_lo, new_hi
 
 

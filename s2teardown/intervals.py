@@ -41,12 +41,21 @@ def concat_last(*parts: I64) -> I64:
     return np.concatenate([np.broadcast_to(p, shape + p.shape[-1:]) for p in parts], axis=-1)
 
 
-def union_length(lo: I64, hi: I64) -> I64:
-    """Total length of the union of the intervals along the last axis."""
+def union_length(lo: I64, hi: I64, *, presorted: bool = False) -> I64:
+    """Total length of the union of the intervals along the last axis.
+
+    ``presorted``: the non-empty intervals are already in order of ``lo`` (empty ones may sit
+    anywhere), which saves the sort.
+    """
+    if lo.shape[-1] == 1:
+        return np.clip(hi - lo, 0, None)[..., 0]
     lo, hi = normalise_empty(lo, hi)
-    order = np.argsort(lo, axis=-1, kind="stable")
-    lo_s = np.take_along_axis(lo, order, axis=-1)
-    hi_s = np.take_along_axis(hi, order, axis=-1)
+    if presorted:
+        lo_s, hi_s = lo, hi
+    else:
+        order = np.argsort(lo, axis=-1, kind="stable")
+        lo_s = np.take_along_axis(lo, order, axis=-1)
+        hi_s = np.take_along_axis(hi, order, axis=-1)
     run = np.maximum.accumulate(hi_s, axis=-1)
     prev = np.concatenate([np.full(run.shape[:-1] + (1,), _EMPTY), run[..., :-1]], axis=-1)
     contrib = hi_s - np.maximum(lo_s, prev)
@@ -60,9 +69,12 @@ def complement_within(a: I64, b: I64, lo: I64, hi: I64) -> tuple[I64, I64]:
     Returns ``q + 1`` pieces per batch element, some possibly empty.
     """
     lo, hi = normalise_empty(lo, hi)
-    order = np.argsort(lo, axis=-1, kind="stable")
-    lo_s = np.take_along_axis(lo, order, axis=-1)
-    hi_s = np.take_along_axis(hi, order, axis=-1)
+    if lo.shape[-1] <= 1:
+        lo_s, hi_s = lo, hi
+    else:
+        order = np.argsort(lo, axis=-1, kind="stable")
+        lo_s = np.take_along_axis(lo, order, axis=-1)
+        hi_s = np.take_along_axis(hi, order, axis=-1)
     start = np.broadcast_to(a[..., None], lo_s.shape[:-1] + (1,))
     end = np.broadcast_to(b[..., None], lo_s.shape[:-1] + (1,))
     run = np.maximum(np.maximum.accumulate(hi_s, axis=-1), start)

@@ -378,7 +378,7 @@ def evaluate_workloads(
         expansion=first.expansion,
         op_prices=first.op_prices,
         time_ns=cat("time_ns"),
-        assumed=cat("assumed"),
+        assumed_unique=cat("assumed"),
         baseline=baseline,
         stretch_ns=cat("stretch_ns"),
         stretch_locked=cat("stretch_locked"),

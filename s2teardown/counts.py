@@ -199,13 +199,19 @@ def pass_quantities(
     nonempty = hi > lo
     visits = np.where(nonempty, ceil_div(hi, g.span(0)) - floor_div(lo, g.span(0)), 0)
     freed = np.zeros_like(visits)
+    # A pass over the whole IPA space (a teardown) leaves no survivor: skip computing them.
+    whole = bool(np.all(lo <= 0)) and bool(np.all(hi >= g.ipa_size))
     for level in range(1, g.levels):
         t = g.span(level - 1)
         s = g.span(level)
         # survivor pieces come extent by extent in address order: already sorted
         b_lo, b_hi = _survivor_slots(ext, prev_lo, prev_hi, t)
+        before = union_length(b_lo, b_hi, presorted=True)
+        freed = freed + before
+        if whole:
+            visits = visits + before * (t // s)
+            continue
         a_lo, a_hi = _survivor_slots(ext, new_lo, new_hi, t)
-        freed = freed + union_length(b_lo, b_hi, presorted=True)
         freed = freed - union_length(a_lo, a_hi, presorted=True)
         # entries of this level inside the pass whose table exists when the pass starts:
         # |X ∩ S|, the survivors' slots clipped to the pass (still sorted)
@@ -473,10 +479,11 @@ def count(
     n_e = b.ext_lo.shape[1]
     prev_lo = np.zeros((b.size, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((b.size, n_e, 0), dtype=np.int64)
-    total = np.zeros((b.size, len(uniq), N_EVENTS), dtype=np.int64)
+    # one contiguous (S, EVENTS) accumulator per behaviour set, stacked at the end
+    total = [np.zeros((b.size, N_EVENTS), dtype=np.int64) for _ in uniq]
     for u, behaviours in enumerate(behs):
         for i, kind in enumerate(b.inv_kind):
-            total[:, u] += invocation_events(b, i, behaviours[kind])
+            total[u] += invocation_events(b, i, behaviours[kind])
     for j, i in enumerate(b.pass_inv):
         kind = b.inv_kind[i]
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
@@ -489,16 +496,16 @@ def count(
                 c_lo, c_hi, mult = chunk_runs(b, j, chunk)
                 qc = chunk_quantities(g, ext_c, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi)
                 ev = pass_events(g, qc, beh, **kw)  # type: ignore[arg-type]
-                total[:, u] += (ev * mult[..., None]).sum(axis=1)
+                total[u] += (ev * mult[..., None]).sum(axis=1)
             else:
-                total[:, u] += pass_events(g, q, beh, **kw)  # type: ignore[arg-type]
+                total[u] += pass_events(g, q, beh, **kw)  # type: ignore[arg-type]
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
                 r_lo, r_hi = (lo[:, None], hi[:, None]) if chunk is None else chunk_runs(b, j, chunk)[:2]
                 r_mult = np.ones_like(r_lo) if chunk is None else chunk_runs(b, j, chunk)[2]
-                total[:, u] += (_range_events(g, r_lo, r_hi) * r_mult[..., None]).sum(axis=1)
+                total[u] += (_range_events(g, r_lo, r_hi) * r_mult[..., None]).sum(axis=1)
             if chunk is not None and resched_active(beh, b.inv_blockable[i]):
                 spanned = chunks_spanned(lo, hi, chunk)
-                total[:, u, EVENT_INDEX["resched_point"]] += np.maximum(spanned - 1, 0)
+                total[u][:, EVENT_INDEX["resched_point"]] += np.maximum(spanned - 1, 0)
         prev_lo, prev_hi = new_lo, new_hi
     segs = None
     if with_segments:
@@ -510,7 +517,7 @@ def count(
             ]
             per_s.append(tuple(done[r] for r in row))
         segs = tuple(per_s)
-    return Counts(total, row, segs)
+    return Counts(np.stack(total, axis=1), row, segs)
 
 
 _HOST = (EVENT_INDEX["host_page_free"], EVENT_INDEX["host_folio_free"])

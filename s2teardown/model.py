@@ -55,12 +55,17 @@ class Breakdown:
     expansion: I64  # (EVENTS, PHASES, OPS)
     op_prices: F64  # (OPS,)
     time_ns: F64  # (S, V, PHASES)
-    assumed: npt.NDArray[np.bool_]  # (S, V, PHASES): the phase's time rests on an assumed value
+    assumed_unique: npt.NDArray[np.bool_]  # (S, U, PHASES): the time rests on an assumed value
     baseline: int  # index of the variant speedups are relative to
     stretch_ns: F64 | None = None  # (S, V) longest Stage-2 stretch between resched points
     stretch_locked: F64 | None = None  # (S, V) longest stretch holding mmu_lock (0: none)
     segments: tuple[tuple[Segments, ...], ...] | None = None  # [s][v]
     notes: Mapping[tuple[int, str], str] = field(default_factory=dict)  # (variant, phase) -> why 0
+
+    @property
+    def assumed(self) -> npt.NDArray[np.bool_]:
+        """(S, V, PHASES): the phase's time rests on an assumed parameter value."""
+        return self.assumed_unique[:, self.variant_row]
 
     @property
     def events(self) -> I64:
@@ -124,12 +129,12 @@ def evaluate(
     x = expansion(machine.features)
     prices = machine.prices.ops
     w = weights(x, prices)
-    time = (c.unique.astype(np.float64) @ w)[:, c.variant_row]
+    time = np.take(c.unique.astype(np.float64) @ w, c.variant_row, axis=1)
     assumed_op = np.zeros(len(OPS), dtype=bool)
     for op in machine.prices.assumed_ops:
         assumed_op[OP_INDEX[op]] = True
     w_assumed = np.einsum("epo,o->ep", x, assumed_op.astype(np.int64)) > 0
-    assumed = ((c.unique > 0).astype(np.float64) @ w_assumed.astype(np.float64) > 0)[:, c.variant_row]
+    assumed = (c.unique > 0).astype(np.float64) @ w_assumed.astype(np.float64) > 0
     stretch = None
     stretch_locked = None
     if c.segments is not None:
@@ -149,7 +154,7 @@ def evaluate(
         expansion=x,
         op_prices=prices,
         time_ns=time,
-        assumed=assumed,
+        assumed_unique=assumed,
         baseline=baseline,
         stretch_ns=stretch,
         stretch_locked=stretch_locked,

@@ -48,7 +48,7 @@ def union_length(lo: I64, hi: I64, *, presorted: bool = False) -> I64:
     anywhere), which saves the sort.
     """
     if lo.shape[-1] == 1:
-        return np.clip(hi - lo, 0, None)[..., 0]
+        return np.clip(hi - lo, 0, None)[..., 0]  # type: ignore[no-any-return]
     lo, hi = normalise_empty(lo, hi)
     if presorted:
         lo_s, hi_s = lo, hi

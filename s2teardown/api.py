@@ -155,7 +155,15 @@ def _notes(
                 continue
             if b.time_ns[0, v, p] != 0 or base[p] == 0:
                 continue
-            origins = sorted({var.origin[(k, f)] for k in kinds for f in fields_of.get(phase, ())})
+            ref = variants[b.baseline]
+            origins = sorted(
+                {
+                    var.origin[(k, f)]
+                    for k in kinds
+                    for f in fields_of.get(phase, ())
+                    if getattr(var.behaviours[k], f) != getattr(ref.behaviours[k], f)
+                }
+            )
             notes[(v, phase)] = f"elided by {', '.join(origins)}" if origins else "not run"
     return notes
 

@@ -497,7 +497,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     debug = "--debug" in args
     code = EXIT_OK
     try:
-        cli.main(args=args, prog_name="s2teardown", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="s2teardown", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            code = rv  # a command's own exit code (check: 1 for a regression)
     except UserError as exc:
         click.echo(f"s2teardown: error: {exc}", err=True)
         code = exc.exit_code

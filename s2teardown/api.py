@@ -171,6 +171,54 @@ def _notes(
 PREEMPT_MODES = ("none", "voluntary", "full")
 
 
+@dataclass(frozen=True)
+class LockHold:
+    """The worst lock-hold threshold one variant's longest stretch passes."""
+
+    variant: str
+    threshold: str  # "rcu_stall" | "soft_lockup" | "need_resched"
+    limit_ns: float
+    stretch_ns: float
+    mmu_lock_held: bool
+    what: str  # the threshold in words
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "limit_ns": self.limit_ns,
+                "stretch_ns": self.stretch_ns, "mmu_lock_held": self.mmu_lock_held}
+
+
+def lock_holds(
+    names: Sequence[str],
+    stretch_ns: Sequence[float],
+    locked_ns: Sequence[float],
+    *,
+    preempt: str = "none",
+    watchdog_thresh_s: float = 10.0,
+) -> list[LockHold]:
+    """For each variant whose longest non-preemptible stretch passes a threshold, the worst one.
+
+    With ``preempt=none`` or ``voluntary`` only resched points end a non-preemptible stretch;
+    with ``full`` a stretch is non-preemptible only while it holds mmu_lock (a spinlock).
+    """
+    soft = 2.0 * watchdog_thresh_s * 1e9
+    limits = sorted(
+        (
+            (RCU_STALL_NS, "rcu_stall", "the RCU stall timeout (21 s)"),
+            (soft, "soft_lockup", f"the soft-lockup threshold (2 × watchdog_thresh = {soft / 1e9:g} s)"),
+            (NEED_RESCHED_NS, "need_resched", "the need_resched warning latency (100 ms)"),
+        ),
+        reverse=True,
+    )
+    out: list[LockHold] = []
+    for name, s_all, s_locked in zip(names, stretch_ns, locked_ns, strict=True):
+        s = s_locked if preempt == "full" else s_all
+        for limit, kind, what in limits:
+            if s > limit:
+                out.append(LockHold(name, kind, float(limit), float(s), s_locked >= s, what))
+                break
+    return out
+
+
 def stretch_warnings(
     names: Sequence[str],
     stretch_ns: Sequence[float],
@@ -179,26 +227,11 @@ def stretch_warnings(
     preempt: str = "none",
     watchdog_thresh_s: float = 10.0,
 ) -> list[str]:
-    """One warning per (threshold, stretch) shared by variants: the worst threshold each passes.
-
-    With ``preempt=none`` or ``voluntary`` only resched points end a non-preemptible stretch;
-    with ``full`` a stretch is non-preemptible only while it holds mmu_lock (a spinlock).
-    """
-    soft = 2.0 * watchdog_thresh_s * 1e9
+    """One warning line per (threshold, stretch) shared by variants (see `lock_holds`)."""
     grouped: dict[tuple[str, str, bool], list[str]] = {}
-    for name, s_all, s_locked in zip(names, stretch_ns, locked_ns, strict=True):
-        s = s_locked if preempt == "full" else s_all
-        for limit, what in sorted(
-            (
-                (RCU_STALL_NS, "the RCU stall timeout (21 s)"),
-                (soft, f"the soft-lockup threshold (2 × watchdog_thresh = {soft / 1e9:g} s)"),
-                (NEED_RESCHED_NS, "the need_resched warning latency (100 ms)"),
-            ),
-            reverse=True,
-        ):
-            if s > limit:
-                grouped.setdefault((format_ns(s), what, s_locked >= s), []).append(name)
-                break
+    for h in lock_holds(names, stretch_ns, locked_ns, preempt=preempt,
+                        watchdog_thresh_s=watchdog_thresh_s):
+        grouped.setdefault((format_ns(h.stretch_ns), h.what, h.mmu_lock_held), []).append(h.variant)
     return [
         f"{', '.join(vs)}: the longest stretch without a resched point ({s}"
         f"{', holding mmu_lock' if locked else ', mmu_lock not held'}, preempt={preempt}) exceeds {what}"

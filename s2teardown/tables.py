@@ -44,7 +44,7 @@ from typing import Any, Final
 import numpy as np
 
 from . import __version__
-from .api import NEED_RESCHED_NS, PREEMPT_MODES, RCU_STALL_NS, evaluate_workloads, stretch_warnings
+from .api import PREEMPT_MODES, evaluate_workloads, lock_holds, stretch_warnings
 from .errors import NothingComparable, UserError, describe
 from .machine import Machine, load_machine
 from .ops import EVENTS, PHASES
@@ -558,27 +558,12 @@ def row_label(key: Key) -> str:
 def _lock_hold(
     name: str, stretch: float, locked: float, preempt: str, thresh_s: float
 ) -> dict[str, Any] | None:
-    """The worst lock-hold threshold a variant's longest stretch passes (api.stretch_warnings)."""
-    msgs = stretch_warnings(
-        [name], [stretch], [locked], preempt=preempt, watchdog_thresh_s=thresh_s
-    )
-    if not msgs:
+    """The worst lock-hold threshold a variant's longest stretch passes (api.lock_holds)."""
+    holds = lock_holds([name], [stretch], [locked], preempt=preempt, watchdog_thresh_s=thresh_s)
+    if not holds:
         return None
-    s = locked if preempt == "full" else stretch
-    limits = sorted(
-        zip((NEED_RESCHED_NS, 2.0 * thresh_s * 1e9, RCU_STALL_NS), _LOCK_KINDS, strict=True),
-        reverse=True,
-    )
-    for limit, kind in limits:
-        if s > limit:
-            return {
-                "threshold": kind,
-                "limit_ns": float(limit),
-                "stretch_ns": float(s),
-                "mmu_lock_held": bool(locked >= s),
-                "message": msgs[0],
-            }
-    return None  # pragma: no cover - stretch_warnings found one
+    msg = stretch_warnings([name], [stretch], [locked], preempt=preempt, watchdog_thresh_s=thresh_s)
+    return {**holds[0].as_dict(), "message": msg[0]}
 
 
 def _rows(spec: TableSpec, inputs: _Inputs) -> list[dict[str, Any]]:

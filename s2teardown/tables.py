@@ -103,7 +103,6 @@ _SPEC_KEYS: Final = (
 )
 _DEFAULT_BACKING: Final[Backing] = ((2 << 20, 100.0),)
 #: Lock-hold thresholds, lowest first: the kinds a variant's longest stretch may exceed.
-_LOCK_KINDS: Final = ("need_resched", "soft_lockup", "rcu_stall")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -235,8 +235,17 @@ def build_estimate(
 @input_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.option("--formulas", is_flag=True, help="Print each phase's formula, then with numbers, then the total.")
+@click.option("--samples", type=int, default=None, metavar="N",
+              help="Monte Carlo over the machine's parameter ranges: p5/p50/p95 per phase and total "
+              "(docs/uncertainty.md).")
+@click.option("--seed", type=int, default=None, metavar="INT", help="Seed for --samples (reported; default fixed).")
+@click.option("--distribution", type=click.Choice(["triangular", "uniform", "loguniform"]),
+              default="triangular", show_default=True, help="How a ranged parameter is drawn for --samples.")
+@click.option("--sensitivity", is_flag=True,
+              help="Elasticity of each total to each parameter, and the share resting on assumed values.")
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically) instead of stdout.")
-def estimate(fmt: str, formulas: bool, output: str | None, **inputs: Any) -> None:
+def estimate(fmt: str, formulas: bool, samples: int | None, seed: int | None, distribution: str,
+             sensitivity: bool, output: str | None, **inputs: Any) -> None:
     """Per-phase cost of tearing down one VM, for every kernel variant.
 
     \b
@@ -246,43 +255,90 @@ def estimate(fmt: str, formulas: bool, output: str | None, **inputs: Any) -> Non
       s2teardown estimate --vm 64G --machine thunderx --backing 2M:90,4K:10 --format csv
       s2teardown estimate --vm 8G --machine d05 --event munmap --range 3M:1G
       s2teardown estimate --vm 64G --machine grace --kernel 5.5 --kernel 6.8 --event munmap
+      s2teardown estimate --vm 64G --machine d05 --samples 100000 --sensitivity
     """
     est = build_estimate(**inputs)
+    mc = sens = None
+    if samples is not None:
+        from .uncertainty import DEFAULT_SEED, monte_carlo
+
+        mc = monte_carlo(est, samples, DEFAULT_SEED if seed is None else seed, distribution)
+    elif seed is not None:
+        raise UserError("--seed", None, None, "--samples N with --seed", "--seed alone")
+    if sensitivity:
+        from .uncertainty import sensitivity as sensitivity_of
+
+        sens = sensitivity_of(est)
     if fmt == "json":
         from .render.data import estimate_document, to_json
 
-        _emit(to_json(estimate_document(est)), output)
+        doc = estimate_document(est)
+        if mc is not None:
+            doc["samples"] = mc
+        if sens is not None:
+            doc["sensitivity"] = sens
+        _emit(to_json(doc), output)
     elif fmt == "csv":
         from .render.data import estimate_csv
 
-        _emit(estimate_csv(est), output)
+        parts = [estimate_csv(est)]
+        if mc is not None:
+            from .uncertainty import samples_csv
+
+            parts.append(samples_csv(mc))
+        if sens is not None:
+            from .uncertainty import sensitivity_csv
+
+            parts.append(sensitivity_csv(sens))
+        _emit("\n".join(parts), output)
     elif fmt == "markdown":
         from .render.data import estimate_markdown
 
-        _emit(estimate_markdown(est), output)
+        parts = [estimate_markdown(est)]
+        if mc is not None:
+            from .uncertainty import samples_markdown
+
+            parts.append(samples_markdown(mc))
+        if sens is not None:
+            from .uncertainty import sensitivity_markdown
+
+            parts.append(sensitivity_markdown(sens))
+        _emit("\n".join(parts), output)
     else:
         from .render.table import estimate_table
         from .render.table import formulas as formulas_view
 
+        views: list[Any] = [estimate_table(est)]
+        if formulas:
+            views.append(formulas_view(est))
+        if mc is not None:
+            from .uncertainty import render_samples
+
+            views.append(render_samples(mc))
+        if sens is not None:
+            from .uncertainty import sensitivity_table
+
+            views.append(sensitivity_table(sens))
         if output:
             import io
 
             from rich.console import Console
 
             buf = io.StringIO()
-            con = Console(file=buf, width=160, highlight=False, color_system=None)
-            con.print(estimate_table(est))
-            if formulas:
-                con.print(formulas_view(est))
+            con = Console(file=buf, width=200, highlight=False, color_system=None)
+            for i, v in enumerate(views):
+                if i:
+                    con.print()
+                con.print(v)
             _emit(buf.getvalue(), output)
             return
         con = _console()
-        con.print(estimate_table(est))
-        if formulas:
-            con.print()
-            con.print(formulas_view(est))
+        for i, v in enumerate(views):
+            if i:
+                con.print()
+            con.print(v)
     for wmsg in est.warnings:
-        if fmt != "table":
+        if fmt != "table" or output:
             click.echo(f"s2teardown: warning: {wmsg}", err=True)
 
 

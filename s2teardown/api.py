@@ -25,7 +25,7 @@ from .variants import Variant
 from .workload import Workload, uniform_batch
 
 #: Lock-hold thresholds (DOMAIN.md §6): need_resched warnings past 100 ms; the soft-lockup
-#: detector fires at 2 × watchdog_thresh (10 s by default); RCU stall timeout 21 s.
+#: detector fires at 2 × watchdog_thresh (watchdog_thresh 10 s by default: 20 s); RCU stall 21 s.
 NEED_RESCHED_NS = 100e6
 SOFT_LOCKUP_NS = 20e9
 RCU_STALL_NS = 21e9
@@ -419,7 +419,7 @@ def evaluate_workloads(
         expansion=first.expansion,
         op_prices=first.op_prices,
         time_ns=cat("time_ns"),
-        assumed_unique=cat("assumed"),
+        assumed_weights=first.assumed_weights,
         baseline=baseline,
         stretch_ns=cat("stretch_ns"),
         stretch_locked=cat("stretch_locked"),

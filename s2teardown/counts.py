@@ -432,11 +432,23 @@ def _range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:
 
 @dataclass(frozen=True)
 class Segments:
-    """Event counts between consecutive resched points, in execution order (host frees excluded)."""
+    """Event counts between consecutive resched points, in execution order (host frees excluded).
 
-    events: I64  # (n_segments, N_EVENTS)
-    #: (n_segments,) False as soon as a chunk-walk that runs without mmu_lock is in the segment
-    lock_held: npt.NDArray[np.bool_]
+    Run-length form: segment ``k`` of ``rows`` stands for ``repeat[k]`` identical consecutive
+    segments (the interior chunks of a long run); `events` and `lock_held` expand it.
+    """
+
+    rows: I64  # (K, N_EVENTS)
+    lock_rows: npt.NDArray[np.bool_]  # (K,) False as soon as an unlocked chunk-walk is in it
+    repeat: I64  # (K,)
+
+    @property
+    def events(self) -> I64:
+        return np.repeat(self.rows, self.repeat, axis=0)
+
+    @property
+    def lock_held(self) -> npt.NDArray[np.bool_]:
+        return np.repeat(self.lock_rows, self.repeat)
 
 
 @dataclass(frozen=True)
@@ -480,7 +492,8 @@ def count(
     prev_lo = np.zeros((b.size, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((b.size, n_e, 0), dtype=np.int64)
     # one contiguous (S, EVENTS) accumulator per behaviour set, stacked at the end
-    total = [np.zeros((b.size, N_EVENTS), dtype=np.int64) for _ in uniq]
+    block = np.zeros((len(uniq), b.size, N_EVENTS), dtype=np.int64)
+    total = list(block)  # contiguous (S, EVENTS) views, one per behaviour set
     for u, behaviours in enumerate(behs):
         for i, kind in enumerate(b.inv_kind):
             total[u] += invocation_events(b, i, behaviours[kind])
@@ -517,7 +530,7 @@ def count(
             ]
             per_s.append(tuple(done[r] for r in row))
         segs = tuple(per_s)
-    return Counts(np.stack(total, axis=1), row, segs)
+    return Counts(np.moveaxis(block, 0, 1), row, segs)
 
 
 _HOST = (EVENT_INDEX["host_page_free"], EVENT_INDEX["host_folio_free"])
@@ -542,14 +555,18 @@ def _segments_one(
     n_e = one.ext_lo.shape[1]
     prev_lo = np.zeros((1, 1, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((1, 1, n_e, 0), dtype=np.int64)
-    rows: list[I64] = []  # rows of events
-    unlocked: list[bool] = []  # the row is a chunk-walk that runs without mmu_lock
-    breaks: list[bool] = []  # a resched point follows the row
+    blocks: list[I64] = []  # blocks of rows of events, in execution order
+    unlocked: list[npt.NDArray[np.bool_]] = []  # per row: a chunk-walk run without mmu_lock
+    breaks: list[npt.NDArray[np.bool_]] = []  # per row: a resched point follows it
+    mults: list[I64] = []  # per row: identical consecutive segments it stands for
 
-    def add(row: I64, free: bool = False, brk: bool = False) -> None:
-        rows.append(row)
-        unlocked.append(free)
-        breaks.append(brk)
+    def add(rows: I64, free: bool = False, brk: npt.NDArray[np.bool_] | None = None,
+            mult: I64 | None = None) -> None:
+        rows = rows.reshape(-1, N_EVENTS)
+        blocks.append(rows)
+        unlocked.append(np.full(rows.shape[0], free))
+        breaks.append(np.zeros(rows.shape[0], dtype=bool) if brk is None else brk)
+        mults.append(np.ones(rows.shape[0], dtype=np.int64) if mult is None else mult)
 
     def single(event: str) -> I64:
         row = np.zeros(N_EVENTS, dtype=np.int64)
@@ -575,32 +592,43 @@ def _segments_one(
                              kind=kind)[0]
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
                 ev = ev + _range_events(g, c_lo, c_hi)[0]
-            ev = np.repeat(ev, mult[0], axis=0)
+            keep = mult[0] > 0
+            ev, m = ev[keep], mult[0][keep]
             n = int(chunks_spanned(lo, hi, chunk)[0])
-            if ev.shape[0] != n:
-                raise RuntimeError(f"chunk runs cover {ev.shape[0]} chunks of {n}")
+            if int(m.sum()) != n or m[0] != 1 or m[-1] != 1:
+                raise RuntimeError(f"chunk runs cover {int(m.sum())} chunks of {n}")
             ev[:, list(_HOST)] = 0
             active = resched_active(beh, one.inv_blockable[i]) and walk_chunk(g, beh) is not None
             if active:
+                # a resched point after every chunk but the pass's last; an interior run of m
+                # identical chunks is m identical segments
                 ev[:-1, EVENT_INDEX["resched_point"]] += 1
-            for c in range(n):
-                add(ev[c], walk_unlocked, active and c < n - 1)
+                brk = np.ones(len(m), dtype=bool)
+                brk[-1] = False
+                add(ev, walk_unlocked, brk, m)
+            else:
+                add((ev * m[:, None]).sum(axis=0), walk_unlocked)
             _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo[None, :], hi[None, :])
         tail = invocation_events(one, i, beh)[0]
         tail[EVENT_INDEX["notifier_call"]] = 0
         tail[EVENT_INDEX["memslot_visit"]] = 0
         if tail.any():
             add(tail)
-    if not rows:
-        return Segments(np.zeros((1, N_EVENTS), dtype=np.int64), np.ones(1, dtype=bool))
-    arr = np.stack(rows)
-    seg_id = np.concatenate([[0], np.cumsum(breaks[:-1])]).astype(np.int64)
-    n_seg = int(seg_id[-1]) + 1
-    out = np.zeros((n_seg, N_EVENTS), dtype=np.int64)
-    np.add.at(out, seg_id, arr)
-    free = np.zeros(n_seg, dtype=bool)
-    np.logical_or.at(free, seg_id, np.array(unlocked))
-    return Segments(out, ~free)
+    if not blocks:
+        return Segments(np.zeros((1, N_EVENTS), dtype=np.int64), np.ones(1, dtype=bool),
+                        np.ones(1, dtype=np.int64))
+    arr = np.concatenate(blocks)
+    brk_all = np.concatenate(breaks)
+    free_all = np.concatenate(unlocked)
+    mult_all = np.concatenate(mults)
+    # segment k = rows starts[k] .. ends[k]-1; sums as differences of a running total.  A row
+    # standing for several chunks is always a segment of its own (breaks on both sides).
+    starts = np.concatenate([[0], np.flatnonzero(brk_all[:-1]) + 1])
+    ends = np.append(starts[1:], arr.shape[0])
+    run = np.concatenate([np.zeros((1, N_EVENTS), dtype=np.int64), np.cumsum(arr, axis=0)])
+    run_free = np.concatenate([[0], np.cumsum(free_all)])
+    repeat = np.where(ends - starts == 1, mult_all[starts], 1)
+    return Segments(run[ends] - run[starts], (run_free[ends] - run_free[starts]) == 0, repeat)
 
 
 def _slice_batch(b: Batch, s: int) -> Batch:

@@ -106,7 +106,8 @@ def event_ops(f: Features) -> dict[str, dict[str, int]]:
         "resched_point": {"resched_point": 1},
         "flush_remote_tlbs": flush_vmid,
         "range_flush_call": range_call,
-        "range_tlbi_op": {"tlbi_range": 1},
+        # __flush_s2_tlb_range_op issues each op with __tlbi(): the repeat workaround applies
+        "range_tlbi_op": {"tlbi_range": 2, "dsb_ish": 1} if f.tlbi_repeat else {"tlbi_range": 1},
         "host_page_free": {"host_page_free": 1},
         "host_folio_free": {"host_folio_free": 1},
     }

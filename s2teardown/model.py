@@ -55,7 +55,7 @@ class Breakdown:
     expansion: I64  # (EVENTS, PHASES, OPS)
     op_prices: F64  # (OPS,)
     time_ns: F64  # (S, V, PHASES)
-    assumed_unique: npt.NDArray[np.bool_]  # (S, U, PHASES): the time rests on an assumed value
+    assumed_weights: npt.NDArray[np.bool_]  # (EVENTS, PHASES): the event's cost there is assumed
     baseline: int  # index of the variant speedups are relative to
     stretch_ns: F64 | None = None  # (S, V) longest Stage-2 stretch between resched points
     stretch_locked: F64 | None = None  # (S, V) longest stretch holding mmu_lock (0: none)
@@ -64,8 +64,10 @@ class Breakdown:
 
     @property
     def assumed(self) -> npt.NDArray[np.bool_]:
-        """(S, V, PHASES): the phase's time rests on an assumed parameter value."""
-        return self.assumed_unique[:, self.variant_row]
+        """(S, V, PHASES): the phase's time rests on an assumed parameter value (on demand)."""
+        present = (self.unique_events > 0).astype(np.float64)
+        flags = present @ self.assumed_weights.astype(np.float64) > 0
+        return flags[:, self.variant_row]
 
     @property
     def events(self) -> I64:
@@ -134,16 +136,15 @@ def evaluate(
     for op in machine.prices.assumed_ops:
         assumed_op[OP_INDEX[op]] = True
     w_assumed = np.einsum("epo,o->ep", x, assumed_op.astype(np.int64)) > 0
-    assumed = (c.unique > 0).astype(np.float64) @ w_assumed.astype(np.float64) > 0
     stretch = None
     stretch_locked = None
     if c.segments is not None:
         w2 = w[:, _STAGE2].sum(axis=1)
-        times = [[seg.events.astype(np.float64) @ w2 for seg in per_v] for per_v in c.segments]
+        times = [[seg.rows.astype(np.float64) @ w2 for seg in per_v] for per_v in c.segments]
         stretch = np.array([[float(t.max()) for t in per_v] for per_v in times])
         stretch_locked = np.array(
             [
-                [float(np.where(seg.lock_held, t, 0.0).max()) for seg, t in zip(per_seg, per_t, strict=True)]
+                [float(np.where(seg.lock_rows, t, 0.0).max()) for seg, t in zip(per_seg, per_t, strict=True)]
                 for per_seg, per_t in zip(c.segments, times, strict=True)
             ]
         )
@@ -154,7 +155,7 @@ def evaluate(
         expansion=x,
         op_prices=prices,
         time_ns=time,
-        assumed_unique=assumed,
+        assumed_weights=w_assumed,
         baseline=baseline,
         stretch_ns=stretch,
         stretch_locked=stretch_locked,

@@ -1,0 +1,627 @@
+"""The later mainline variants (v5.9 ... v6.19) against counts worked out by hand.
+
+Every expected number is an integer literal derived in the comment next to it from the workload
+and the variant's strategies (configs/variants.yaml, DOMAIN.md §5, docs/model.md "Later
+kernels"), never computed by the code under test.  The counts come from the closed forms
+(`counts.count` on `workload.uniform_batch`) with the bundled variant rows, and a few from
+`api.estimate` / the CLI with bundled machines (graviton3: FWB + TLBIRANGE; d05: neither).
+
+Units: K = 2**10, M = 2**20, G = 2**30, T = 2**40.  Facts used throughout (4 KiB granule,
+guest RAM at GPA 1 GiB, 64-byte lines unless said otherwise):
+
+* 40-bit IPA -> 3 levels: 1,024 entry-level entries of 1 GiB in 2 pgd pages; a PMD table holds
+  512 entries of 2 MiB; a PTE table 512 entries of 4 KiB.
+* 44-bit IPA -> 4 levels: 32 entry-level (L0) entries of 512 GiB in 1 pgd page; a PUD table
+  holds 512 entries of 1 GiB.  47-bit: 256 L0 entries (1 pgd page).
+* A 2 MiB block is 32,768 lines, a page 64 lines; 4 GiB of blocks = 2**32 / 64 = 67,108,864.
+* v6.1+ chunks and v6.19's destroy chunks (`largest_block`) are 1 GiB with 4 KiB pages (32 MiB
+  with 16 KiB); each chunk is a separate walk from the entry level, so with 4 levels every
+  chunk loads its L0 entry again.
+* Range flush of n pages (n < 2**21): ops(n) = (n & 1) + #{s in 0..3 : (n >> (5s + 1)) & 31 != 0};
+  one hyp call per at most 2**21 pages.  A 1 GiB chunk is 2**18 pages: only (2**18 >> 16) & 31 = 4
+  is non-zero -> 1 op.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from s2teardown import cli
+from s2teardown.api import EVENT_PATH, estimate, lock_holds
+from s2teardown.counts import count, range_flush, range_ops
+from s2teardown.errors import UserError
+from s2teardown.machine import load_machine
+from s2teardown.ops import EVENTS
+from s2teardown.variants import load_variants
+from s2teardown.workload import Workload, uniform_batch
+
+K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+VS = load_variants()
+
+B4K = ((4 * K, 100.0),)
+B2M = ((2 * M, 100.0),)
+B1G = ((G, 100.0),)
+
+
+def events(variant: str, w: Workload, *, fwb: bool, tlbi_range: bool = False, cache_line: int = 64) -> dict[str, int]:
+    """The non-zero event totals of one bundled variant on one workload."""
+    w.check()
+    c = count(uniform_batch([w]), [VS.lookup(variant).behaviours], fwb=fwb, tlbi_range=tlbi_range,
+              cache_line=cache_line)
+    return {e: int(v) for e, v in zip(EVENTS, c.events[0, 0], strict=True) if int(v)}
+
+
+def segments(variant: str, w: Workload, *, fwb: bool, tlbi_range: bool = False):
+    c = count(uniform_batch([w]), [VS.lookup(variant).behaviours], fwb=fwb, tlbi_range=tlbi_range,
+              cache_line=64, with_segments=True)
+    assert c.segments is not None
+    return c.segments[0][0]
+
+
+def col(segs, event: str) -> list[int]:
+    return [int(x) for x in segs.events[:, EVENTS.index(event)]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared layouts
+
+#: 4 GiB of 2 MiB blocks at [1G, 5G), one memslot.  40-bit: entry-level entries 1..4 each hold a
+#: full PMD table (512 blocks): 2,048 blocks, 4 PMD tables.
+W4G2M = dict(vm_bytes=4 * G, backing=B2M)
+
+#: A whole-RAM munmap of W4G2M (edges 1G and 5G are 2 MiB-aligned: no THP-split CLEAR), v5.5
+#: semantics: one UNMAP pass over [1G, 5G) on the one memslot.
+#:   visits  = 4 entry-level + 4 × 512 PMD entries = 2,052
+#:   leaves  = 2,048 blocks; tables freed = the 4 PMD tables
+#:   put_page = TLBI calls = 2,048 + 4 = 2,052; CMO: 2,048 calls, 2,048 × 32,768 lines
+#:   resched = 4 chunks of 1 GiB − 1 = 3; the UNMAP frees 2,048 host folios
+MUNMAP_4G2M = {
+    "notifier_call": 1,
+    "memslot_visit": 1,
+    "entry_visit": 2_052,
+    "block_clear": 2_048,
+    "table_clear": 4,
+    "put_page": 2_052,
+    "tlb_flush_vmid_ipa": 2_052,
+    "dcache_flush_call": 2_048,
+    "dc_civac_line": 67_108_864,
+    "table_free": 4,
+    "resched_point": 3,
+    "host_folio_free": 2_048,
+}
+
+
+def without(d: dict[str, int], *keys: str) -> dict[str, int]:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+# ----------------------------------------------------------------------------------------------
+# v5.9: cond_resched_lock only when the notifier may block
+
+
+def test_v59_munmap_keeps_resched_points() -> None:
+    w = Workload(**W4G2M, event="munmap")
+    assert events("v5.9", w, fwb=False) == MUNMAP_4G2M
+    # and the clear path (blockable) likewise: 3 resched points, no host frees
+    wc = Workload(**W4G2M, event="clear")
+    assert events("v5.9", wc, fwb=False) == without(MUNMAP_4G2M, "host_folio_free")
+
+
+def test_v59_oom_has_no_resched_point() -> None:
+    w = Workload(**W4G2M, event="oom")
+    # The OOM reaper's UNMAP is non-blockable: v5.9 drops the 3 resched points, nothing else.
+    assert events("v5.9", w, fwb=False) == without(MUNMAP_4G2M, "resched_point")
+    # v5.5 rescheduled even there (the bug v5.9 fixed): 3 points.
+    assert events("v5.5", w, fwb=False) == MUNMAP_4G2M
+
+
+def test_v59_oom_holds_the_lock_for_the_whole_range() -> None:
+    # TLBI calls per segment: each 1 GiB chunk = 512 blocks + its PMD table = 513.
+    munmap = segments("v5.9", Workload(**W4G2M, event="munmap"), fwb=False)
+    assert col(munmap, "tlb_flush_vmid_ipa") == [513, 513, 513, 513]
+    oom = segments("v5.9", Workload(**W4G2M, event="oom"), fwb=False)
+    assert col(oom, "tlb_flush_vmid_ipa") == [2_052]
+    assert list(oom.lock_held) == [True]
+
+
+# ----------------------------------------------------------------------------------------------
+# v5.10: kvm_pgtable_stage2_destroy on exit; per-entry TLBI (level hint) on munmap
+
+
+def test_v510_exit_is_a_destroy_walk() -> None:
+    w = Workload(**W4G2M, event="exit")
+    # Whole IPA, one unlocked walk: visits 1,024 entry-level + 4 × 512 = 3,072; put_page per valid
+    # entry = 2,048 blocks + 4 table entries = 2,052; tables freed 4 + 2 pgd pages = 6.
+    # No clear, no TLBI, no CMO, no resched.
+    want = {
+        "notifier_call": 1,
+        "entry_visit": 3_072,
+        "put_page": 2_052,
+        "table_free": 6,
+        "host_folio_free": 2_048,
+    }
+    assert events("v5.10", w, fwb=False) == want
+    assert events("v5.10", w, fwb=True, tlbi_range=True) == want  # nothing left for FWB to remove
+    segs = segments("v5.10", w, fwb=False)
+    assert segs.events.shape[0] == 1 and list(segs.lock_held) == [False]
+
+
+def test_v510_exit_4k_pages() -> None:
+    w = Workload(vm_bytes=G, backing=B4K, event="exit")
+    # [1G, 2G) of pages: 262,144 PTEs in 512 PTE tables under 1 PMD table.
+    # visits 1,024 + 512 + 512 × 512 = 263,680; put_page 262,144 + 512 + 1 = 262,657;
+    # tables freed 513 + 2 pgd pages = 515.
+    assert events("v5.10", w, fwb=False) == {
+        "notifier_call": 1,
+        "entry_visit": 263_680,
+        "put_page": 262_657,
+        "table_free": 515,
+        "host_page_free": 262_144,
+    }
+
+
+def test_v510_munmap_then_exit_pays_per_entry_tlbis() -> None:
+    # FWB machine (no CMO); v5.10 has no range flush, so TLBIRANGE changes nothing.
+    w = Workload(**W4G2M, event="munmap-then-exit")
+    # munmap part: MUNMAP_4G2M without the CMO (FWB).  Exit part: a destroy walk of an empty
+    # table: 1,024 entry-level visits, the 2 pgd pages, 1 more notifier call.
+    assert events("v5.10", w, fwb=True, tlbi_range=True) == {
+        "notifier_call": 2,
+        "memslot_visit": 1,
+        "entry_visit": 3_076,  # 2,052 + 1,024
+        "block_clear": 2_048,
+        "table_clear": 4,
+        "put_page": 2_052,
+        "tlb_flush_vmid_ipa": 2_052,
+        "table_free": 6,  # 4 + 2
+        "resched_point": 3,
+        "host_folio_free": 2_048,
+    }
+    # the plain exit on the same machine: no TLBI at all
+    assert "tlb_flush_vmid_ipa" not in events("v5.10", Workload(**W4G2M), fwb=True, tlbi_range=True)
+
+
+def test_v510_block_retry_is_one_vmall() -> None:
+    # block-retry at the start of a 1 GiB guest of pages: the PTE table of [1G, 1G+2M) is
+    # replaced by a block.  v5.10: destroy the subtree (visits 1 entry-level + 1 PMD entry +
+    # 512 PTEs = 514; put_page 512 + the table's entry = 513; 1 table freed) and one VMALLS12E1IS.
+    w = Workload(vm_bytes=G, backing=B4K, event="block-retry")
+    assert events("v5.10", w, fwb=False) == {
+        "notifier_call": 1,
+        "entry_visit": 514,
+        "put_page": 513,
+        "table_free": 1,
+        "flush_remote_tlbs": 1,
+    }
+    # v5.5 for contrast: 512 PTE clears, 513 TLBI calls, 512 page cleans of 64 lines.
+    assert events("v5.5", w, fwb=False) == {
+        "notifier_call": 1,
+        "entry_visit": 514,
+        "pte_clear": 512,
+        "table_clear": 1,
+        "put_page": 513,
+        "tlb_flush_vmid_ipa": 513,
+        "dcache_flush_call": 512,
+        "dc_civac_line": 32_768,
+        "table_free": 1,
+    }
+
+
+def test_v510_exit_lock_hold_warning_is_unlocked() -> None:
+    d05 = load_machine("d05")
+    vs = [VS.lookup(n) for n in ("v5.5", "v5.10", "v6.19")]
+    w = Workload(vm_bytes=64 * G, backing=B4K, event="exit")
+    e = estimate(d05, vs, w)
+    by_variant = {line.split(":", 1)[0]: line for line in e.warnings}
+    # v5.5: 1 GiB per stretch under mmu_lock; v5.10: the whole 64 GiB destroy, unlocked;
+    # v6.19: 1 GiB of destroy per stretch — below 100 ms on d05, so no warning.
+    assert "holding mmu_lock" in by_variant["v5.5"]
+    assert "mmu_lock not held" in by_variant["v5.10"]
+    assert "need_resched" in by_variant["v5.10"] and "preempt=none" in by_variant["v5.10"]
+    assert "v6.19" not in by_variant
+    # preempt=full: an unlocked walk is preemptible, so only v5.5 remains
+    full = estimate(d05, vs, w, preempt="full")
+    assert [line.split(":", 1)[0] for line in full.warnings] == ["v5.5"]
+    assert "holding mmu_lock, preempt=full" in full.warnings[0]
+
+
+def test_lock_hold_thresholds() -> None:
+    # 25 s > RCU 21 s > soft lockup 2 × 10 s: the worst passed is the RCU stall.
+    # With watchdog_thresh 5 s, 15 s passes the soft lockup (10 s) but not the RCU stall.
+    # 0.2 s passes only need_resched (100 ms); 0.05 s nothing.
+    h = lock_holds(["a", "b", "c", "d"], [25e9, 15e9, 0.2e9, 0.05e9], [25e9, 0.0, 0.2e9, 0.0],
+                   watchdog_thresh_s=5.0)
+    assert [(x.variant, x.threshold, x.mmu_lock_held) for x in h] == [
+        ("a", "rcu_stall", True), ("b", "soft_lockup", False), ("c", "need_resched", True),
+    ]
+    assert h[1].limit_ns == 10e9
+    # default watchdog_thresh 10 s: soft lockup at 20 s, so 15 s is only past need_resched
+    h = lock_holds(["b"], [15e9], [0.0])
+    assert [(x.threshold, x.limit_ns) for x in h] == [("need_resched", 100e6)]
+
+
+# ----------------------------------------------------------------------------------------------
+# v6.1: lock-break chunk = largest block (1 GiB with 4 KiB pages) whatever the levels
+
+
+def test_v61_four_level_munmap_chunks_at_1g() -> None:
+    w = Workload(**W4G2M, ipa_bits=44, event="munmap")
+    # 4 levels: guest [1G, 5G) in L0 entry 0; one PUD table with entries 1..4 -> 4 PMD tables.
+    # v6.1: 4 chunks of 1 GiB, each a walk from L0: 1 L0 + 1 PUD + 512 PMD = 514 visits -> 2,056.
+    # Tables freed: 4 PMD tables + the PUD table (emptied in the last chunk) = 5.
+    # put_page = TLBI = 2,048 + 5 = 2,053; resched = 4 chunks − 1 = 3.
+    want = {
+        "notifier_call": 1,
+        "memslot_visit": 1,
+        "entry_visit": 2_056,
+        "block_clear": 2_048,
+        "table_clear": 5,
+        "put_page": 2_053,
+        "tlb_flush_vmid_ipa": 2_053,
+        "dcache_flush_call": 2_048,
+        "dc_civac_line": 67_108_864,
+        "table_free": 5,
+        "resched_point": 3,
+        "host_folio_free": 2_048,
+    }
+    assert events("v6.1", w, fwb=False) == want
+    # v5.10 chunks at entry-level entries (512 GiB): one walk, 1 + 4 + 2,048 = 2,053 visits and
+    # no resched point at all.
+    assert events("v5.10", w, fwb=False) == without({**want, "entry_visit": 2_053}, "resched_point")
+    segs = segments("v6.1", w, fwb=False)
+    # per chunk: 512 blocks + its PMD table (+ the PUD table in the last) TLBI calls
+    assert col(segs, "tlb_flush_vmid_ipa") == [513, 513, 513, 514]
+
+
+def test_v61_memslot_delete_chunks() -> None:
+    # 2 memslots [1G, 3G), [3G, 5G); memslot-delete of slot 0, 44-bit IPA, FWB (no CMO).
+    # 2 chunks: 2 × (1 + 1 + 512) = 1,028 visits; 1,024 blocks, 2 PMD tables freed (the PUD
+    # table keeps slot 1's tables); TLBI 1,026; resched 1.  No memslot iteration, no host free.
+    w = Workload(**W4G2M, ipa_bits=44, memslots=2, event="memslot-delete")
+    want = {
+        "notifier_call": 1,
+        "entry_visit": 1_028,
+        "block_clear": 1_024,
+        "table_clear": 2,
+        "put_page": 1_026,
+        "tlb_flush_vmid_ipa": 1_026,
+        "table_free": 2,
+        "resched_point": 1,
+    }
+    assert events("v6.1", w, fwb=True) == want
+    # v5.10: one walk, 1 + 2 + 1,024 = 1,027 visits, no resched point
+    assert events("v5.10", w, fwb=True) == without({**want, "entry_visit": 1_027}, "resched_point")
+
+
+# ----------------------------------------------------------------------------------------------
+# v6.6 / v6.9: FEAT_TLBIRANGE deferred range flush (only with TLBIRANGE and FWB)
+
+#: MUNMAP_4G2M with the v6.6 deferral (TLBIRANGE + FWB): no CMO, no per-entry TLBI (leaves and
+#: tables deferred), one range flush per 1 GiB chunk = 4 calls of 1 op each.
+V66_DEFERRED_4G2M = {
+    **without(MUNMAP_4G2M, "tlb_flush_vmid_ipa", "dcache_flush_call", "dc_civac_line"),
+    "range_flush_call": 4,
+    "range_tlbi_op": 4,
+}
+
+
+def test_v66_deferral_applies_with_tlbirange_and_fwb() -> None:
+    w = Workload(**W4G2M, event="munmap")
+    assert events("v6.6", w, fwb=True, tlbi_range=True) == V66_DEFERRED_4G2M
+    segs = segments("v6.6", w, fwb=True, tlbi_range=True)
+    assert col(segs, "range_flush_call") == [1, 1, 1, 1]
+    assert col(segs, "tlb_flush_vmid_ipa") == [0, 0, 0, 0]
+
+
+def test_v66_no_deferral_without_fwb() -> None:
+    # TLBIRANGE without FWB: one TLBI per leaf and per table, CMO kept — exactly v5.5's munmap.
+    w = Workload(**W4G2M, event="munmap")
+    assert events("v6.6", w, fwb=False, tlbi_range=True) == MUNMAP_4G2M
+    # FWB without TLBIRANGE: per-entry TLBIs, no CMO, no range flush
+    assert events("v6.6", w, fwb=True, tlbi_range=False) == without(
+        MUNMAP_4G2M, "dcache_flush_call", "dc_civac_line")
+
+
+def test_v69_table_tlbis_are_back() -> None:
+    # v6.9 (and 6.6.47): the 4 PMD-table clears are invalidated at once, leaves still deferred.
+    w = Workload(**W4G2M, event="munmap")
+    assert events("v6.9", w, fwb=True, tlbi_range=True) == {**V66_DEFERRED_4G2M, "tlb_flush_vmid_ipa": 4}
+    # ... and without FWB v6.9 is per entry too
+    assert events("v6.9", w, fwb=False, tlbi_range=True) == MUNMAP_4G2M
+
+
+def test_v66_unaligned_munmap_range_ops() -> None:
+    # 2 GiB of pages at [1G, 3G); munmap [1G+4K, 2G+12K) (offset 4K, size 1G+8K): no THP, so one
+    # UNMAP.  Chunks: [1G+4K, 2G) = 262,143 pages, [2G, 2G+12K) = 3 pages.
+    #   ops(262,143 = 2**18 − 1): odd -> 1, and fields (n>>1)&31 = 31, (n>>6)&31 = 31,
+    #     (n>>11)&31 = 31, (n>>16)&31 = 3 -> 4: 5 ops.   ops(3): 1 + ((3>>1)&31 = 1) = 2 ops.
+    #   PTEs 262,146; PTE tables of GiB 1: 511 freed (the one at [1G, 1G+2M) keeps page 1G);
+    #   the PMD tables survive.  Visits: chunk 1 = 1 + 512 + 262,143 = 262,656; chunk 2 =
+    #   1 + 1 + 3 = 5 -> 262,661.  put_page 262,146 + 511 = 262,657.  resched 1.
+    w = Workload(vm_bytes=2 * G, backing=B4K, event="munmap", range=(4 * K, G + 8 * K))
+    deferred = {
+        "notifier_call": 1,
+        "memslot_visit": 1,
+        "entry_visit": 262_661,
+        "pte_clear": 262_146,
+        "table_clear": 511,
+        "put_page": 262_657,
+        "table_free": 511,
+        "resched_point": 1,
+        "range_flush_call": 2,
+        "range_tlbi_op": 7,
+        "host_page_free": 262_146,
+    }
+    assert events("v6.6", w, fwb=True, tlbi_range=True) == deferred
+    assert events("v6.9", w, fwb=True, tlbi_range=True) == {**deferred, "tlb_flush_vmid_ipa": 511}
+    # no FWB: TLBI per entry 262,146 + 511 = 262,657, CMO of every page (× 64 lines)
+    assert events("v6.6", w, fwb=False, tlbi_range=True) == {
+        **without(deferred, "range_flush_call", "range_tlbi_op"),
+        "tlb_flush_vmid_ipa": 262_657,
+        "dcache_flush_call": 262_146,
+        "dc_civac_line": 16_777_344,
+    }
+
+
+def test_v66_munmap_with_thp_split_edges() -> None:
+    # W4G2M, munmap [1G+1M, 3G+1M) (offset 1M, size 2G): both edges fall inside THPs, so
+    # CLEAR [1G, 1G+2M), CLEAR [3G, 3G+2M), then the UNMAP; each call visits the one memslot.
+    #   CLEARs: 1 block each, visits 1 + 1 = 2 each, one range flush of 512 pages each:
+    #     ops(512) = [(512>>6)&31 = 8] = 1.
+    #   UNMAP chunks: [1G+1M, 2G): the blocks of [1G, 2G) minus the one the CLEAR took = 511, PMD
+    #     table of GiB 1 emptied (freed), visits 1 + 512 = 513, 261,888 pages:
+    #     ops = [(n>>6)&31 = 28] + [(n>>11)&31 = 31] + [(n>>16)&31 = 3] = 3 (n even, (n>>1)&31 = 0).
+    #   [2G, 3G): 512 blocks, table freed, visits 513, 2**18 pages -> 1 op.
+    #   [3G, 3G+1M): its block went with the CLEAR: 0 blocks, visits 1 + 1 = 2, 256 pages -> 1 op.
+    #   -> blocks 1,023, tables 2, visits 1,028, 3 range calls, 5 ops, resched 2.
+    #   Host frees: the UNMAP's 1,023 folios only (the split THPs are not counted).
+    w = Workload(**W4G2M, event="munmap", range=(M, 2 * G))
+    want = {
+        "notifier_call": 3,
+        "memslot_visit": 3,
+        "entry_visit": 1_032,
+        "block_clear": 1_025,
+        "table_clear": 2,
+        "put_page": 1_027,
+        "table_free": 2,
+        "resched_point": 2,
+        "range_flush_call": 5,
+        "range_tlbi_op": 7,
+        "host_folio_free": 1_023,
+    }
+    assert events("v6.6", w, fwb=True, tlbi_range=True) == want
+    assert events("v6.9", w, fwb=True, tlbi_range=True) == {**want, "tlb_flush_vmid_ipa": 2}
+
+
+def test_v66_memslot_delete_and_reset_defer_too() -> None:
+    # memslot-delete of slot 0 (44-bit, as test_v61_memslot_delete_chunks): 2 chunks -> 2 range
+    # flushes of 1 op; no TLBI in v6.6, the 2 table clears in v6.9.
+    w = Workload(**W4G2M, ipa_bits=44, memslots=2, event="memslot-delete")
+    md = {
+        "notifier_call": 1,
+        "entry_visit": 1_028,
+        "block_clear": 1_024,
+        "table_clear": 2,
+        "put_page": 1_026,
+        "table_free": 2,
+        "resched_point": 1,
+        "range_flush_call": 2,
+        "range_tlbi_op": 2,
+    }
+    assert events("v6.6", w, fwb=True, tlbi_range=True) == md
+    assert events("v6.9", w, fwb=True, tlbi_range=True) == {**md, "tlb_flush_vmid_ipa": 2}
+    # reset of a 2 GiB guest in 2 memslots [1G, 2G), [2G, 3G): every memslot whole, one pass each
+    # (2 memslot visits), one 1 GiB chunk each: 2 × (1 + 512) visits, 1,024 blocks, 2 tables,
+    # 2 range flushes, no resched, no host free.
+    r = Workload(vm_bytes=2 * G, backing=B2M, memslots=2, event="reset")
+    rs = {
+        "notifier_call": 1,
+        "memslot_visit": 2,
+        "entry_visit": 1_026,
+        "block_clear": 1_024,
+        "table_clear": 2,
+        "put_page": 1_026,
+        "table_free": 2,
+        "range_flush_call": 2,
+        "range_tlbi_op": 2,
+    }
+    assert events("v6.6", r, fwb=True, tlbi_range=True) == rs
+    assert events("v6.9", r, fwb=True, tlbi_range=True) == {**rs, "tlb_flush_vmid_ipa": 2}
+
+
+def test_v66_on_graviton3_via_estimate() -> None:
+    # graviton3 has FWB and TLBIRANGE: the v6.6 deferral applies through the machine's features.
+    g3 = load_machine("graviton3")
+    e = estimate(g3, [VS.lookup("v6.6"), VS.lookup("v6.9")], Workload(**W4G2M, event="munmap"))
+    got = [{ev: int(x) for ev, x in zip(EVENTS, e.breakdown.events[0, v], strict=True) if int(x)}
+           for v in range(2)]
+    assert got == [V66_DEFERRED_4G2M, {**V66_DEFERRED_4G2M, "tlb_flush_vmid_ipa": 4}]
+    # d05 has neither: per entry, with CMO
+    d05 = load_machine("d05")
+    e = estimate(d05, [VS.lookup("v6.6")], Workload(**W4G2M, event="munmap"))
+    assert {ev: int(x) for ev, x in zip(EVENTS, e.breakdown.events[0, 0], strict=True) if int(x)} == MUNMAP_4G2M
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "v6.6 'KVM: arm64: Invalidate the table entries upon a range': stage2_try_break_pte flushes a "
+    "replaced table with kvm_tlb_flush_vmid_range, a range flush whenever the CPU has TLBIRANGE "
+    "(FWB or not); only without TLBIRANGE does it fall back to __kvm_tlb_flush_vmid.  The v6.6 "
+    "row keeps v5.10's block_retry (final_flush: vmall) and the schema cannot gate a range flush "
+    "on TLBIRANGE alone"))
+def test_v66_block_retry_uses_a_range_flush_with_tlbirange() -> None:
+    # As test_v510_block_retry_is_one_vmall, but on a TLBIRANGE CPU: one range flush of the
+    # 2 MiB block = 512 pages -> 1 call, ops(512) = [(512>>6)&31 = 8] = 1; no VMALLS12E1IS.
+    w = Workload(vm_bytes=G, backing=B4K, event="block-retry")
+    assert events("v6.6", w, fwb=False, tlbi_range=True) == {
+        "notifier_call": 1,
+        "entry_visit": 514,
+        "put_page": 513,
+        "table_free": 1,
+        "range_flush_call": 1,
+        "range_tlbi_op": 1,
+    }
+
+
+def test_repeat_tlbi_workaround_covers_range_ops() -> None:
+    from s2teardown.instructions import Features, op_counts
+    from s2teardown.ops import OPS
+
+    one = np.zeros(len(EVENTS), dtype=np.int64)
+    one[EVENTS.index("range_tlbi_op")] = 1
+    ops = op_counts(one, Features(vhe=True, tlbi_repeat=True)).sum(axis=0)
+    # one range op under the workaround: tlbi; dsb ish; tlbi -> 2 range TLBIs, 1 dsb ish
+    assert {o: int(n) for o, n in zip(OPS, ops, strict=True) if n} == {"tlbi_range": 2, "dsb_ish": 1}
+
+
+def test_range_flush_formula() -> None:
+    # 2**18 pages (1 GiB): 1 call, 1 op.  2**21 − 1: odd, fields 31, 31, 31, 31 -> 5 ops.
+    # 2**21 = MAX_TLBI_RANGE_PAGES: 1 call, 1 op.  2**21 + 3: 2 calls, 1 + ops(3) = 3 ops.
+    # 2**23 (32 GiB): 4 calls, 4 ops.
+    assert [int(x) for x in range_ops(np.array([1, 2, 3, 64, 262_144, 2_097_151]))] == [1, 1, 2, 1, 1, 5]
+    calls, ops = range_flush(np.array([262_144, 2_097_152, 2_097_155, 8_388_608]))
+    assert [int(x) for x in calls] == [1, 1, 2, 4]
+    assert [int(x) for x in ops] == [1, 1, 3, 4]
+
+
+# ----------------------------------------------------------------------------------------------
+# v6.19: the destroy walk in 1 GiB chunks with cond_resched()
+
+
+def test_v619_exit_destroys_in_1g_chunks() -> None:
+    w = Workload(**W4G2M, event="exit")
+    # As v5.10's destroy (3 levels: a 1 GiB chunk is one entry-level entry, so visits are the
+    # same 3,072), plus a cond_resched() between the 1,024 chunks: 1,023.
+    want = {
+        "notifier_call": 1,
+        "entry_visit": 3_072,
+        "put_page": 2_052,
+        "table_free": 6,
+        "resched_point": 1_023,
+        "host_folio_free": 2_048,
+    }
+    assert events("v6.19", w, fwb=True, tlbi_range=True) == want
+    segs = segments("v6.19", w, fwb=True, tlbi_range=True)
+    assert segs.events.shape[0] == 1_024 and not segs.lock_held.any()
+    # chunk 1 ([1G, 2G)): 1 entry-level + 512 PMD visits, 512 + 1 put_page
+    assert col(segs, "entry_visit")[:3] == [1, 513, 513]
+    assert col(segs, "put_page")[:3] == [0, 513, 513]
+
+
+def test_v619_16k_pages_chunk_at_32m() -> None:
+    # 16 KiB pages, 40-bit IPA: 2 levels, 32,768 entry-level entries of 32 MiB in 16 pgd pages.
+    # 1 GiB of 32 MiB blocks at [1G, 2G): 32 blocks straight in the entry level, no table.
+    # stage2_range_addr_end cuts at the KVM_PGTABLE_MIN_BLOCK_LEVEL block = 32 MiB (not 1 GiB):
+    # 32,768 chunks -> 32,767 resched points (a 1 GiB cut would give 1,023).
+    w = Workload(vm_bytes=G, backing=((32 * M, 100.0),), granule=16 * K, event="exit")
+    v510 = {
+        "notifier_call": 1,
+        "entry_visit": 32_768,
+        "put_page": 32,
+        "table_free": 16,
+        "host_folio_free": 32,
+    }
+    assert events("v5.10", w, fwb=False) == v510
+    assert events("v6.19", w, fwb=False) == {**v510, "resched_point": 32_767}
+
+
+def test_v619_four_level_64t_guest() -> None:
+    # 64 TiB of 1 GiB blocks at [1G, 64T+1G): auto IPA = 47 bits (2**46 = 64T is not enough),
+    # 4 levels, 256 L0 entries of 512 GiB, 1 pgd page.  L0 entries 0..128 hold a PUD table
+    # (entry 0: blocks 1..511; 1..127 full; 128: one block at 64T) -> 129 PUD tables,
+    # 65,536 blocks.
+    w = Workload(vm_bytes=64 * T, backing=B1G, event="exit")
+    assert w.geometry().ipa_bits == 47 and w.geometry().levels == 4
+    # v5.10, one walk: 256 L0 + 129 × 512 PUD entries = 66,304 visits; put_page 65,536 + 129
+    # = 65,665; tables 129 + 1 pgd = 130; no resched.
+    v510 = {
+        "notifier_call": 1,
+        "entry_visit": 66_304,
+        "put_page": 65_665,
+        "table_free": 130,
+        "host_folio_free": 65_536,
+    }
+    assert events("v5.10", w, fwb=True, tlbi_range=True) == v510
+    # v6.19: 2**47 / 2**30 = 131,072 chunks -> 131,071 resched points.  Each chunk loads its L0
+    # entry (131,072) and, while its PUD table exists, one PUD entry: L0 entries 0..127 all
+    # 512 chunks (the table goes in the chunk of its last block) = 65,536, entry 128 only its
+    # first chunk (the table is freed there) = 1 -> 131,072 + 65,537 = 196,609 visits.
+    assert events("v6.19", w, fwb=True, tlbi_range=True) == {
+        **v510, "entry_visit": 196_609, "resched_point": 131_071,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# --kernel: the mainline variant in force at each boundary version
+
+KERNEL_BOUNDARIES = [
+    ("5.8", "v5.5"), ("5.9", "v5.9"), ("5.10", "v5.10"), ("6.0", "v5.10"), ("6.1", "v6.1"),
+    ("6.5", "v6.1"), ("6.6", "v6.6"), ("6.6.46", "v6.6"), ("6.6.47", "v6.9"), ("6.8", "v6.6"),
+    ("6.9", "v6.9"), ("6.18", "v6.9"), ("6.19", "v6.19"),
+]
+
+
+@pytest.mark.parametrize(("version", "name"), KERNEL_BOUNDARIES)
+def test_for_kernel_boundaries(version: str, name: str) -> None:
+    assert VS.for_kernel(version).name == name
+
+
+def test_for_kernel_too_old() -> None:
+    with pytest.raises(UserError):
+        VS.for_kernel("4.19")
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def test_cli_kernel_boundaries(capsys) -> None:
+    for version, name in KERNEL_BOUNDARIES:
+        code, out, err = run_cli(capsys, "estimate", "--vm", "1G", "--machine", "d05", "--kernel", version,
+                                 "--format", "json")
+        assert code == 0, (version, err)
+        assert [v["name"] for v in json.loads(out)["variants"]] == [name], version
+    code, out, err = run_cli(capsys, "estimate", "--vm", "1G", "--machine", "d05", "--kernel", "4.19")
+    assert code == 2 and "--kernel" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Every path names its notifier event and kernel function
+
+PATH_NAMES = {
+    "exit": ("kvm_mmu_notifier_release", "kvm_arch_flush_shadow_all", "kvm_pgtable_stage2_destroy"),
+    "munmap": ("MMU_NOTIFY_UNMAP", "kvm_unmap_hva_range", "unmap_stage2_range"),
+    "clear": ("MMU_NOTIFY_CLEAR", "kvm_unmap_hva_range"),
+    "oom": ("MMU_NOTIFY_UNMAP", "non-blockable", "kvm_unmap_hva_range"),
+    "memslot-delete": ("KVM_SET_USER_MEMORY_REGION", "kvm_arch_flush_shadow_memslot"),
+    "reset": ("KVM_ARM_VCPU_INIT", "stage2_unmap_vm"),
+    "block-retry": ("user_mem_abort", "stage2_set_pmd_huge"),
+    "munmap-then-exit": ("munmap", "exit"),
+}
+
+
+def test_every_path_names_its_kernel_functions(capsys) -> None:
+    assert set(PATH_NAMES) == set(EVENT_PATH)
+    for event, names in PATH_NAMES.items():
+        code, out, err = run_cli(capsys, "estimate", "--vm", "2G", "--machine", "graviton3", "--kernel", "6.8",
+                                 "--event", event, "--format", "json")
+        assert code == 0, (event, err)
+        doc = json.loads(out)
+        assert doc["workload"]["event"] == event
+        for n in names:
+            assert n in doc["kernel_path"], (event, n)
+
+
+def test_lock_hold_warning_in_json_and_table(capsys) -> None:
+    argv = ("estimate", "--vm", "64G", "--backing", "4K", "--machine", "d05", "--kernel", "5.10")
+    code, out, _ = run_cli(capsys, *argv, "--format", "json")
+    assert code == 0
+    (warning,) = json.loads(out)["warnings"]
+    assert warning.startswith("v5.10: ") and "mmu_lock not held" in warning
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and "mmu_lock not held" in out

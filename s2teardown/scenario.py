@@ -47,7 +47,14 @@ from .geometry import GRANULES, MAX_IPA_BITS, MIN_IPA_BITS, Geometry, auto_ipa_b
 from .layout import CLEAR, TEARDOWN, UNMAP, Extent, Invocation, Layout, Memslot, munmap_event
 from .resources import resolve_config
 from .units import format_size, parse_size
-from .yamlio import YamlDocument, did_you_mean, line_of, read_yaml, read_yaml_text
+from .yamlio import (
+    YamlDocument,
+    check_schema_version,
+    did_you_mean,
+    line_of,
+    read_yaml,
+    read_yaml_text,
+)
 
 __all__ = [
     "CHANGES_SINCE",
@@ -283,33 +290,7 @@ def _required(
 
 
 def _check_version(data: Mapping[str, Any], file: str) -> None:
-    if "schema_version" not in data:
-        raise UserError(
-            file,
-            1,
-            "schema_version",
-            f"schema_version: {SCHEMA_VERSION} (required)",
-            "no schema_version",
-        )
-    v = data["schema_version"]
-    line = line_of(data, "schema_version", 1)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise UserError(file, line, "schema_version", f"the integer {SCHEMA_VERSION}", describe(v))
-    if v == SCHEMA_VERSION:
-        return
-    if v > SCHEMA_VERSION:
-        hint = (
-            f"the file is for a newer s2teardown; this one reads version {SCHEMA_VERSION}"
-            f" ({CHANGES_SINCE[SCHEMA_VERSION]})"
-        )
-    else:
-        changes = [
-            f"v{n}: {CHANGES_SINCE[n]}"
-            for n in range(max(v, 0) + 1, SCHEMA_VERSION + 1)
-            if n in CHANGES_SINCE
-        ]
-        hint = f"changed since version {v}: " + "; ".join(changes)
-    raise UserError(file, line, "schema_version", str(SCHEMA_VERSION), str(v), hint)
+    check_schema_version(data, file, SCHEMA_VERSION, CHANGES_SINCE)
 
 
 def _string(data: Mapping[str, Any], key: str, file: str, where: str, required: bool,

@@ -54,6 +54,7 @@ from yaml.reader import ReaderError
 from .errors import UserError, describe
 
 __all__ = [
+    "check_schema_version",
     "MAX_BYTES",
     "YamlDocument",
     "YamlList",
@@ -432,3 +433,34 @@ def sha256_of(path: str | Path) -> str:
     """Hex sha256 of a file's bytes (the same digest :func:`read_yaml` reports)."""
     name = str(path)
     return hashlib.sha256(_read_bytes(Path(path), name)).hexdigest()
+
+
+def check_schema_version(
+    data: Any, file: str, version: int, changes_since: dict[int, str]
+) -> None:
+    """The file's ``schema_version`` must be ``version``; otherwise one line saying what changed.
+
+    ``changes_since[n]`` describes what version ``n`` changed (shown for older files; a newer
+    file is told which version this tool reads).
+    """
+    if "schema_version" not in data:
+        raise UserError(
+            file, 1, "schema_version", f"schema_version: {version} (required)", "no schema_version"
+        )
+    v = data["schema_version"]
+    line = line_of(data, "schema_version", 1)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise UserError(file, line, "schema_version", f"the integer {version}", describe(v))
+    if v == version:
+        return
+    if v > version:
+        hint = (
+            f"the file is for a newer s2teardown; this one reads version {version}"
+            f" ({changes_since[version]})"
+        )
+    else:
+        changes = [
+            f"v{n}: {changes_since[n]}" for n in range(max(v, 0) + 1, version + 1) if n in changes_since
+        ]
+        hint = f"changed since version {v}: " + "; ".join(changes)
+    raise UserError(file, line, "schema_version", str(version), str(v), hint)

@@ -63,6 +63,18 @@ def _console() -> Any:
 
 
 FORMATS = click.Choice(["table", "json", "csv", "markdown"])
+
+
+def output_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``-o/--output FILE``: write there atomically instead of stdout."""
+    return click.option("-o", "--output", default=None, metavar="FILE",
+                        help="Write to FILE (atomically) instead of stdout.")(fn)
+
+
+def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format`` with these choices, the first being the default."""
+    return click.option("--format", "fmt", type=click.Choice(list(choices)), default=choices[0],
+                        show_default=True)
 #: --event values (workload.EVENTS_SUPPORTED; repeated here so --help does not import numpy).
 EVENT_CHOICES = ["exit", "munmap", "clear", "oom", "memslot-delete", "reset", "block-retry",
                  "munmap-then-exit"]
@@ -243,7 +255,7 @@ def build_estimate(
               default="triangular", show_default=True, help="How a ranged parameter is drawn for --samples.")
 @click.option("--sensitivity", is_flag=True,
               help="Elasticity of each total to each parameter, and the share resting on assumed values.")
-@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically) instead of stdout.")
+@output_option
 def estimate(fmt: str, formulas: bool, samples: int | None, seed: int | None, distribution: str,
              sensitivity: bool, output: str | None, **inputs: Any) -> None:
     """Per-phase cost of tearing down one VM, for every kernel variant.
@@ -344,8 +356,8 @@ def estimate(fmt: str, formulas: bool, samples: int | None, seed: int | None, di
 
 @cli.command()
 @input_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE (atomically) instead of stdout.")
+@format_option("table", "json")
+@output_option
 def explain(fmt: str, output: str | None, **inputs: Any) -> None:
     """The call path of one variant as a tree: phases, kernel functions, instructions.
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..cli import _console, _emit, build_estimate, input_options
+from ..cli import _console, _emit, build_estimate, format_option, input_options, output_option
 
 
 def _input_options_except(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -36,20 +36,8 @@ def _input_options_except(*names: str) -> Callable[[Callable[..., Any]], Callabl
     metavar="NAME|FILE",
     help="Machine (bundled name or YAML path); repeat to compare machines (default d05).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "markdown"]),
-    default="table",
-    show_default=True,
-)
-@click.option(
-    "-o",
-    "--output",
-    default=None,
-    metavar="FILE",
-    help="Write to FILE (atomically) instead of stdout.",
-)
+@format_option("table", "json", "markdown")
+@output_option
 def compare(machines: Sequence[str], fmt: str, output: str | None, **inputs: Any) -> None:
     """Machines, variants or kernels side by side for one workload.
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..cli import _console, _emit
+from ..cli import _console, _emit, format_option, output_option
 
 
 @click.command()
@@ -27,20 +27,8 @@ from ..cli import _console, _emit
     help="Share of a broadcast TLBI's price each other PE spends handling it (the cost "
     "on other cores).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "markdown"]),
-    default="table",
-    show_default=True,
-)
-@click.option(
-    "-o",
-    "--output",
-    default=None,
-    metavar="FILE",
-    help="Write to FILE (atomically) instead of stdout.",
-)
+@format_option("table", "json", "markdown")
+@output_option
 def plan(
     fleet: str, concurrency: int | None, remote_tlbi_fraction: float, fmt: str, output: str | None
 ) -> None:

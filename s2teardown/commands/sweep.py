@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import click
 
-from ..cli import EVENT_CHOICES, SIZE_HELP, _console, _emit, _fail
+from ..cli import EVENT_CHOICES, SIZE_HELP, _console, _emit, _fail, output_option
 from ..errors import UserError
 
 
@@ -121,13 +121,7 @@ def progress_wanted(quiet: bool, stream: TextIO | Any) -> bool:
     "(matplotlib).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes on stderr.")
-@click.option(
-    "-o",
-    "--output",
-    default=None,
-    metavar="FILE",
-    help="Write to FILE (atomically) instead of stdout.",
-)
+@output_option
 def sweep(
     vms: Sequence[str],
     backings: Sequence[str],

@@ -18,6 +18,7 @@ page (PTE) entries.  All functions are pure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 GRANULES: tuple[int, ...] = (4096, 16384, 65536)
 MIN_IPA_BITS = 32
@@ -38,47 +39,53 @@ class Geometry:
         if not MIN_IPA_BITS <= self.ipa_bits <= MAX_IPA_BITS:
             raise ValueError(f"ipa_bits must be {MIN_IPA_BITS}..{MAX_IPA_BITS}, got {self.ipa_bits}")
 
-    @property
+    @cached_property
     def page_shift(self) -> int:
         return self.granule.bit_length() - 1
 
-    @property
+    @cached_property
     def bits_per_level(self) -> int:
         """Index bits resolved by one level (a table page holds 2**bits entries of 8 bytes)."""
         return self.page_shift - 3
 
-    @property
+    @cached_property
     def entries_per_table(self) -> int:
         return 1 << self.bits_per_level
 
-    @property
+    @cached_property
     def levels(self) -> int:
         return max(2, (self.ipa_bits - 8) // self.bits_per_level)
+
+    @cached_property
+    def spans(self) -> tuple[int, ...]:
+        """Bytes of IPA space covered by one entry at each level, entry level first."""
+        n = self.levels
+        return tuple(1 << (self.page_shift + (n - 1 - k) * self.bits_per_level) for k in range(n))
 
     def span(self, level: int) -> int:
         """Bytes of IPA space covered by one entry at ``level`` (0 = entry level)."""
         if not 0 <= level < self.levels:
             raise ValueError(f"level {level} outside 0..{self.levels - 1}")
-        return 1 << (self.page_shift + (self.levels - 1 - level) * self.bits_per_level)
+        return self.spans[level]
 
-    @property
+    @cached_property
     def ipa_size(self) -> int:
         return 1 << self.ipa_bits
 
-    @property
+    @cached_property
     def top_entry_size(self) -> int:
         return self.span(0)
 
-    @property
+    @cached_property
     def top_entries(self) -> int:
         return self.ipa_size // self.top_entry_size
 
-    @property
+    @cached_property
     def pgd_pages(self) -> int:
         """Pages of the entry-level table (concatenated tables), freed only at teardown."""
         return max(1, (self.top_entries * 8 + self.granule - 1) // self.granule)
 
-    @property
+    @cached_property
     def leaf_sizes(self) -> tuple[int, ...]:
         """Mappable leaf sizes, smallest first: page, PMD block, and (4 KiB, >=3 levels) PUD block."""
         sizes = [self.granule, self.span(self.levels - 2)]
@@ -95,12 +102,12 @@ class Geometry:
                 return level
         raise ValueError(f"{leaf} bytes is not a leaf size of this geometry {self.leaf_sizes}")
 
-    @property
+    @cached_property
     def largest_block(self) -> int:
         """The largest block mapping this geometry can hold."""
         return self.leaf_sizes[-1]
 
-    @property
+    @cached_property
     def min_block_chunk(self) -> int:
         """v6.1's lock-break chunk, the block size at KVM_PGTABLE_MIN_BLOCK_LEVEL for the granule:
         1 GiB, 32 MiB or 512 MiB for 4, 16 or 64 KiB pages, whatever the number of levels

@@ -112,7 +112,7 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Machine description: a YAML path, or a bundled name (see `machines list`)."),
         click.option("--variants", "variants", multiple=True, metavar="NAMES",
                      help="Variants to show, comma-separated or repeated (default: all). `series` = P7."),
-        click.option("--variants-file", type=click.Path(dir_okay=False), metavar="FILE",
+        click.option("--variants-file", metavar="FILE",
                      help="Your own variants YAML (may build on the bundled ones by `base`)."),
         click.option("--kernel", "kernels", multiple=True, metavar="VERSION",
                      help="Add the mainline variant in force at VERSION (e.g. 6.8, 6.6.47); repeatable."),
@@ -240,7 +240,12 @@ def build_estimate(
     except ValueError as exc:
         msg = str(exc)
         flag, _, rest = msg.partition(": ")
-        raise UserError(f"--{flag}" if rest else "--vm", None, None, rest.removeprefix("expected ") or msg) from None
+        given = {"vm": vm, "range": range_, "memslots": str(memslots), "backing": backing,
+                 "ram-base": ram_base, "mapped": str(mapped), "device": str(device), "event": event}
+        if not rest:
+            flag, rest = "vm", msg
+        got = given.get(flag) or ""
+        raise UserError(f"--{flag}", None, None, rest.removeprefix("expected "), got) from None
 
 
 @cli.command()
@@ -382,6 +387,19 @@ def explain(fmt: str, output: str | None, **inputs: Any) -> None:
                "warnings": list(est.warnings), "trees": trees}
         _emit(json.dumps(doc, indent=2) + "\n", output)
         return
+    if output:
+        import io
+
+        from rich.console import Console
+
+        buf = io.StringIO()
+        file_con = Console(file=buf, width=200, highlight=False, color_system=None)
+        for t in trees:
+            file_con.print(explain_rich(t))
+        _emit(buf.getvalue(), output)
+        for w in est.warnings:
+            click.echo(f"s2teardown: warning: {w}", err=True)
+        return
     con = _console()
     for t in trees:
         con.print(explain_rich(t))
@@ -439,7 +457,7 @@ def machines_show(machine: str) -> None:
 
     from .machine import load_machine
 
-    m = load_machine(machine)
+    m = load_machine(machine, flag="MACHINE")
     t = Table(title=f"{m.name} — {m.description}", box=None, header_style="bold")
     for c in ("section", "field", "value", "source", "range"):
         t.add_column(c)
@@ -457,7 +475,7 @@ def machines_validate(files: Sequence[str]) -> None:
     from .machine import load_machine
 
     for f in files:
-        m = load_machine(f)
+        m = load_machine(f, flag="FILE")
         click.echo(f"{f}: ok ({m.name})")
 
 
@@ -485,7 +503,7 @@ def variants() -> None:
 
 
 @variants.command("list")
-@click.option("--variants-file", type=click.Path(dir_okay=False), metavar="FILE")
+@click.option("--variants-file", metavar="FILE")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def variants_list(variants_file: str | None, fmt: str) -> None:
     """List the variants (bundled, plus your file's)."""
@@ -511,7 +529,7 @@ def variants_list(variants_file: str | None, fmt: str) -> None:
 
 @variants.command("show")
 @click.argument("name")
-@click.option("--variants-file", type=click.Path(dir_okay=False), metavar="FILE")
+@click.option("--variants-file", metavar="FILE")
 def variants_show(name: str, variants_file: str | None) -> None:
     """Show one variant's full behaviour per invocation kind, and where each value comes from."""
     from dataclasses import fields
@@ -577,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo("s2teardown: interrupted", err=True)
         code = EXIT_INTERRUPTED
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"s2teardown: error: {_one_line_usage(exc)}", err=True)
         code = EXIT_USAGE
     except KeyboardInterrupt:
         click.echo("s2teardown: interrupted", err=True)
@@ -599,6 +617,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:
         _quiet_stdout()
     sys.exit(code)
+
+
+def _one_line_usage(exc: click.ClickException) -> str:
+    """click's usage errors as one line, in the tool's ``--flag: expected …, got …`` form."""
+    import re
+
+    from .yamlio import did_you_mean
+
+    if isinstance(exc, click.BadParameter) and isinstance(getattr(exc.param, "type", None), click.Choice):
+        param = exc.param
+        assert param is not None
+        choices = [str(c) for c in param.type.choices]  # type: ignore[attr-defined]
+        m = re.search(r"'([^']*)' is not one of", exc.format_message())
+        got = m.group(1) if m else "?"
+        flag = max(param.opts, key=len) if param.opts else param.name or "?"
+        hint = did_you_mean(got, choices)
+        return f"{flag}: expected one of {', '.join(choices)}, got {got!r}" + (f" ({hint})" if hint else "")
+    msg = " ".join(exc.format_message().split())
+    m = re.match(r"No such command '([^']*)'", msg)
+    if m:
+        hint = did_you_mean(m.group(1), cli.commands)
+        return f"expected a command ({', '.join(sorted(cli.commands))}), got {m.group(1)!r}" + (
+            f" ({hint})" if hint else ""
+        )
+    return msg
 
 
 def _quiet_stdout() -> None:

@@ -46,11 +46,22 @@ from .sweep import Backing, backing_label, select_variants, size_list
 from .units import format_size
 from .variants import Variant, load_variants
 from .workload import EVENTS_SUPPORTED, Workload
-from .yamlio import YamlDocument, did_you_mean, line_of, read_yaml, read_yaml_text
+from .yamlio import (
+    YamlDocument,
+    check_schema_version,
+    did_you_mean,
+    line_of,
+    read_yaml,
+    read_yaml_text,
+)
 
 F64 = npt.NDArray[np.float64]
 
 SCHEMA_VERSION = 1
+CHANGES_SINCE = {1: "the first fleet format"}
+#: Upper bounds on fleet numbers, so that every derived quantity stays finite.
+MAX_RATE = 1e9
+MAX_WEIGHT = 1e12
 #: Default share of a broadcast TLBI's price each other PE spends handling it.
 REMOTE_TLBI_FRACTION = 0.10
 #: The broadcast TLBI operations (ops.OPS): scaled by concurrency, felt by every other PE.
@@ -535,7 +546,7 @@ def _weighted(
         _keys(file, item, where, (*item_keys, "weight"))
         if "weight" not in item:
             raise UserError(file, iline, f"{where}.weight", "a weight >= 0 (required)", "none")
-        w = _num(file, item, "weight", f"{where}.weight", minimum=0.0)
+        w = _num(file, item, "weight", f"{where}.weight", minimum=0.0, maximum=MAX_WEIGHT)
         out.append((item, w, iline, where))
     if sum(w for _, w, _, _ in out) <= 0:
         raise UserError(file, line, key, "weights that are not all 0", "all 0")
@@ -649,19 +660,7 @@ def _build(doc: YamlDocument, base_dir: Path) -> Fleet:
     if not isinstance(data, dict):
         raise UserError(file, 1, None, "a mapping of fleet fields", describe(data))
     _keys(file, data, "", TOP_KEYS)
-    if "schema_version" not in data:
-        raise UserError(
-            file, 1, "schema_version", f"schema_version: {SCHEMA_VERSION} (required)", "none"
-        )
-    sv = data["schema_version"]
-    if isinstance(sv, bool) or sv != SCHEMA_VERSION:
-        raise UserError(
-            file,
-            line_of(data, "schema_version"),
-            "schema_version",
-            str(SCHEMA_VERSION),
-            describe(sv),
-        )
+    check_schema_version(data, file, SCHEMA_VERSION, CHANGES_SINCE)
     for k in ("machine", "teardowns_per_hour", "vm_sizes"):
         if k not in data:
             raise UserError(file, 1, k, f"{k} (required)", "none")
@@ -708,7 +707,9 @@ def _build(doc: YamlDocument, base_dir: Path) -> Fleet:
         key = exc.file if exc.file in data else "variants"
         raise exc.replace(file=file, line=line_of(data, key), field=key) from None
 
-    rate = _num(file, data, "teardowns_per_hour", "teardowns_per_hour", minimum=0.0)
+    # a bound keeps every product finite (1e9 teardowns an hour is ~280,000 a second)
+    rate = _num(file, data, "teardowns_per_hour", "teardowns_per_hour", minimum=0.0,
+                maximum=MAX_RATE)
     conc = _int(file, data, "concurrency", "concurrency", 1) if "concurrency" in data else 1
     if conc > machine.pes:
         raise UserError(

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .counts import Batch
-from .geometry import Geometry, auto_ipa_bits
+from .geometry import MAX_IPA_BITS, Geometry, auto_ipa_bits
 from .layout import (
     BLOCK_RETRY,
     CLEAR,
@@ -39,6 +39,7 @@ from .layout import (
     Memslot,
 )
 from .prices import Placement
+from .units import format_size
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -79,6 +80,13 @@ class Workload:
 
     def check(self) -> None:
         """Raise ValueError (with the flag's name first) if the workload cannot be laid out."""
+        if self.vm_bytes <= 0:
+            raise ValueError("vm: expected a positive size")
+        if self.ipa_bits is None and self.resolved_ipa_bits() > MAX_IPA_BITS:
+            raise ValueError(
+                f"vm: expected guest RAM (from its base) to end below the top of the largest "
+                f"({MAX_IPA_BITS}-bit) IPA space ({format_size(1 << MAX_IPA_BITS)})"
+            )
         g = self.geometry()
         if self.vm_bytes <= 0 or self.vm_bytes % g.granule:
             raise ValueError(f"vm: expected a positive multiple of the {g.granule}-byte granule")
@@ -96,7 +104,10 @@ class Workload:
             if leaf not in g.leaf_sizes:
                 raise ValueError(f"backing: {leaf} bytes is not a leaf size here {g.leaf_sizes}")
             if slot % leaf:
-                raise ValueError(f"memslots: each memslot ({slot} bytes) must hold whole {leaf}-byte leaves")
+                raise ValueError(
+                    f"memslots: expected memslots that each hold whole {format_size(leaf)} leaves "
+                    f"(each would be {format_size(slot)})"
+                )
         if abs(sum(p for _, p in self.backing) - 100.0) > 1e-6:
             raise ValueError("backing: the percentages must sum to 100")
         if not 0.0 <= self.mapped <= 1.0:
@@ -110,7 +121,9 @@ class Workload:
             if self.event not in RANGED:
                 raise ValueError(f"range: expected an --event that takes a range ({', '.join(RANGED)})")
             if size <= 0 or off < 0 or off + size > self.vm_bytes:
-                raise ValueError("range: expected OFFSET:SIZE inside the guest RAM")
+                raise ValueError(
+                    f"range: expected OFFSET:SIZE inside the guest RAM ({format_size(self.vm_bytes)})"
+                )
             if off % g.granule or size % g.granule:
                 raise ValueError(f"range: expected multiples of the {g.granule}-byte granule")
 

@@ -19,7 +19,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     os.umask(umask)
     try:
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        # surrogateescape: a file name that is not UTF-8 (it reaches us from argv as lone
+        # surrogates) is written back as the bytes it was, not an encoding error
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

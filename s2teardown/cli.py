@@ -79,6 +79,8 @@ def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[...,
 EVENT_CHOICES = ["exit", "munmap", "clear", "oom", "memslot-delete", "reset", "block-retry",
                  "munmap-then-exit"]
 RANGED = ("munmap", "munmap-then-exit", "clear", "oom", "memslot-delete", "block-retry")
+#: KVM_USER_MEM_SLOTS on arm64 (arch/arm64/include/asm/kvm_host.h)
+MAX_MEMSLOTS = 512
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -197,6 +199,9 @@ def build_estimate(
             raise UserError("--ipa-bits", None, None, "auto or a whole number 32..48", repr(ipa_bits)) from None
         if not 32 <= bits <= 48:
             raise UserError("--ipa-bits", None, None, "auto or a whole number 32..48", str(bits))
+    if not 1 <= memslots <= MAX_MEMSLOTS:
+        raise UserError("--memslots", None, None, f"a whole number 1..{MAX_MEMSLOTS} (KVM's arm64 limit)",
+                        str(memslots))
     for flag, val in (("--mapped", mapped), ("--device", device)):
         if not (0.0 <= val <= 1.0):
             raise UserError(flag, None, None, "a fraction in [0, 1]", repr(val))

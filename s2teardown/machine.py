@@ -83,6 +83,10 @@ SOURCE_KINDS: Final[dict[str, str]] = {
 _SOURCE_RE = re.compile(r"^(?:(sourced|derived|calibrated)\s*:\s*\S.*|(assumed)\b.*)$", re.S)
 
 PLACEMENT_TOLERANCE: Final = 1e-9
+#: Largest magnitude of a real-valued field (ns, GHz, fractions, ...).  Far beyond any real
+#: machine (1e15 ns is 11 days per operation), and small enough that counts × prices, their
+#: sums and their squares (uncertainty) stay finite: a bigger value would turn into inf/NaN.
+MAX_REAL: Final = 1e15
 
 
 class _Sentinel:
@@ -163,7 +167,9 @@ class Field:
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
+    if float(x).is_integer() and abs(x) < 1e16:
+        return str(int(x))
+    return repr(float(x))
 
 
 def _f(group: str, name: str, type_: str, unit: str, meaning: str, **kw: Any) -> Field:
@@ -676,9 +682,13 @@ def _check_value(f: Field, raw: Any, file: str | None, line: int | None, where: 
             raise bad()
         num: int | float = raw
     else:
-        num = float(raw)
+        num = float(raw)  # a YAML integer fits in 64 bits (yamlio), so this cannot overflow
         if not math.isfinite(num):
             raise bad()
+        if abs(num) > MAX_REAL:
+            raise UserError(
+                file, line, where, f"{f.allowed()}, at most {MAX_REAL:g}", describe(raw)
+            )
     if f.choices is not None and num not in f.choices:
         raise bad()
     if f.minimum is not None and (num <= f.minimum if f.exclusive_minimum else num < f.minimum):

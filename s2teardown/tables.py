@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,11 @@ FORMAT_VERSION: Final = 1
 DOCUMENT: Final = "s2teardown cost table"
 #: Version of the table-spec YAML format.
 SPEC_SCHEMA_VERSION: Final = 1
+#: What changed in each version of the spec format (shown when a spec's schema_version differs).
+SPEC_CHANGES_SINCE: Final[dict[int, str]] = {
+    1: "first version: description, machines, vm_bytes, backings, events, variants, "
+    "variants_file, preempt and watchdog_thresh_s",
+}
 DEFAULT_RTOL: Final = 0.01
 DEFAULT_ATOL_NS: Final = 1000.0
 
@@ -157,12 +163,27 @@ def _backing_json(b: Backing) -> list[dict[str, Any]]:
     return [{"leaf_bytes": leaf, "percent": pct} for leaf, pct in b]
 
 
+#: Integers (in a spec or a table) must fit in 64 bits, as yamlio requires of YAML: a JSON
+#: integer has no bound, and a huge one would overflow any float arithmetic on it.
+_INT64_MAX = (1 << 63) - 1
+
+
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, int) and not isinstance(v, bool) and -_INT64_MAX - 1 <= v <= _INT64_MAX
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return _is_int(v) if isinstance(v, int) else math.isfinite(v)
+
+
+def _describe(v: Any) -> str:
+    """`describe`, with a huge integer shortened (the message stays one short line)."""
+    if isinstance(v, int) and not isinstance(v, bool) and not _is_int(v):
+        text = str(v)
+        return f"{text[:10]}...{text[-6:]} (an integer of {len(text)} digits)"
+    return describe(v)
 
 
 class _Checker:
@@ -194,7 +215,7 @@ class _Checker:
                 raise self.fail(data, key, key, f"a non-empty list of {what}", "an empty list")
             return v
         if isinstance(v, dict) or v is None:
-            raise self.fail(data, key, key, f"a list of {what}", describe(v))
+            raise self.fail(data, key, key, f"a list of {what}", _describe(v))
         return [v]  # one value stands for a one-item list
 
 
@@ -209,7 +230,7 @@ def parse_spec(
             1 if not prefix else None,
             prefix.rstrip(".") or None,
             "a mapping with schema_version, machines and vm_bytes",
-            describe(data),
+            _describe(data),
         )
     for k in data:
         if k not in _SPEC_KEYS:
@@ -226,12 +247,24 @@ def parse_spec(
             raise ck.fail(data, None, k, "a value (required)", "nothing")
     sv = data["schema_version"]
     if not _is_int(sv) or sv != SPEC_SCHEMA_VERSION:
+        hint = None
+        if _is_int(sv) and sv > SPEC_SCHEMA_VERSION:
+            hint = (
+                f"the spec is for a newer s2teardown; this one reads version {SPEC_SCHEMA_VERSION}"
+                f" ({SPEC_CHANGES_SINCE[SPEC_SCHEMA_VERSION]})"
+            )
+        elif _is_int(sv):
+            hint = f"changed since version {sv}: " + "; ".join(
+                f"v{n}: {SPEC_CHANGES_SINCE[n]}"
+                for n in range(max(sv, 0) + 1, SPEC_SCHEMA_VERSION + 1)
+                if n in SPEC_CHANGES_SINCE
+            )
         raise ck.fail(
-            data, "schema_version", "schema_version", str(SPEC_SCHEMA_VERSION), describe(sv)
+            data, "schema_version", "schema_version", str(SPEC_SCHEMA_VERSION), _describe(sv), hint
         )
     desc = data.get("description") or ""
     if not isinstance(desc, str):
-        raise ck.fail(data, "description", "description", "a string", describe(desc))
+        raise ck.fail(data, "description", "description", "a string", _describe(desc))
 
     machines: list[str] = []
     items = ck.as_list(data, "machines", "machine names or paths")
@@ -240,7 +273,7 @@ def parse_spec(
         ck.lines[fld] = ck.line(items, i) or ck.line(data, "machines")
         if not isinstance(m, str) or not m.strip():
             raise ck.fail(
-                items, i, fld, "a bundled machine name or a path to a machine file", describe(m)
+                items, i, fld, "a bundled machine name or a path to a machine file", _describe(m)
             )
         if m in machines:
             raise ck.fail(items, i, fld, "each machine once", f"a second {m!r}")
@@ -257,7 +290,7 @@ def parse_spec(
                 if isinstance(v, str)
                 else None
             )
-            raise ck.fail(items, i, fld, "a positive whole number of bytes", describe(v), hint)
+            raise ck.fail(items, i, fld, "a positive whole number of bytes", _describe(v), hint)
         if v in sizes:
             raise ck.fail(items, i, fld, "each size once", f"a second {v}")
         sizes.append(v)
@@ -289,7 +322,7 @@ def parse_spec(
                     i,
                     fld,
                     "one of " + ", ".join(EVENTS_SUPPORTED),
-                    describe(ev),
+                    _describe(ev),
                     did_you_mean(ev, EVENTS_SUPPORTED) if isinstance(ev, str) else None,
                 )
             if ev in events:
@@ -306,7 +339,7 @@ def parse_spec(
             ck.lines[fld] = ck.line(items, i) or ck.line(data, "variants")
             if not isinstance(n, str) or not n.strip():
                 raise ck.fail(
-                    items, i, fld, "a variant name, or `all` for the whole list", describe(n)
+                    items, i, fld, "a variant name, or `all` for the whole list", _describe(n)
                 )
             if n not in names:
                 names.append(n)
@@ -320,13 +353,13 @@ def parse_spec(
             "variants_file",
             "variants_file",
             "a path to a variants YAML file",
-            describe(vfile),
+            _describe(vfile),
         )
 
     preempt = data.get("preempt", "none")
     if preempt not in PREEMPT_MODES or not isinstance(preempt, str):
         raise ck.fail(
-            data, "preempt", "preempt", "one of " + ", ".join(PREEMPT_MODES), describe(preempt)
+            data, "preempt", "preempt", "one of " + ", ".join(PREEMPT_MODES), _describe(preempt)
         )
     thresh = data.get("watchdog_thresh_s", 10.0)
     if not _is_num(thresh) or not 0 < thresh < 1e6:
@@ -335,7 +368,7 @@ def parse_spec(
             "watchdog_thresh_s",
             "watchdog_thresh_s",
             "a positive number of seconds",
-            describe(thresh),
+            _describe(thresh),
         )
 
     for i, vm in enumerate(sizes):
@@ -386,13 +419,13 @@ def _parse_backing(ck: _Checker, items: list[Any], j: int, mix: Any) -> Backing:
     fld = f"backings[{j}]"
     parts = [mix] if isinstance(mix, dict) else mix
     if not isinstance(parts, list) or not parts:
-        raise ck.fail(items, j, fld, "a list of {leaf_bytes, percent} mappings", describe(mix))
+        raise ck.fail(items, j, fld, "a list of {leaf_bytes, percent} mappings", _describe(mix))
     out: list[tuple[int, float]] = []
     for k, part in enumerate(parts):
         where = f"{fld}[{k}]" if isinstance(mix, list) else fld
         cont, key = (parts, k) if isinstance(mix, list) else (items, j)
         if not isinstance(part, dict):
-            raise ck.fail(cont, key, where, "a mapping {leaf_bytes: N, percent: P}", describe(part))
+            raise ck.fail(cont, key, where, "a mapping {leaf_bytes: N, percent: P}", _describe(part))
         for pk in part:
             if pk not in ("leaf_bytes", "percent"):
                 raise ck.fail(
@@ -415,7 +448,7 @@ def _parse_backing(ck: _Checker, items: list[Any], j: int, mix: Any) -> Backing:
                 "leaf_bytes",
                 f"{where}.leaf_bytes",
                 "a leaf size in bytes (4096, 2097152, 1073741824)",
-                describe(leaf),
+                _describe(leaf),
                 hint,
             )
         if "percent" not in part and len(parts) > 1:
@@ -429,7 +462,7 @@ def _parse_backing(ck: _Checker, items: list[Any], j: int, mix: Any) -> Backing:
         pct = part.get("percent", 100.0)
         if not _is_num(pct) or pct <= 0:
             raise ck.fail(
-                part, "percent", f"{where}.percent", "a positive percentage", describe(pct)
+                part, "percent", f"{where}.percent", "a positive percentage", _describe(pct)
             )
         if any(leaf == s for s, _ in out):
             raise ck.fail(
@@ -711,9 +744,18 @@ def build_table(
     }
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def table_json(doc: Mapping[str, Any]) -> str:
-    """The document as JSON text: indented, numbers as numbers, no NaN."""
-    return json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    """The document as JSON text: indented, numbers as numbers, no NaN.
+
+    Text stays readable (no ``\\u`` escapes), except lone surrogates — a file name that is not
+    UTF-8 arrives from the command line as such — which are escaped, so the text is valid
+    UTF-8 and reads back to the same name.
+    """
+    text = json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -790,7 +832,7 @@ def _check_type(value: Any, schema: Any, where: str, file: str) -> None:
             None,
             where,
             expected,
-            describe(value),
+            _describe(value),
             "a damaged table: regenerate it with `s2teardown table`",
         )
 
@@ -860,10 +902,23 @@ def read_table(path: str | Path) -> dict[str, Any]:
         ) from None
     if not text.strip():
         raise UserError(name, 1, None, "a JSON cost table", "an empty file")
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise UserError(
+            name,
+            text.count("\n", 0, nul) + 1,
+            None,
+            "a JSON cost table (text)",
+            f"binary data (NUL byte at offset {nul})",
+        )
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        truncated = not text.rstrip().endswith("}")
+        # truncated: the parser ran out of text (not: it met something that is not JSON)
+        # (an unterminated string runs to the end: strict JSON has no raw newline in a string)
+        truncated = text.lstrip().startswith(("{", "[")) and (
+            exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        )
         raise UserError(
             name,
             exc.lineno,
@@ -872,8 +927,16 @@ def read_table(path: str | Path) -> dict[str, Any]:
             f"invalid JSON ({exc.msg}) at column {exc.colno}",
             "the file ends early: truncated?" if truncated else "corrupt?",
         ) from None
+    except RecursionError:
+        raise UserError(
+            name, None, None, "a JSON cost table", "nesting too deep to read", "corrupt?"
+        ) from None
+    except ValueError:  # an integer of more than 4300 digits (int's conversion limit)
+        raise UserError(
+            name, None, None, "a JSON cost table", "an integer of thousands of digits", "corrupt?"
+        ) from None
     if not isinstance(doc, dict):
-        raise UserError(name, None, None, "a JSON object (a cost table)", describe(doc))
+        raise UserError(name, None, None, "a JSON object (a cost table)", _describe(doc))
     fv = doc.get("format_version")
     if "format_version" not in doc:
         raise UserError(
@@ -885,12 +948,12 @@ def read_table(path: str | Path) -> dict[str, Any]:
             "not a cost table? write one with `s2teardown table`",
         )
     if not _is_int(fv):
-        raise UserError(name, None, "format_version", "an integer", describe(fv))
+        raise UserError(name, None, "format_version", "an integer", _describe(fv))
     if doc.get("document") != DOCUMENT:
         got = (
             "an estimate document"
             if doc.get("command") == "estimate"
-            else describe(doc.get("document"))
+            else _describe(doc.get("document"))
         )
         raise UserError(
             name, None, "document", f"{DOCUMENT!r} (written by `s2teardown table`)", got

@@ -16,9 +16,14 @@ from .behaviour import CHOICES, Behaviour
 from .errors import UserError, describe
 from .ops import PASS_KINDS
 from .resources import bundled_root
-from .yamlio import YamlDocument, did_you_mean, line_of, read_yaml
+from .yamlio import YamlDocument, check_schema_version, did_you_mean, line_of, read_yaml
 
 SCHEMA_VERSION = 1
+#: What changed in each version (printed when a file's ``schema_version`` does not match).
+CHANGES_SINCE: dict[int, str] = {
+    1: "first version: a list of variants, each a name, a base and the behaviour fields it "
+    "changes per invocation kind",
+}
 _META = ("name", "base", "title", "kernel", "patch", "provenance", "description", "aliases",
          "backports")
 _KEYS = _META + PASS_KINDS
@@ -133,9 +138,7 @@ def _entries(doc: YamlDocument) -> list[tuple[dict[str, Any], str, Any]]:
         if key not in ("schema_version", "variants"):
             raise _err(doc, data, key, str(key), "schema_version or variants", f"unknown key {key!r}",
                        did_you_mean(key, ("schema_version", "variants")))
-    sv = data.get("schema_version")
-    if sv != SCHEMA_VERSION or isinstance(sv, bool):
-        raise _err(doc, data, "schema_version", "schema_version", f"{SCHEMA_VERSION}", describe(sv))
+    check_schema_version(data, doc.name, SCHEMA_VERSION, CHANGES_SINCE)
     items = data.get("variants")
     if not isinstance(items, list) or not items:
         raise _err(doc, data, "variants", "variants", "a non-empty list of variants", describe(items))

@@ -27,6 +27,8 @@ Rules (each violation is a one-line :class:`~s2teardown.errors.UserError` naming
 * at most :data:`MAX_BYTES` (1 MiB) of UTF-8 text (a leading BOM is ignored); binary content
   (a NUL byte), invalid UTF-8, directories, missing and unreadable files are errors;
 * exactly one document, and it must not be empty;
+* integers must fit in 64 bits (``-2**63 .. 2**63-1``): larger ones are refused, not turned
+  into overflows downstream;
 * scalars follow the YAML 1.2 core schema, not YAML 1.1: only ``true``/``false`` are booleans
   (``yes``, ``no``, ``on``, ``off`` stay strings), ``null``/``~``/empty are null, ``1e-9`` is a
   float, ``0777`` is the string ``'0777'`` (no octal surprises), ``0x1F``/``0o17`` are ints,
@@ -74,6 +76,9 @@ MAX_BYTES = 1 << 20
 _MAX_DESC = "1 MiB (1048576 bytes)"
 #: Deepest nesting accepted (a guard against pathological input).
 MAX_DEPTH = 64
+#: Integers must fit in 64 bits (signed): every consumer can then turn them into a float or a
+#: numpy int64 without overflowing.
+MAX_INT = (1 << 63) - 1
 
 
 class YamlMap(dict[Any, Any]):
@@ -236,6 +241,13 @@ _StrictLoader.add_implicit_resolver(_T_FLOAT, _FLOAT_RE, list("-+.0123456789"))
 _StrictLoader.add_implicit_resolver(_T_NULL, _NULL_RE, ["~", "n", "N", ""])
 
 
+def _short_number(text: str, limit: int = 24) -> str:
+    """A long number as its first and last digits and its length (errors stay short)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:10]}...{text[-6:]} ({len(text)} characters)"
+
+
 def _scalar(node: ScalarNode, name: str, path: tuple[Any, ...]) -> Any:
     text = node.value
     try:
@@ -244,7 +256,16 @@ def _scalar(node: ScalarNode, name: str, path: tuple[Any, ...]) -> Any:
         if node.tag == _T_BOOL:
             return text.lower() == "true"
         if node.tag == _T_INT:
-            return int(text.replace("_", ""), 0)
+            value = int(text.replace("_", ""), 0)
+            if not -MAX_INT - 1 <= value <= MAX_INT:
+                raise UserError(
+                    name,
+                    node.start_mark.line + 1,
+                    _dotted(path),
+                    "an integer that fits in 64 bits (-2**63 .. 2**63-1)",
+                    _short_number(text),
+                )
+            return value
         if node.tag == _T_FLOAT:
             low = text.lower()
             if low.endswith(".nan"):
@@ -375,10 +396,12 @@ def _read_bytes(path: Path, name: str) -> bytes:
         with path.open("rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
             if len(raw) > MAX_BYTES:
-                size = len(raw)
+                size = 0
                 with contextlib.suppress(OSError):
                     size = path.stat().st_size
-                raise UserError(name, None, None, f"a file of at most {_MAX_DESC}", f"{size} bytes")
+                # a device or a pipe has no size: say what was read
+                got = f"{size} bytes" if size >= len(raw) else f"more than {MAX_BYTES} bytes"
+                raise UserError(name, None, None, f"a file of at most {_MAX_DESC}", got)
             return raw
     except FileNotFoundError:
         raise UserError(name, None, None, "an existing file", "no such file") from None

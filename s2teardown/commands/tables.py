@@ -101,7 +101,7 @@ def _report(
 
 
 @click.command("table")
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec")
 @click.option(
     "-o",
     "--output",
@@ -137,7 +137,7 @@ def table(spec: str, output: str | None, quiet: bool) -> None:
 
 
 @click.command("check")
-@click.argument("table_file", metavar="TABLE", type=click.Path(dir_okay=False))
+@click.argument("table_file", metavar="TABLE")
 @click.option(
     "--rtol",
     default=0.01,
@@ -239,8 +239,8 @@ def _exit(code: int) -> None:
 
 
 @click.command("diff")
-@click.argument("old", type=click.Path(dir_okay=False))
-@click.argument("new", type=click.Path(dir_okay=False))
+@click.argument("old")
+@click.argument("new")
 @click.option(
     "--rtol",
     default=0.01,

@@ -71,15 +71,13 @@ def parse_sizes(text: str) -> list[int]:
     The end of a range is included when the steps land on it.  Order is kept, duplicates are
     dropped.  ValueError (starting with "expected") for anything else.
     """
-    out: list[int] = []
+    out: dict[int, None] = {}  # ordered and duplicate-free in linear time
     parts = [p for p in text.split(",") if p.strip()]
     if not parts:
         raise ValueError(f"expected a size, a range A..B:xK or A..B:+STEP, or a list, got {text!r}")
     for part in parts:
-        for v in _parse_one(part):
-            if v not in out:
-                out.append(v)
-    return out
+        out.update(dict.fromkeys(_parse_one(part)))
+    return list(out)
 
 
 def _parse_one(part: str) -> list[int]:

@@ -1004,11 +1004,6 @@ def test_many_memslots_munmap_is_bounded() -> None:
 
 
 @pytest.mark.deep
-@pytest.mark.skipif(not DEEP, reason="a minute today; S2T_DEEP=1 (make test-deep) runs it")
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired, reason=(
-    "sweep.parse_sizes and commands/sweep.py drop duplicate sizes with `v not in list`: "
-    "quadratic, so `sweep --vm 1G..64T:+1G` (65,536 sizes, under the 100,000-value range cap) "
-    "takes ~50 s before it is refused for having too many rows; docs/cli.md says 'refused "
-    "before any work'. Wanted: a set (or dict.fromkeys) for the dedup"))
+@pytest.mark.skipif(not DEEP, reason="S2T_DEEP=1 (make test-deep) runs it")
 def test_oversized_sweep_is_refused_at_once() -> None:
     assert _within(["sweep", "--vm", "1G..64T:+1G"], 10) == 2

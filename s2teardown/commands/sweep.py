@@ -172,7 +172,8 @@ def sweep(
             vals = parse_sizes(text)
         except ValueError as exc:
             raise _fail("--vm", exc) from None
-        sizes.extend(v for v in vals if v not in sizes)
+        sizes.extend(vals)
+    sizes = list(dict.fromkeys(sizes))
     backs = []
     for text in backings or ("2M",):
         try:

@@ -26,6 +26,21 @@ I64 = npt.NDArray[np.int64]
 _STAGE2 = np.array([PHASE_INDEX[p] for p in STAGE2_PHASES])
 
 
+def stage2_total(time_ns: F64) -> F64:
+    """The Stage-2 total of phase times ``[..., PHASES]`` (every phase but the host's free)."""
+    return time_ns[..., _STAGE2].sum(axis=-1)  # type: ignore[no-any-return]
+
+
+def host_total(time_ns: F64) -> F64:
+    """The host-side free (outside Stage-2) of phase times ``[..., PHASES]``."""
+    return time_ns[..., PHASE_INDEX["host_free"]]
+
+
+def dominant_phase(time_ns: F64) -> I64:
+    """Index into PHASES of the largest Stage-2 phase of phase times ``[..., PHASES]``."""
+    return _STAGE2[np.argmax(time_ns[..., _STAGE2], axis=-1)]  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     """What the model needs of a variant: its name and one behaviour per invocation kind."""
@@ -81,11 +96,11 @@ class Breakdown:
 
     @property
     def stage2_ns(self) -> F64:
-        return self.time_ns[..., _STAGE2].sum(axis=-1)  # type: ignore[no-any-return]
+        return stage2_total(self.time_ns)
 
     @property
     def host_ns(self) -> F64:
-        return self.time_ns[..., PHASE_INDEX["host_free"]]
+        return host_total(self.time_ns)
 
     @property
     def speedup(self) -> F64:
@@ -97,7 +112,7 @@ class Breakdown:
     @property
     def dominant(self) -> I64:
         """Index into PHASES of the largest Stage-2 phase, per (scenario, variant)."""
-        return _STAGE2[np.argmax(self.time_ns[..., _STAGE2], axis=-1)]  # type: ignore[no-any-return]
+        return dominant_phase(self.time_ns)
 
     def phase_ops(self, s: int, v: int, phase: str) -> list[tuple[str, int, float]]:
         """(op, count, unit price) of the operations a phase is made of (non-zero counts)."""

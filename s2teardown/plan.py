@@ -39,8 +39,8 @@ import numpy.typing as npt
 from .api import evaluate_workloads
 from .errors import UserError, describe
 from .machine import Machine, load_machine
-from .model import weights
-from .ops import OP_INDEX, PHASE_INDEX, PHASES, STAGE2_PHASES
+from .model import host_total, stage2_total, weights
+from .ops import OP_INDEX, PHASES
 from .resources import resolve_config
 from .sweep import Backing, backing_label, select_variants, size_list
 from .units import format_size
@@ -67,7 +67,6 @@ REMOTE_TLBI_FRACTION = 0.10
 #: The broadcast TLBI operations (ops.OPS): scaled by concurrency, felt by every other PE.
 TLBI_OPS: tuple[str, ...] = ("tlbi_is", "tlbi_vmall", "tlbi_range")
 _TLBI_IDX = np.array([OP_INDEX[o] for o in TLBI_OPS])
-_STAGE2_IDX = np.array([PHASE_INDEX[p] for p in STAGE2_PHASES])
 _TWO_MIB: Backing = ((2 << 20, 100.0),)
 
 TOP_KEYS: tuple[str, ...] = (
@@ -247,11 +246,11 @@ class Plan:
 
     @property
     def stage2_ns(self) -> F64:
-        return self.time_ns[..., _STAGE2_IDX].sum(axis=-1)  # type: ignore[no-any-return]
+        return stage2_total(self.time_ns)
 
     @property
     def host_ns(self) -> F64:
-        return self.time_ns[..., PHASE_INDEX["host_free"]]
+        return host_total(self.time_ns)
 
     @property
     def own_ns(self) -> F64:

@@ -34,6 +34,7 @@ import numpy.typing as npt
 from .api import Estimate, evaluate_workloads
 from .errors import UserError
 from .machine import Machine
+from .model import dominant_phase, host_total, stage2_total
 from .ops import PHASE_INDEX, PHASES, STAGE2_PHASES
 from .units import format_ns, format_size, parse_size
 from .variants import Variant, VariantSet
@@ -201,17 +202,16 @@ class SweepResult:
     @property
     def stage2_ns(self) -> F64:
         """Stage-2 total (every phase but host_free), shape (M, N, B, E, V)."""
-        return self.time_ns[..., _STAGE2_IDX].sum(axis=-1)  # type: ignore[no-any-return]
+        return stage2_total(self.time_ns)
 
     @property
     def host_ns(self) -> F64:
-        return self.time_ns[..., PHASE_INDEX["host_free"]]
+        return host_total(self.time_ns)
 
     @property
     def dominant(self) -> I64:
         """Index into PHASES of the largest Stage-2 phase at each point."""
-        idx = np.argmax(self.time_ns[..., _STAGE2_IDX], axis=-1)
-        return _STAGE2_IDX[idx]  # type: ignore[no-any-return]
+        return dominant_phase(self.time_ns)
 
     @property
     def speedup(self) -> F64:
@@ -571,7 +571,7 @@ class Comparison:
 
     @property
     def stage2_ns(self) -> F64:
-        return self.time_ns[:, _STAGE2_IDX].sum(axis=-1)  # type: ignore[no-any-return]
+        return stage2_total(self.time_ns)
 
     @property
     def host_ns(self) -> F64:
@@ -587,9 +587,7 @@ class Comparison:
     @property
     def dominant(self) -> list[str]:
         """The largest Stage-2 phase of each entry."""
-        return [
-            PHASES[int(_STAGE2_IDX[i])] for i in np.argmax(self.time_ns[:, _STAGE2_IDX], axis=-1)
-        ]
+        return [PHASES[int(i)] for i in dominant_phase(self.time_ns)]
 
     @property
     def delta_ns(self) -> F64:

@@ -639,6 +639,14 @@ def _one_line_usage(exc: click.ClickException) -> str:
         flag = max(param.opts, key=len) if param.opts else param.name or "?"
         hint = did_you_mean(got, choices)
         return f"{flag}: expected one of {', '.join(choices)}, got {got!r}" + (f" ({hint})" if hint else "")
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError) and isinstance(exc.ctx, click.Context):
+        # a group without its subcommand: name the commands rather than run its help together
+        group = exc.ctx.command
+        names = ", ".join(sorted(getattr(group, "commands", {})))
+        path = exc.ctx.command_path
+        sub = path.partition(" ")[2]
+        return (f"{sub + ': ' if sub else ''}expected a command ({names}); "
+                f"see '{path} --help'")
     msg = " ".join(exc.format_message().split())
     m = re.match(r"No such command '([^']*)'", msg)
     if m:

@@ -33,9 +33,11 @@ from .ops import OPS
 from .resources import resolve_config
 from .yamlio import (
     YamlDocument,
+    check_name,
     check_schema_version,
     did_you_mean,
     line_of,
+    one_line_text,
     read_yaml,
     read_yaml_text,
 )
@@ -870,15 +872,17 @@ def _plain_string(data: Mapping[str, Any], key: str, file: str, required: bool) 
             raise UserError(file, 1, key, "a non-empty string (required)", f"no {key!r}")
         return ""
     v = data[key]
+    line = line_of(data, key, 1)
     if not isinstance(v, str) or (required and not v.strip()):
         raise UserError(
             file,
-            line_of(data, key, 1),
+            line,
             key,
             "a non-empty string" if required else "a string",
             describe(v),
         )
-    return v
+    # the name is a table cell and part of messages; the description one line of a header
+    return check_name(v, file, line, key) if required else one_line_text(v, file, line, key)
 
 
 def _cross_check(m: Machine, file: str | None, placement_line: int | None = None) -> None:

@@ -49,9 +49,11 @@ from .resources import resolve_config
 from .units import format_size, parse_size
 from .yamlio import (
     YamlDocument,
+    check_name,
     check_schema_version,
     did_you_mean,
     line_of,
+    one_line_text,
     read_yaml,
     read_yaml_text,
 )
@@ -300,15 +302,17 @@ def _string(data: Mapping[str, Any], key: str, file: str, where: str, required: 
             raise UserError(file, line, where, "a non-empty string (required)", f"no {key!r}")
         return ""
     v = data[key]
+    vline = _line(data, key, line)
     if not isinstance(v, str) or (required and not v.strip()):
         raise UserError(
             file,
-            _line(data, key, line),
+            vline,
             where,
             "a non-empty string" if required else "a string",
             describe(v),
         )
-    return v
+    # the required strings are names (table cells, parts of messages); the other, a description
+    return check_name(v, file, vline, where) if required else one_line_text(v, file, vline, where)
 
 
 # ---------------------------------------------------------------------------------------------

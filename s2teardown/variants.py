@@ -16,7 +16,14 @@ from .behaviour import CHOICES, Behaviour
 from .errors import UserError, describe
 from .ops import PASS_KINDS
 from .resources import bundled_root
-from .yamlio import YamlDocument, check_schema_version, did_you_mean, line_of, read_yaml
+from .yamlio import (
+    YamlDocument,
+    check_name,
+    check_schema_version,
+    did_you_mean,
+    line_of,
+    read_yaml,
+)
 
 SCHEMA_VERSION = 1
 #: What changed in each version (printed when a file's ``schema_version`` does not match).
@@ -155,6 +162,8 @@ def _check_entry(doc: YamlDocument, item: dict[str, Any], i: int) -> dict[str, A
     where = f"variants[{i}]"
     if not isinstance(name, str) or not name.strip():
         raise _err(doc, item, "name", f"{where}.name", "a non-empty string", describe(name))
+    # a name is a table column, a CSV field and part of messages (check_name's rule)
+    check_name(name, doc.name, line_of(item, "name") or getattr(item, "line", None), f"{where}.name")
     where = f"variants[{name}]"
     for key in item:
         if key not in _KEYS:
@@ -170,6 +179,9 @@ def _check_entry(doc: YamlDocument, item: dict[str, Any], i: int) -> dict[str, A
         names = item.get(key, [])
         if not isinstance(names, list) or not all(isinstance(a, str) for a in names):
             raise _err(doc, item, key, f"{where}.{key}", "a list of strings", describe(names))
+    for j, alias in enumerate(item.get("aliases", [])):
+        check_name(alias, doc.name, line_of(item["aliases"], j) or line_of(item, "aliases"),
+                   f"{where}.aliases[{j}]")
     for key in ("kernel", *range(len(item.get("backports", [])))):
         text = item.get("kernel") if key == "kernel" else item["backports"][key]
         if text is not None and parse_version(text) is None:

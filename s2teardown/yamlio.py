@@ -23,7 +23,8 @@ Rules (each violation is a one-line :class:`~s2teardown.errors.UserError` naming
 * no explicit tags at all (``!!python/object``, ``!foo``, even ``!!str``);
 * no anchors or aliases (``&a``/``*a``): write values out — simple, and it rules out
   "billion laughs" expansion;
-* no duplicate keys in a mapping (reported at the second one); keys must be scalars;
+* no duplicate keys in a mapping (reported at the second one); keys must be scalars, and a
+  string key printable (no control characters: keys are echoed in messages);
 * at most :data:`MAX_BYTES` (1 MiB) of UTF-8 text (a leading BOM is ignored); binary content
   (a NUL byte), invalid UTF-8, directories, missing and unreadable files are errors;
 * exactly one document, and it must not be empty;
@@ -56,7 +57,9 @@ from yaml.reader import ReaderError
 from .errors import UserError, describe
 
 __all__ = [
+    "check_name",
     "check_schema_version",
+    "one_line_text",
     "MAX_BYTES",
     "YamlDocument",
     "YamlList",
@@ -307,6 +310,11 @@ def _convert(node: Node, name: str, path: tuple[Any, ...]) -> Any:
                     "a mapping" if isinstance(key_node, MappingNode) else "a list",
                 )
             key = _scalar(key_node, name, path)
+            if isinstance(key, str) and not key.isprintable():
+                # (a key is echoed in messages: a newline or an escape sequence would break them)
+                raise UserError(
+                    name, key_line, _dotted(path), "a key of printable characters", describe(key)
+                )
             if key in out:
                 raise UserError(
                     name,
@@ -456,6 +464,29 @@ def sha256_of(path: str | Path) -> str:
     """Hex sha256 of a file's bytes (the same digest :func:`read_yaml` reports)."""
     name = str(path)
     return hashlib.sha256(_read_bytes(Path(path), name)).hexdigest()
+
+
+#: Longest name (of a machine, variant, scenario, memslot) accepted.
+MAX_NAME = 64
+#: What a name must be: names become table cells, CSV fields, markdown and parts of one-line
+#: messages, where a newline, a control character or a '|' would break the line or the table.
+NAME_RULE = f"a name of at most {MAX_NAME} printable characters, without '|'"
+
+
+def check_name(value: str, file: str | None, line: int | None, field: str | None) -> str:
+    """``value`` if it is a good name (:data:`NAME_RULE`), else a one-line UserError."""
+    if len(value) > MAX_NAME or not value.isprintable() or "|" in value:
+        raise UserError(file, line, field, NAME_RULE, describe(value))
+    return value
+
+
+def one_line_text(value: str, file: str | None, line: int | None, field: str | None) -> str:
+    """A description as one line: runs of whitespace (newlines of a YAML block scalar
+    included) become one space; another control character is a one-line UserError."""
+    text = " ".join(value.split())
+    if not text.isprintable():
+        raise UserError(file, line, field, "printable text", describe(value))
+    return text
 
 
 def check_schema_version(

@@ -7,13 +7,14 @@ every view must show — the inputs as understood, assumptions, warnings, and wh
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .counts import Batch, batch_from_layout
+from .counts import Batch, batch_from_layout, linear_from_events
 from .geometry import Geometry
 from .instructions import Features
 from .machine import THETA_FIELDS, Machine
@@ -316,7 +317,7 @@ def _estimate_batch(
     names = [v.name for v in variants]
     base_idx = names.index(baseline) if baseline in names else 0
     b = evaluate(batch, specs, mi, baseline=base_idx, with_segments=with_segments)
-    b = Breakdown(**{**b.__dict__, "notes": _notes(b, variants, kinds, mi.fwb)})
+    b = dataclasses.replace(b, notes=_notes(b, variants, kinds, mi.fwb))
 
     mapped: dict[int, int] = {}
     device = 0
@@ -412,9 +413,11 @@ def evaluate_workloads(
     if with_segments:
         flat = [seg for _, b in parts for seg in (b.segments or ())]
         segs = tuple(flat[i] for i in order)
+    columns, coefficients = linear_from_events(cat("events"))
     return Breakdown(
         variants=first.variants,
-        unique_events=cat("events"),
+        columns=columns,
+        coefficients=coefficients,
         variant_row=np.arange(len(first.variants), dtype=np.intp),
         expansion=first.expansion,
         op_prices=first.op_prices,

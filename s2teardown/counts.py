@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -272,7 +273,67 @@ def range_flush(pages: I64) -> tuple[I64, I64]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Events from quantities and behaviour
+# Events from quantities and behaviour: a linear map
+#
+# Every event count is an integer combination of a few structural quantities (the six of
+# PassQuantities, per pass or chunk-run; an invocation's presence and memslot visits; the resched
+# points and range flushes of a chunked pass).  ``count`` therefore returns the quantities as
+# columns (S, C) and, per behaviour set, the integer coefficients (C, EVENTS); events are their
+# product, and a cost is the product with prices folded into the coefficients first (model.py).
+
+#: The fields of PassQuantities, in the order of the rows of `pass_coefficients`.
+QUANTITIES: tuple[str, ...] = ("pte", "pte_dev", "pmd", "pud", "freed", "visits")
+_PTE, _DEV, _PMD, _PUD, _FREED, _VISITS = range(len(QUANTITIES))
+_LEAVES = [_PTE, _DEV, _PMD, _PUD]
+
+
+def quantity_matrix(q: PassQuantities) -> I64:
+    """The quantities stacked on a last axis, in `QUANTITIES` order."""
+    return np.stack([getattr(q, f) for f in QUANTITIES], axis=-1)
+
+
+def pass_coefficients(
+    g: Geometry,
+    behaviour: Behaviour,
+    *,
+    fwb: bool,
+    tlbi_range: bool,
+    cache_line: int,
+    kind: str,
+) -> I64:
+    """(QUANTITIES, EVENTS): the kernel events of a pass or chunk per unit of each quantity,
+    without per-invocation ones (the range flush of a deferring variant is added by the caller).
+
+    A cache line divides every granule, so the DC CIVAC count of a leaf is its size / line.
+    """
+    ix = EVENT_INDEX
+    a = np.zeros((len(QUANTITIES), N_EVENTS), dtype=np.int64)
+    a[_VISITS, ix["entry_visit"]] = 1
+    a[[*_LEAVES, _FREED], ix["put_page"]] = 1  # the leaf's table page, the emptied table's parent
+    a[_FREED, ix["table_free"]] = 1
+    if kind in FREES_HOST_PAGES:
+        a[_PTE, ix["host_page_free"]] = 1
+        a[[_PMD, _PUD], ix["host_folio_free"]] = 1
+    if behaviour.walk == "destroy":
+        return a  # kvm_pgtable_stage2_destroy: references dropped, tables freed, nothing cleared
+    a[[_PTE, _DEV], ix["pte_clear"]] = 1
+    a[[_PMD, _PUD], ix["block_clear"]] = 1
+    a[_FREED, ix["table_clear"]] = 1
+    deferred = range_flush_applies(behaviour, fwb=fwb, tlbi_range=tlbi_range)
+    tlb = ix["tlb_flush_vmid_ipa"]
+    if behaviour.leaf_tlbi != "none" and not deferred:
+        a[_LEAVES, tlb] += 1
+    if behaviour.table_tlbi == "per_entry" or (behaviour.table_tlbi == "deferred" and not deferred):
+        a[_FREED, tlb] += 1
+    if behaviour.cmo == "per_leaf" and not fwb:
+        if cache_line <= 0 or g.granule % cache_line:
+            raise ValueError(f"a cache line of {cache_line} bytes does not divide the granule")
+        a[[_PTE, _PMD, _PUD], ix["dcache_flush_call"]] = 1  # device PTEs are not flushed
+        a[_PTE, ix["dc_civac_line"]] = g.granule // cache_line
+        a[_PMD, ix["dc_civac_line"]] = g.leaf_sizes[1] // cache_line
+        if len(g.leaf_sizes) > 2:
+            a[_PUD, ix["dc_civac_line"]] = g.leaf_sizes[2] // cache_line
+    return a
 
 
 def pass_events(
@@ -285,53 +346,35 @@ def pass_events(
     cache_line: int,
     kind: str,
 ) -> I64:
-    """Kernel events (last axis: ops.EVENTS) of a pass or chunk, without per-invocation ones.
+    """Kernel events (last axis: ops.EVENTS) of a pass or chunk, without per-invocation ones."""
+    a = pass_coefficients(g, behaviour, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line, kind=kind)
+    return quantity_matrix(q) @ a
 
-    The range flush of a deferring variant is per chunk-walk and added by the caller.
-    """
-    shape = q.pte.shape + (N_EVENTS,)
-    ev = np.zeros(shape, dtype=np.int64)
-    leaves = q.pte + q.pte_dev + q.pmd + q.pud
+
+def invocation_columns(b: Batch, i: int) -> tuple[I64, I64]:
+    """(present, memslots visited) of invocation ``i``, per scenario."""
+    present = b.inv_present[:, i].astype(np.int64)
+    return present, present * b.n_memslots
+
+
+def invocation_coefficients(b: Batch, i: int, behaviour: Behaviour) -> I64:
+    """(2, EVENTS): events charged once per invocation, per unit of `invocation_columns`: the
+    entry call, the memslot visits, the final flush, the pgd pages."""
     ix = EVENT_INDEX
-    ev[..., ix["entry_visit"]] = q.visits
-    ev[..., ix["put_page"]] = leaves + q.freed
-    ev[..., ix["table_free"]] = q.freed
-    if kind in FREES_HOST_PAGES:
-        ev[..., ix["host_page_free"]] = q.pte
-        ev[..., ix["host_folio_free"]] = q.pmd + q.pud
-    if behaviour.walk == "destroy":
-        return ev  # kvm_pgtable_stage2_destroy: references dropped, tables freed, nothing cleared
-    ev[..., ix["pte_clear"]] = q.pte + q.pte_dev
-    ev[..., ix["block_clear"]] = q.pmd + q.pud
-    ev[..., ix["table_clear"]] = q.freed
-    deferred = range_flush_applies(behaviour, fwb=fwb, tlbi_range=tlbi_range)
-    tlb = np.zeros_like(leaves)
-    if behaviour.leaf_tlbi != "none" and not deferred:
-        tlb = tlb + leaves
-    if behaviour.table_tlbi == "per_entry" or (behaviour.table_tlbi == "deferred" and not deferred):
-        tlb = tlb + q.freed
-    ev[..., ix["tlb_flush_vmid_ipa"]] = tlb
-    if behaviour.cmo == "per_leaf" and not fwb:
-        ev[..., ix["dcache_flush_call"]] = q.pte + q.pmd + q.pud
-        pud_size = g.leaf_sizes[2] if len(g.leaf_sizes) > 2 else 0
-        bytes_ = q.pte * g.granule + q.pmd * g.leaf_sizes[1] + q.pud * pud_size
-        ev[..., ix["dc_civac_line"]] = bytes_ // cache_line
-    return ev
+    a = np.zeros((2, N_EVENTS), dtype=np.int64)
+    a[0, ix["notifier_call"]] = 1
+    if b.inv_kind[i] in ITERATES_MEMSLOTS:
+        a[1, ix["memslot_visit"]] = 1
+    if behaviour.final_flush == "vmall":
+        a[0, ix["flush_remote_tlbs"]] = 1
+    if b.inv_kind[i] == TEARDOWN:
+        a[0, ix["table_free"]] = b.geometry.pgd_pages
+    return a
 
 
 def invocation_events(b: Batch, i: int, behaviour: Behaviour) -> I64:
-    """Events charged once per invocation: the entry call, memslot visits, final flush, pgd."""
-    ev = np.zeros((b.size, N_EVENTS), dtype=np.int64)
-    present = b.inv_present[:, i].astype(np.int64)
-    ix = EVENT_INDEX
-    ev[:, ix["notifier_call"]] = present
-    if b.inv_kind[i] in ITERATES_MEMSLOTS:
-        ev[:, ix["memslot_visit"]] = present * b.n_memslots
-    if behaviour.final_flush == "vmall":
-        ev[:, ix["flush_remote_tlbs"]] = present
-    if b.inv_kind[i] == TEARDOWN:
-        ev[:, ix["table_free"]] = present * b.geometry.pgd_pages
-    return ev
+    """Events charged once per invocation (S, EVENTS)."""
+    return np.stack(invocation_columns(b, i), axis=-1) @ invocation_coefficients(b, i, behaviour)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,18 +494,92 @@ class Segments:
         return np.repeat(self.lock_rows, self.repeat)
 
 
+def expand_linear(columns: I64, coefficients: I64) -> I64:
+    """Events (S, U, EVENTS) of quantity columns (S, C) and coefficients (U, C, EVENTS): the
+    integer product, term by non-zero coefficient (exact; a handful of terms per set)."""
+    out = np.zeros((columns.shape[0], coefficients.shape[0], N_EVENTS), dtype=np.int64)
+    for u, c, e in zip(*np.nonzero(coefficients), strict=True):
+        out[:, u, e] += columns[:, c] * coefficients[u, c, e]
+    return out
+
+
+def linear_from_events(events: I64) -> tuple[I64, I64]:
+    """The trivial linear form of explicit events (S, U, EVENTS): every event count its own column."""
+    n_s, n_u, n_e = events.shape
+    coefficients = np.zeros((n_u, n_u * n_e, n_e), dtype=np.int64)
+    for u in range(n_u):
+        coefficients[u, u * n_e : (u + 1) * n_e, :] = np.eye(n_e, dtype=np.int64)
+    return events.reshape(n_s, n_u * n_e), coefficients
+
+
 @dataclass(frozen=True)
 class Counts:
-    """Event totals per distinct behaviour set; variants sharing one share a row."""
+    """Event totals per distinct behaviour set, in linear form; variants sharing a set share a
+    row.  ``unique[s, u] = columns[s] @ coefficients[u]``."""
 
-    unique: I64  # (S, U, N_EVENTS)
+    columns: I64  # (S, C) structural quantities
+    coefficients: I64  # (U, C, N_EVENTS)
     variant_row: npt.NDArray[np.intp]  # (V,) row of `unique` for each variant
     segments: tuple[tuple[Segments, ...], ...] | None  # [scenario][variant]
+
+    @cached_property
+    def unique(self) -> I64:
+        """(S, U, N_EVENTS): exact totals per behaviour set."""
+        return expand_linear(self.columns, self.coefficients)
 
     @property
     def events(self) -> I64:
         """(S, V, N_EVENTS): materialised on demand (large for big batches)."""
         return self.unique[:, self.variant_row]
+
+
+class _Linear:
+    """Columns of quantities, each computed once (by key), and coefficients per behaviour set."""
+
+    def __init__(self, n_sets: int) -> None:
+        self.index: dict[tuple[object, ...], int] = {}
+        self.arrays: list[I64] = []
+        self.terms: list[tuple[int, int, I64]] = []  # (set, column, coefficient row)
+        self.n_sets = n_sets
+
+    def __contains__(self, key: tuple[object, ...]) -> bool:
+        return key in self.index
+
+    def put(self, key: tuple[object, ...], arrays: Sequence[I64]) -> None:
+        """Columns for ``key`` (computed once: callers test ``key in`` first)."""
+        self.index[key] = len(self.arrays)
+        self.index[(*key, "n")] = len(arrays)
+        self.arrays.extend(arrays)
+
+    def columns(self, key: tuple[object, ...]) -> list[int]:
+        first, n = self.index[key], self.index[(*key, "n")]
+        return list(range(first, first + n))
+
+    def add(self, u: int, cols: list[int], coefficients: I64) -> None:
+        """Set ``u`` gets ``coefficients`` (len(cols), EVENTS) on the columns ``cols``."""
+        for c, row in zip(cols, coefficients.reshape(len(cols), N_EVENTS), strict=True):
+            if row.any():
+                self.terms.append((u, c, row))
+
+    def result(self, n_s: int) -> tuple[I64, I64]:
+        columns = np.empty((n_s, len(self.arrays)), dtype=np.int64)
+        for c, a in enumerate(self.arrays):
+            columns[:, c] = a
+        coefficients = np.zeros((self.n_sets, len(self.arrays), N_EVENTS), dtype=np.int64)
+        for u, c, row in self.terms:
+            coefficients[u, c] += row
+        return columns, coefficients
+
+
+def behaviour_sets(
+    b: Batch, variants: Sequence[Mapping[str, Behaviour]]
+) -> tuple[list[dict[str, Behaviour]], npt.NDArray[np.intp]]:
+    """The distinct behaviour sets over the batch's invocation kinds, and each variant's set."""
+    kinds = tuple(dict.fromkeys(b.inv_kind))
+    keys = [tuple(v[k] for k in kinds) for v in variants]
+    uniq = list(dict.fromkeys(keys))
+    row = np.array([uniq.index(k) for k in keys], dtype=np.intp)
+    return [dict(zip(kinds, u, strict=True)) for u in uniq], row
 
 
 def count(
@@ -481,44 +598,66 @@ def count(
     entry (4 levels with 1 GiB chunks) is evaluated chunk-run by chunk-run.
     """
     g = b.geometry
-    kinds = tuple(dict.fromkeys(b.inv_kind))
-    keys = [tuple(v[k] for k in kinds) for v in variants]
-    uniq = list(dict.fromkeys(keys))
-    row = np.array([uniq.index(k) for k in keys], dtype=np.intp)
-    behs = [dict(zip(kinds, u, strict=True)) for u in uniq]
+    behs, row = behaviour_sets(b, variants)
+    lin = _Linear(len(behs))
     ext = _Extents(b, 0)
-    ext_c = _Extents(b, 1)
+    ext_chunks: list[_Extents] = []  # with a chunk axis, made when a walk is chunked
+
+    def ext_c() -> _Extents:
+        if not ext_chunks:
+            ext_chunks.append(_Extents(b, 1))
+        return ext_chunks[0]
+
     n_e = b.ext_lo.shape[1]
     prev_lo = np.zeros((b.size, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((b.size, n_e, 0), dtype=np.int64)
-    # one contiguous (S, EVENTS) accumulator per behaviour set, stacked at the end
-    block = np.zeros((len(uniq), b.size, N_EVENTS), dtype=np.int64)
-    total = list(block)  # contiguous (S, EVENTS) views, one per behaviour set
-    for u, behaviours in enumerate(behs):
-        for i, kind in enumerate(b.inv_kind):
-            total[u] += invocation_events(b, i, behaviours[kind])
+    kw = {"fwb": fwb, "tlbi_range": tlbi_range, "cache_line": cache_line}
+    for i in range(len(b.inv_kind)):
+        lin.put(("invocation", i), invocation_columns(b, i))
+        for u, behaviours in enumerate(behs):
+            lin.add(u, lin.columns(("invocation", i)), invocation_coefficients(b, i, behaviours[b.inv_kind[i]]))
+    flush = np.zeros((2, N_EVENTS), dtype=np.int64)
+    flush[0, EVENT_INDEX["range_flush_call"]] = 1
+    flush[1, EVENT_INDEX["range_tlbi_op"]] = 1
+    resched = np.zeros((1, N_EVENTS), dtype=np.int64)
+    resched[0, EVENT_INDEX["resched_point"]] = 1
     for j, i in enumerate(b.pass_inv):
         kind = b.inv_kind[i]
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
         q, new_lo, new_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
+        runs: dict[int, tuple[I64, I64, I64]] = {}  # chunk size -> chunk_runs of this pass
         for u, behaviours in enumerate(behs):
             beh = behaviours[kind]
             chunk = walk_chunk(g, beh)
-            kw = {"fwb": fwb, "tlbi_range": tlbi_range, "cache_line": cache_line, "kind": kind}
+            if chunk is not None and chunk not in runs and (
+                chunk < g.top_entry_size or range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range)
+            ):
+                runs[chunk] = chunk_runs(b, j, chunk)
+            key: tuple[object, ...] = ("pass", j)
             if chunk is not None and chunk < g.top_entry_size:
-                c_lo, c_hi, mult = chunk_runs(b, j, chunk)
-                qc = chunk_quantities(g, ext_c, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi)
-                ev = pass_events(g, qc, beh, **kw)  # type: ignore[arg-type]
-                total[u] += (ev * mult[..., None]).sum(axis=1)
-            else:
-                total[u] += pass_events(g, q, beh, **kw)  # type: ignore[arg-type]
+                key = ("pass", j, chunk)
+                if key not in lin:
+                    c_lo, c_hi, mult = runs[chunk]
+                    qc = chunk_quantities(g, ext_c(), prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi)
+                    lin.put(key, list(np.moveaxis((quantity_matrix(qc) * mult[..., None]).sum(axis=1), -1, 0)))
+            elif key not in lin:
+                lin.put(key, list(np.moveaxis(quantity_matrix(q), -1, 0)))
+            lin.add(u, lin.columns(key), pass_coefficients(g, beh, kind=kind, **kw))  # type: ignore[arg-type]
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
-                r_lo, r_hi = (lo[:, None], hi[:, None]) if chunk is None else chunk_runs(b, j, chunk)[:2]
-                r_mult = np.ones_like(r_lo) if chunk is None else chunk_runs(b, j, chunk)[2]
-                total[u] += (_range_events(g, r_lo, r_hi) * r_mult[..., None]).sum(axis=1)
+                key = ("range", j, chunk)
+                if key not in lin:
+                    if chunk is None:
+                        r_lo, r_hi, r_mult = lo[:, None], hi[:, None], np.ones((b.size, 1), dtype=np.int64)
+                    else:
+                        r_lo, r_hi, r_mult = runs[chunk]
+                    ev = (_range_events(g, r_lo, r_hi) * r_mult[..., None]).sum(axis=1)
+                    lin.put(key, [ev[:, EVENT_INDEX["range_flush_call"]], ev[:, EVENT_INDEX["range_tlbi_op"]]])
+                lin.add(u, lin.columns(key), flush)
             if chunk is not None and resched_active(beh, b.inv_blockable[i]):
-                spanned = chunks_spanned(lo, hi, chunk)
-                total[u][:, EVENT_INDEX["resched_point"]] += np.maximum(spanned - 1, 0)
+                key = ("resched", j, chunk)
+                if key not in lin:
+                    lin.put(key, [np.maximum(chunks_spanned(lo, hi, chunk) - 1, 0)])
+                lin.add(u, lin.columns(key), resched)
         prev_lo, prev_hi = new_lo, new_hi
     segs = None
     if with_segments:
@@ -530,7 +669,8 @@ def count(
             ]
             per_s.append(tuple(done[r] for r in row))
         segs = tuple(per_s)
-    return Counts(np.moveaxis(block, 0, 1), row, segs)
+    columns, coefficients = lin.result(b.size)
+    return Counts(columns, coefficients, row, segs)
 
 
 _HOST = (EVENT_INDEX["host_page_free"], EVENT_INDEX["host_folio_free"])
@@ -550,7 +690,7 @@ def _segments_one(
     Host-side frees happen after the lock is dropped (exit_mmap) and belong to no segment.
     """
     g = b.geometry
-    one = _slice_batch(b, s)
+    one = slice_batch(b, s, s + 1)
     ext = _Extents(one, 1)  # batch shape (1, C)
     n_e = one.ext_lo.shape[1]
     prev_lo = np.zeros((1, 1, n_e, 0), dtype=np.int64)
@@ -631,19 +771,20 @@ def _segments_one(
     return Segments(run[ends] - run[starts], (run_free[ends] - run_free[starts]) == 0, repeat)
 
 
-def _slice_batch(b: Batch, s: int) -> Batch:
+def slice_batch(b: Batch, lo: int, hi: int) -> Batch:
+    """Scenarios ``lo..hi-1`` of a batch (views, no copy)."""
     return Batch(
         geometry=b.geometry,
-        ext_lo=b.ext_lo[s : s + 1],
-        ext_hi=b.ext_hi[s : s + 1],
-        ext_leaf=b.ext_leaf[s : s + 1],
-        ext_dev=b.ext_dev[s : s + 1],
-        n_memslots=b.n_memslots[s : s + 1],
+        ext_lo=b.ext_lo[lo:hi],
+        ext_hi=b.ext_hi[lo:hi],
+        ext_leaf=b.ext_leaf[lo:hi],
+        ext_dev=b.ext_dev[lo:hi],
+        n_memslots=b.n_memslots[lo:hi],
         inv_kind=b.inv_kind,
         inv_blockable=b.inv_blockable,
-        inv_present=b.inv_present[s : s + 1],
-        pass_lo=b.pass_lo[s : s + 1],
-        pass_hi=b.pass_hi[s : s + 1],
+        inv_present=b.inv_present[lo:hi],
+        pass_lo=b.pass_lo[lo:hi],
+        pass_hi=b.pass_hi[lo:hi],
         pass_inv=b.pass_inv,
         pass_slot=b.pass_slot,
     )

@@ -47,6 +47,8 @@ def union_length(lo: I64, hi: I64, *, presorted: bool = False) -> I64:
     ``presorted``: the non-empty intervals are already in order of ``lo`` (empty ones may sit
     anywhere), which saves the sort.
     """
+    if lo.shape[-1] == 0:
+        return np.zeros(lo.shape[:-1], dtype=np.int64)
     if lo.shape[-1] == 1:
         return np.clip(hi - lo, 0, None)[..., 0]  # type: ignore[no-any-return]
     lo, hi = normalise_empty(lo, hi)
@@ -68,8 +70,10 @@ def complement_within(a: I64, b: I64, lo: I64, hi: I64) -> tuple[I64, I64]:
     ``a`` and ``b`` have the batch shape; ``lo``/``hi`` have one more axis of ``q`` intervals.
     Returns ``q + 1`` pieces per batch element, some possibly empty.
     """
+    if lo.shape[-1] == 0:  # nothing removed: the whole of [a, b)
+        return normalise_empty(a[..., None], b[..., None])
     lo, hi = normalise_empty(lo, hi)
-    if lo.shape[-1] <= 1:
+    if lo.shape[-1] == 1:
         lo_s, hi_s = lo, hi
     else:
         order = np.argsort(lo, axis=-1, kind="stable")

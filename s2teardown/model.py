@@ -2,7 +2,10 @@
 
 ``time[s, v, phase] = Σ_event events[s, v, event] · W[event, phase]`` with
 ``W[event, phase] = Σ_op X[event, phase, op] · price[op]`` (X from `instructions.py`, prices
-from `prices.py`).  The longest stretch between resched points is the largest Stage-2 time of
+from `prices.py`).  Events are linear in a few structural quantities (`counts.py`:
+``events[s, v] = columns[s] @ coefficients[row(v)]``), so the prices are folded into the
+coefficients first and the whole breakdown is one matrix product per step of scenarios,
+``time[s] = columns[s] @ (coefficients @ W)``; the int64 events are materialised only on demand.  The longest stretch between resched points is the largest Stage-2 time of
 one segment (`counts.py`).  Pure: no I/O, no printing.
 """
 
@@ -10,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
 from .behaviour import Behaviour
-from .counts import Batch, Segments, count
+from .counts import Batch, Segments, count, expand_linear, slice_batch
 from .instructions import Features, expansion
 from .ops import OP_INDEX, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
 from .prices import Prices
@@ -65,8 +69,9 @@ class Breakdown:
     """The one result object every view renders from (compute once, render many)."""
 
     variants: tuple[str, ...]
-    unique_events: I64  # (S, U, EVENTS): one row per distinct behaviour set
-    variant_row: npt.NDArray[np.intp]  # (V,) the row of each variant
+    columns: I64  # (S, C) structural quantities (counts.py)
+    coefficients: I64  # (U, C, EVENTS): events per unit of each, per distinct behaviour set
+    variant_row: npt.NDArray[np.intp]  # (V,) the behaviour set of each variant
     expansion: I64  # (EVENTS, PHASES, OPS)
     op_prices: F64  # (OPS,)
     time_ns: F64  # (S, V, PHASES)
@@ -76,6 +81,11 @@ class Breakdown:
     stretch_locked: F64 | None = None  # (S, V) longest stretch holding mmu_lock (0: none)
     segments: tuple[tuple[Segments, ...], ...] | None = None  # [s][v]
     notes: Mapping[tuple[int, str], str] = field(default_factory=dict)  # (variant, phase) -> why 0
+
+    @cached_property
+    def unique_events(self) -> I64:
+        """(S, U, EVENTS): exact event counts, one row per distinct behaviour set (on demand)."""
+        return expand_linear(self.columns, self.coefficients)
 
     @property
     def assumed(self) -> npt.NDArray[np.bool_]:
@@ -126,6 +136,17 @@ def weights(x: I64, op_prices: F64) -> F64:
     return np.einsum("epo,o->ep", x.astype(np.float64), op_prices)  # type: ignore[no-any-return]
 
 
+#: Scenarios evaluated per step: one step's intermediate arrays stay in the CPU caches.
+STEP = 16384
+
+
+def price_map(coefficients: I64, variant_row: npt.NDArray[np.intp], w: F64) -> F64:
+    """(C, V·PHASES): ns per unit of each quantity column, per variant and phase."""
+    per_set = np.einsum("uce,ep->ucp", coefficients.astype(np.float64), w)  # (U, C, PHASES)
+    per_variant = per_set[variant_row].transpose(1, 0, 2)  # (C, V, PHASES)
+    return np.ascontiguousarray(per_variant).reshape(coefficients.shape[1], -1)
+
+
 def evaluate(
     batch: Batch,
     variants: Sequence[VariantSpec],
@@ -134,39 +155,69 @@ def evaluate(
     baseline: int = 0,
     with_segments: bool = False,
     notes: Mapping[tuple[int, str], str] | None = None,
+    out: F64 | None = None,
 ) -> Breakdown:
-    c = count(
-        batch,
-        [v.behaviours for v in variants],
-        fwb=machine.fwb,
-        tlbi_range=machine.tlbi_range,
-        cache_line=machine.cache_line,
-        with_segments=with_segments,
-    )
+    """Counts × prices for every scenario of ``batch`` and every variant, in steps of `STEP`
+    scenarios written straight into the (S, V, PHASES) breakdown (``out`` if given: a
+    C-contiguous float64 array of that shape, as numpy's ``out=``, reused across calls)."""
     x = expansion(machine.features)
     prices = machine.prices.ops
     w = weights(x, prices)
-    time = np.take(c.unique.astype(np.float64) @ w, c.variant_row, axis=1)
+    n_s, n_v, n_p = batch.size, len(variants), len(PHASES)
+    if out is None:
+        time = np.empty((n_s, n_v, n_p))
+    elif out.shape != (n_s, n_v, n_p) or out.dtype != np.float64 or not out.flags.c_contiguous:
+        raise ValueError(f"out: expected a C-contiguous float64 array of shape {(n_s, n_v, n_p)}")
+    else:
+        time = out
+    columns: I64 | None = None
+    coefficients: I64 | None = None
+    rows: npt.NDArray[np.intp] | None = None
+    per_ns: F64 | None = None
+    segments: list[tuple[Segments, ...]] = []
+    for lo in range(0, max(n_s, 1), STEP):
+        hi = min(n_s, lo + STEP)
+        c = count(
+            slice_batch(batch, lo, hi),
+            [v.behaviours for v in variants],
+            fwb=machine.fwb,
+            tlbi_range=machine.tlbi_range,
+            cache_line=machine.cache_line,
+            with_segments=with_segments,
+        )
+        if columns is None or coefficients is None or per_ns is None:
+            coefficients, rows = c.coefficients, c.variant_row
+            per_ns = price_map(coefficients, rows, w)
+            columns = np.empty((n_s, coefficients.shape[1]), dtype=np.int64)
+        elif not np.array_equal(c.coefficients, coefficients):  # pragma: no cover - invariant
+            raise RuntimeError("the counts' linear form differs between steps of one batch")
+        columns[lo:hi] = c.columns
+        np.matmul(c.columns.astype(np.float64), per_ns, out=time[lo:hi].reshape(hi - lo, n_v * n_p))
+        if c.segments is not None:
+            segments.extend(c.segments)
+    assert columns is not None and coefficients is not None and rows is not None
     assumed_op = np.zeros(len(OPS), dtype=bool)
     for op in machine.prices.assumed_ops:
         assumed_op[OP_INDEX[op]] = True
     w_assumed = np.einsum("epo,o->ep", x, assumed_op.astype(np.int64)) > 0
     stretch = None
     stretch_locked = None
-    if c.segments is not None:
+    segs = tuple(segments) if with_segments else None
+    if segs is not None:
         w2 = w[:, _STAGE2].sum(axis=1)
-        times = [[seg.rows.astype(np.float64) @ w2 for seg in per_v] for per_v in c.segments]
+        times = [[seg.rows.astype(np.float64) @ w2 for seg in per_v] for per_v in segs]
         stretch = np.array([[float(t.max()) for t in per_v] for per_v in times])
         stretch_locked = np.array(
             [
                 [float(np.where(seg.lock_rows, t, 0.0).max()) for seg, t in zip(per_seg, per_t, strict=True)]
-                for per_seg, per_t in zip(c.segments, times, strict=True)
+                for per_seg, per_t in zip(segs, times, strict=True)
             ]
         )
     return Breakdown(
         variants=tuple(v.name for v in variants),
-        unique_events=c.unique,
-        variant_row=c.variant_row,
+        columns=columns,
+        coefficients=coefficients,
+        variant_row=rows,
         expansion=x,
         op_prices=prices,
         time_ns=time,
@@ -174,7 +225,7 @@ def evaluate(
         baseline=baseline,
         stretch_ns=stretch,
         stretch_locked=stretch_locked,
-        segments=c.segments,
+        segments=segs,
         notes=dict(notes or {}),
     )
 

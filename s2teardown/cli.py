@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -610,6 +609,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(
             f"s2teardown: internal error: {type(exc).__name__}: {exc} — please report it with the "

@@ -40,7 +40,6 @@ Rules (each violation is a one-line :class:`~s2teardown.errors.UserError` naming
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import math
 import re
@@ -130,6 +129,8 @@ def suggest(word: object, candidates: Iterable[str]) -> str | None:
     cands = list(candidates)
     if not cands:
         return None
+    import difflib  # only on the way to an error message
+
     text = str(word).lower()
     lowered: dict[str, str] = {}
     for c in cands:
@@ -233,7 +234,7 @@ class _StrictLoader(yaml.SafeLoader):
             )
         self._paths.append(path)
         try:
-            return super().compose_node(parent, index)
+            return yaml.composer.Composer.compose_node(self, parent, index)
         finally:
             self._paths.pop()
 
@@ -242,6 +243,41 @@ _StrictLoader.add_implicit_resolver(_T_BOOL, _BOOL_RE, list("tTfF"))
 _StrictLoader.add_implicit_resolver(_T_INT, _INT_RE, list("-+0123456789"))
 _StrictLoader.add_implicit_resolver(_T_FLOAT, _FLOAT_RE, list("-+.0123456789"))
 _StrictLoader.add_implicit_resolver(_T_NULL, _NULL_RE, ["~", "n", "N", ""])
+
+_CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)  # libyaml, when built in
+
+if _CParser is not None:
+
+    class _FastStrictLoader(yaml.composer.Composer, _CParser, yaml.resolver.Resolver):  # type: ignore[misc]
+        """`_StrictLoader`'s composer and checks over libyaml's scanner and parser (the pure-Python
+        ones are most of the start-up of a command).  Only used on the way to success: a document
+        it cannot compose is parsed again by `_StrictLoader`, whose message is the one reported."""
+
+        yaml_implicit_resolvers = _StrictLoader.yaml_implicit_resolvers
+        compose_node = _StrictLoader.compose_node
+
+        def __init__(self, text: str, name: str) -> None:
+            _CParser.__init__(self, text)
+            yaml.composer.Composer.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._name = name
+            self._paths: list[tuple[Any, ...]] = [()]
+
+
+def _fast_compose(text: str, name: str) -> Node | None:
+    """The document's node tree by way of libyaml, or None if that is not possible."""
+    if _CParser is None:
+        return None
+    loader = None
+    try:
+        loader = _FastStrictLoader(text, name)
+        node: Node | None = loader.get_single_node()
+        return node
+    except Exception:  # noqa: BLE001 - any problem: the pure-Python parser reports it
+        return None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def _short_number(text: str, limit: int = 24) -> str:
@@ -332,6 +368,9 @@ def _convert(node: Node, name: str, path: tuple[Any, ...]) -> Any:
 def _parse(text: str, name: str) -> Any:
     if text.startswith("\ufeff"):
         text = text[1:]
+    fast = _fast_compose(text, name)
+    if fast is not None:
+        return _check_document(fast, name)
     loader: _StrictLoader | None = None
     try:
         loader = _StrictLoader(text, name)
@@ -364,6 +403,10 @@ def _parse(text: str, name: str) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
+    return _check_document(node, name)
+
+
+def _check_document(node: Node | None, name: str) -> Any:
     if node is None or (isinstance(node, ScalarNode) and node.tag == _T_NULL and not node.value):
         raise UserError(name, 1, None, "a YAML document", "an empty file")
     return _convert(node, name, ())

@@ -234,3 +234,22 @@ def test_estimate_samples_and_sensitivity(capsys) -> None:
     assert json.loads(out2)["samples"] == mc  # a fixed seed reproduces the draw
     code, _, err = run(capsys, "estimate", "--vm", "4G", "--seed", "3")
     assert code == 2 and "--seed: expected --samples N with --seed" in err
+
+
+def test_grid_aligns_columns() -> None:
+    """The estimate table's layout: first column left, others right, two spaces between."""
+    from rich.text import Text
+
+    from s2teardown.render.table import grid
+
+    t = grid(["phase", "v5.5", "P5"], [["cmo", "9.13 s*", Text("0 (P5)", style="green")],
+                                        ["Stage-2 total", "9.18 s", "1.37 ms"]])
+    lines = t.plain.split("\n")
+    assert lines == [
+        "phase             v5.5       P5",
+        "cmo            9.13 s*   0 (P5)",
+        "Stage-2 total   9.18 s  1.37 ms",
+    ]
+    assert t.no_wrap
+    assert any(span.style == "bold" for span in t.spans)  # the header
+    assert any(span.style == "green" for span in t.spans)  # a cell keeps its style

@@ -334,3 +334,55 @@ def test_round_trip_of_safe_dump(data: dict[str, object]) -> None:
     for style in (None, False, True):
         text = yaml.safe_dump(data, default_flow_style=style, allow_unicode=True)
         assert load_yaml_text(text, "p.yaml") == data
+
+
+# ---------------------------------------------------------------------------------------------
+# libyaml fast path: the same tree, the same refusals
+
+
+def _tree(x: object) -> object:
+    """Values and the line of every key and item (what error messages are built from)."""
+    if isinstance(x, YamlMap):
+        return ("map", x.line, dict(x.lines), {k: _tree(v) for k, v in x.items()})
+    if isinstance(x, YamlList):
+        return ("list", x.line, list(x.lines), [_tree(v) for v in x])
+    return x
+
+
+BUNDLED = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.name)
+def test_fast_path_builds_the_same_tree(path: Path) -> None:
+    from s2teardown import yamlio
+
+    if yamlio._CParser is None:
+        pytest.skip("PyYAML without libyaml")
+    text = path.read_text()
+    fast = yamlio._fast_compose(text, path.name)
+    assert fast is not None
+    loader = yamlio._StrictLoader(text, path.name)
+    slow = loader.get_single_node()
+    loader.dispose()
+    assert _tree(yamlio._check_document(fast, path.name)) == _tree(yamlio._check_document(slow, path.name))
+
+
+@pytest.mark.parametrize("text", [
+    "a: &x 1\nb: *x\n",  # anchor and alias
+    "a: !!str 1\n",  # explicit tag
+    "a: !custom 1\n",
+    "a: [1\n",  # syntax error
+    "a: 1\n---\nb: 2\n",  # two documents
+    "a: 1\na: 2\n" + "x: " + "[" * 70 + "]" * 70 + "\n",  # nesting beyond the limit
+])
+def test_fast_path_declines_what_the_strict_loader_refuses(text: str) -> None:
+    """The fast path never accepts a document the pure-Python loader refuses: it declines, and
+    the pure-Python loader's one-line message is the one reported."""
+    from s2teardown import yamlio
+
+    if yamlio._CParser is None:
+        pytest.skip("PyYAML without libyaml")
+    if "[[" not in text:
+        assert yamlio._fast_compose(text, "f.yaml") is None
+    with pytest.raises(UserError):
+        load_yaml_text(text, "f.yaml")

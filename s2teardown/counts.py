@@ -393,19 +393,23 @@ def chunk_bounds(lo: I64, hi: I64, chunk: int) -> tuple[I64, I64]:
     return np.where(live, c_lo, 0), np.where(live, c_hi, 0)
 
 
-def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64]:
-    """The chunk-walks of pass ``j``, compressed: (S, K) bounds of representative chunks and
-    how many consecutive identical chunks each stands for.
+def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64, I64]:
+    """The chunk-walks of pass ``j``, compressed: (S, K) bounds of representative chunks, how
+    many consecutive identical chunks each stands for (``mult``), and how many times the region
+    holding it repeats (``times``).
 
     Between two breakpoints — extent edges, the edges of this and earlier passes, and the edges
     of tables larger than a chunk — every chunk but the first and the last has the same leaves,
-    the same tables and the same table states, so one of them is evaluated for all.  Chunks
-    are listed in address order; ``mult`` is 0 for padding.
+    the same tables and the same table states, so one of them is evaluated for all.  The edges
+    of the smallest such table (``t_min``) split a stretch between two other breakpoints into
+    a head, identical whole ``t_min`` regions and a tail: the first whole region stands for all
+    of them (``times``), so the work does not grow with the size of the guest.  Chunks are listed
+    in address order; ``mult`` is 0 for padding.  A chunk stands for ``mult · times`` chunks.
     """
     g = b.geometry
-    big = [g.span(k - 1) for k in range(1, g.levels) if g.span(k - 1) > chunk]
-    t_min = min(big) if big else None
-    reps: list[list[tuple[int, int]]] = []  # per scenario: (chunk index, multiplicity)
+    big = sorted(g.span(k - 1) for k in range(1, g.levels) if g.span(k - 1) > chunk)
+    t_min = big[0] if big else None
+    reps: list[list[tuple[int, int, int]]] = []  # per scenario: (chunk index, mult, times)
     for s in range(b.size):
         lo, hi = int(b.pass_lo[s, j]), int(b.pass_hi[s, j])
         if hi <= lo:
@@ -417,31 +421,44 @@ def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64]:
         pts.update(int(x) for x in b.ext_hi[s][valid])
         pts.update(int(x) for x in b.pass_lo[s, :j])
         pts.update(int(x) for x in b.pass_hi[s, :j])
-        if t_min is not None:
-            pts.update(range(-(-lo // t_min) * t_min, hi, t_min))
+        for t in big[1:]:  # edges of the larger tables: few (at most IPA / t each)
+            pts.update(range(-(-lo // t) * t, hi, t))
         edges = sorted(p for p in pts if lo <= p <= hi)
-        first_c, last_c = lo // chunk, (hi - 1) // chunk
-        chosen: dict[int, int] = {}
+        pieces: list[tuple[int, int, int]] = []  # (start, end, times)
         for p, q in zip(edges, edges[1:], strict=False):
             if q <= p:
                 continue
-            cf, cl = max(p // chunk, first_c), min((q - 1) // chunk, last_c)
-            chosen[cf] = 1
-            chosen[cl] = 1
+            if t_min is None:
+                pieces.append((p, q, 1))
+                continue
+            first, last = (p // t_min + 1) * t_min, ((q - 1) // t_min) * t_min
+            if first > last:  # no t_min edge inside
+                pieces.append((p, q, 1))
+                continue
+            pieces.append((p, first, 1))
+            if last > first:
+                pieces.append((first, first + t_min, (last - first) // t_min))
+            pieces.append((last, q, 1))
+        chosen: dict[int, tuple[int, int]] = {}
+        for p, q, times in pieces:
+            cf, cl = p // chunk, (q - 1) // chunk
+            chosen[cf] = (1, times)
+            chosen[cl] = (1, times)
             if cl - cf >= 2 and cf + 1 not in chosen:
-                chosen[cf + 1] = cl - cf - 1
-        reps.append(sorted(chosen.items()))
+                chosen[cf + 1] = (cl - cf - 1, times)
+        reps.append([(c, m, t) for c, (m, t) in sorted(chosen.items())])
     width = max(1, max((len(r) for r in reps), default=1))
     idx = np.zeros((b.size, width), dtype=np.int64)
     mult = np.zeros((b.size, width), dtype=np.int64)
+    times = np.zeros((b.size, width), dtype=np.int64)
     for s, r in enumerate(reps):
-        for k, (c, m) in enumerate(r):
-            idx[s, k], mult[s, k] = c, m
+        for k, (c, m, t) in enumerate(r):
+            idx[s, k], mult[s, k], times[s, k] = c, m, t
     p_lo = b.pass_lo[:, j : j + 1]
     p_hi = b.pass_hi[:, j : j + 1]
     c_lo = np.where(mult > 0, np.maximum(idx * chunk, p_lo), 0)
     c_hi = np.where(mult > 0, np.minimum((idx + 1) * chunk, p_hi), 0)
-    return c_lo, c_hi, mult
+    return c_lo, c_hi, mult, times
 
 
 def chunk_quantities(
@@ -478,20 +495,34 @@ class Segments:
     """Event counts between consecutive resched points, in execution order (host frees excluded).
 
     Run-length form: segment ``k`` of ``rows`` stands for ``repeat[k]`` identical consecutive
-    segments (the interior chunks of a long run); `events` and `lock_held` expand it.
+    segments (the interior chunks of a long run), and a cycle ``(first, n, times)`` says that
+    segments ``first .. first+n-1`` (the chunks of one table's worth of guest) occur ``times``
+    times in a row.  `events` and `lock_held` expand both.
     """
 
     rows: I64  # (K, N_EVENTS)
     lock_rows: npt.NDArray[np.bool_]  # (K,) False as soon as an unlocked chunk-walk is in it
     repeat: I64  # (K,)
+    cycles: tuple[tuple[int, int, int], ...] = ()
+
+    def order(self) -> npt.NDArray[np.intp]:
+        """Indices into ``rows`` of the segments in execution order, cycles unrolled."""
+        idx: list[int] = []
+        k = 0
+        starts = {first: (n, times) for first, n, times in self.cycles}
+        while k < self.rows.shape[0]:
+            n, times = starts.get(k, (1, 1))
+            idx.extend(list(range(k, k + n)) * times)
+            k += n
+        return np.repeat(np.array(idx, dtype=np.intp), self.repeat[idx])
 
     @property
     def events(self) -> I64:
-        return np.repeat(self.rows, self.repeat, axis=0)
+        return self.rows[self.order()]
 
     @property
     def lock_held(self) -> npt.NDArray[np.bool_]:
-        return np.repeat(self.lock_rows, self.repeat)
+        return self.lock_rows[self.order()]
 
 
 def expand_linear(columns: I64, coefficients: I64) -> I64:
@@ -625,14 +656,15 @@ def count(
         kind = b.inv_kind[i]
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
         q, new_lo, new_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
-        runs: dict[int, tuple[I64, I64, I64]] = {}  # chunk size -> chunk_runs of this pass
+        runs: dict[int, tuple[I64, I64, I64]] = {}  # chunk size -> (c_lo, c_hi, chunks each stands for)
         for u, behaviours in enumerate(behs):
             beh = behaviours[kind]
             chunk = walk_chunk(g, beh)
             if chunk is not None and chunk not in runs and (
                 chunk < g.top_entry_size or range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range)
             ):
-                runs[chunk] = chunk_runs(b, j, chunk)
+                c_lo, c_hi, mult, times = chunk_runs(b, j, chunk)
+                runs[chunk] = (c_lo, c_hi, mult * times)
             key: tuple[object, ...] = ("pass", j)
             if chunk is not None and chunk < g.top_entry_size:
                 key = ("pass", j, chunk)
@@ -699,14 +731,16 @@ def _segments_one(
     unlocked: list[npt.NDArray[np.bool_]] = []  # per row: a chunk-walk run without mmu_lock
     breaks: list[npt.NDArray[np.bool_]] = []  # per row: a resched point follows it
     mults: list[I64] = []  # per row: identical consecutive segments it stands for
+    cycled: list[I64] = []  # per row: times its region's chunks repeat (1: no cycle)
 
     def add(rows: I64, free: bool = False, brk: npt.NDArray[np.bool_] | None = None,
-            mult: I64 | None = None) -> None:
+            mult: I64 | None = None, times: I64 | None = None) -> None:
         rows = rows.reshape(-1, N_EVENTS)
         blocks.append(rows)
         unlocked.append(np.full(rows.shape[0], free))
         breaks.append(np.zeros(rows.shape[0], dtype=bool) if brk is None else brk)
         mults.append(np.ones(rows.shape[0], dtype=np.int64) if mult is None else mult)
+        cycled.append(np.ones(rows.shape[0], dtype=np.int64) if times is None else times)
 
     def single(event: str) -> I64:
         row = np.zeros(N_EVENTS, dtype=np.int64)
@@ -726,17 +760,17 @@ def _segments_one(
             if int(hi[0]) <= int(lo[0]):
                 continue
             chunk = walk_chunk(g, beh) or g.ipa_size
-            c_lo, c_hi, mult = chunk_runs(one, j, chunk)
+            c_lo, c_hi, mult, times = chunk_runs(one, j, chunk)
             q = chunk_quantities(g, ext, prev_lo, prev_hi, lo, c_lo, c_hi)
             ev = pass_events(g, q, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
                              kind=kind)[0]
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
                 ev = ev + _range_events(g, c_lo, c_hi)[0]
             keep = mult[0] > 0
-            ev, m = ev[keep], mult[0][keep]
+            ev, m, t = ev[keep], mult[0][keep], times[0][keep]
             n = int(chunks_spanned(lo, hi, chunk)[0])
-            if int(m.sum()) != n or m[0] != 1 or m[-1] != 1:
-                raise RuntimeError(f"chunk runs cover {int(m.sum())} chunks of {n}")
+            if int((m * t).sum()) != n or m[0] != 1 or m[-1] != 1 or t[0] != 1 or t[-1] != 1:
+                raise RuntimeError(f"chunk runs cover {int((m * t).sum())} chunks of {n}")
             ev[:, list(_HOST)] = 0
             active = resched_active(beh, one.inv_blockable[i]) and walk_chunk(g, beh) is not None
             if active:
@@ -745,9 +779,9 @@ def _segments_one(
                 ev[:-1, EVENT_INDEX["resched_point"]] += 1
                 brk = np.ones(len(m), dtype=bool)
                 brk[-1] = False
-                add(ev, walk_unlocked, brk, m)
+                add(ev, walk_unlocked, brk, m, t)
             else:
-                add((ev * m[:, None]).sum(axis=0), walk_unlocked)
+                add((ev * (m * t)[:, None]).sum(axis=0), walk_unlocked)
             _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo[None, :], hi[None, :])
         tail = invocation_events(one, i, beh)[0]
         tail[EVENT_INDEX["notifier_call"]] = 0
@@ -761,6 +795,7 @@ def _segments_one(
     brk_all = np.concatenate(breaks)
     free_all = np.concatenate(unlocked)
     mult_all = np.concatenate(mults)
+    times_all = np.concatenate(cycled)
     # segment k = rows starts[k] .. ends[k]-1; sums as differences of a running total.  A row
     # standing for several chunks is always a segment of its own (breaks on both sides).
     starts = np.concatenate([[0], np.flatnonzero(brk_all[:-1]) + 1])
@@ -768,7 +803,24 @@ def _segments_one(
     run = np.concatenate([np.zeros((1, N_EVENTS), dtype=np.int64), np.cumsum(arr, axis=0)])
     run_free = np.concatenate([[0], np.cumsum(free_all)])
     repeat = np.where(ends - starts == 1, mult_all[starts], 1)
-    return Segments(run[ends] - run[starts], (run_free[ends] - run_free[starts]) == 0, repeat)
+    # a cycle: consecutive rows of one repeated region, each a segment of its own (a chunk with a
+    # resched point on both sides: never the first or the last chunk of its pass)
+    cycles: list[tuple[int, int, int]] = []
+    seg_of_row = {int(r): k for k, r in enumerate(starts)}
+    r = 0
+    while r < len(times_all):
+        if times_all[r] == 1:
+            r += 1
+            continue
+        e = r
+        while e < len(times_all) and times_all[e] == times_all[r]:
+            e += 1
+        if any(x not in seg_of_row for x in range(r, e + 1) if x < arr.shape[0]):
+            raise RuntimeError("a repeated region's chunks are not segments of their own")
+        cycles.append((seg_of_row[r], e - r, int(times_all[r])))
+        r = e
+    return Segments(run[ends] - run[starts], (run_free[ends] - run_free[starts]) == 0, repeat,
+                    tuple(cycles))
 
 
 def slice_batch(b: Batch, lo: int, hi: int) -> Batch:

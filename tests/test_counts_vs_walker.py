@@ -92,3 +92,26 @@ def test_segments_sum_to_totals_without_host_frees() -> None:
     expect = c.events[0, 0].copy()
     expect[HOST] = 0
     assert np.array_equal(total, expect)
+
+
+def test_repeated_table_regions_collapse_and_agree() -> None:
+    """A walk chunked finer than a table (16 KiB granule: 32 MiB chunks under 64 GiB tables)
+    over a guest spanning several whole tables: chunk_runs lets the first whole 64 GiB region
+    stand for the others (times > 1), and the counts and segments still equal the walker's."""
+    from s2teardown.counts import chunk_runs
+
+    g = Geometry(16384, 44)
+    lay = Layout(g, (Memslot(G, 201 * G),), (Extent(G, 201 * G - 64 * M, 32 * M, 0),
+                                           Extent(201 * G - 64 * M, 201 * G, 16384, 0)))
+    behs = {**STOCK, "teardown": Behaviour(resched="largest_block")}
+    b = batch_from_layout(lay, exit_event(lay))
+    table = g.span(0)
+    assert table == 64 * G and g.min_block_chunk == 32 * M
+    c_lo, c_hi, mult, times = chunk_runs(b, 0, g.min_block_chunk)
+    # [64 GiB, 128 GiB) stands for itself and [128 GiB, 192 GiB); the empty regions above the
+    # guest (from 256 GiB to the 16 TiB top) for 251 regions
+    assert sorted(set(times[mult > 0].tolist())) == [1, 2, 251]
+    # every chunk of the pass is stood for once: the whole IPA space in 32 MiB chunks
+    assert int((mult * times).sum()) == g.ipa_size // (32 * M)
+    agree(lay, exit_event(lay), behs, False, 64)
+    agree(lay, munmap_event(lay, 3 * G + 16384, 199 * G), behs, False, 64)

@@ -82,7 +82,34 @@ RANGED = ("munmap", "munmap-then-exit", "clear", "oom", "memslot-delete", "block
 MAX_MEMSLOTS = 512
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """The top-level group: the commands of `s2teardown.commands` are discovered (imported) only
+    when a name is not one of this module's, or when all are listed (``--help``, suggestions) —
+    ``estimate`` never pays for importing the others."""
+
+    discovered = False
+
+    def discover(self) -> None:
+        if not self.discovered:
+            self.discovered = True
+            from .commands import discover
+
+            for command in discover():
+                self.add_command(command)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self.discovered:
+            self.discover()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.discover()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="s2teardown")
 @click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
 @click.pass_context
@@ -570,14 +597,11 @@ def variants_schema_cmd() -> None:
     click.echo(json.dumps(variants_schema(), indent=2))
 
 
-def _register() -> None:
-    from .commands import discover
-
-    for command in discover():
-        cli.add_command(command)
-
-
-_register()
+def all_commands() -> dict[str, click.Command]:
+    """Every top-level command, the discovered ones included."""
+    assert isinstance(cli, _Group)
+    cli.discover()
+    return dict(cli.commands)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -643,7 +667,7 @@ def _one_line_usage(exc: click.ClickException) -> str:
     if isinstance(exc, click.exceptions.NoArgsIsHelpError) and isinstance(exc.ctx, click.Context):
         # a group without its subcommand: name the commands rather than run its help together
         group = exc.ctx.command
-        names = ", ".join(sorted(getattr(group, "commands", {})))
+        names = ", ".join(group.list_commands(exc.ctx) if isinstance(group, click.Group) else [])
         path = exc.ctx.command_path
         sub = path.partition(" ")[2]
         return (f"{sub + ': ' if sub else ''}expected a command ({names}); "
@@ -651,8 +675,9 @@ def _one_line_usage(exc: click.ClickException) -> str:
     msg = " ".join(exc.format_message().split())
     m = re.match(r"No such command '([^']*)'", msg)
     if m:
-        hint = did_you_mean(m.group(1), cli.commands)
-        return f"expected a command ({', '.join(sorted(cli.commands))}), got {m.group(1)!r}" + (
+        names = all_commands()
+        hint = did_you_mean(m.group(1), names)
+        return f"expected a command ({', '.join(sorted(names))}), got {m.group(1)!r}" + (
             f" ({hint})" if hint else ""
         )
     return msg

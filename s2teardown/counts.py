@@ -440,12 +440,12 @@ def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64, I64]:
                 pieces.append((first, first + t_min, (last - first) // t_min))
             pieces.append((last, q, 1))
         chosen: dict[int, tuple[int, int]] = {}
-        for p, q, times in pieces:
+        for p, q, n_regions in pieces:
             cf, cl = p // chunk, (q - 1) // chunk
-            chosen[cf] = (1, times)
-            chosen[cl] = (1, times)
+            chosen[cf] = (1, n_regions)
+            chosen[cl] = (1, n_regions)
             if cl - cf >= 2 and cf + 1 not in chosen:
-                chosen[cf + 1] = (cl - cf - 1, times)
+                chosen[cf + 1] = (cl - cf - 1, n_regions)
         reps.append([(c, m, t) for c, (m, t) in sorted(chosen.items())])
     width = max(1, max((len(r) for r in reps), default=1))
     idx = np.zeros((b.size, width), dtype=np.int64)
@@ -695,8 +695,10 @@ def count(
     if with_segments:
         per_s = []
         for s in range(b.size):
+            passes = _ChunkedPasses(slice_batch(b, s, s + 1))
             done = [
-                _segments_one(b, s, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line)
+                _segments_one(b, s, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
+                              passes=passes)
                 for beh in behs
             ]
             per_s.append(tuple(done[r] for r in row))
@@ -708,6 +710,37 @@ def count(
 _HOST = (EVENT_INDEX["host_page_free"], EVENT_INDEX["host_folio_free"])
 
 
+class _ChunkedPasses:
+    """One scenario's passes, split into representative chunks, for every chunk size asked:
+    the chunk runs and their quantities are computed once and shared by the behaviour sets."""
+
+    def __init__(self, one: Batch) -> None:
+        self.one = one
+        self.ext = _Extents(one, 1)  # batch shape (1, C)
+        n_e = one.ext_lo.shape[1]
+        prev_lo = np.zeros((1, 1, n_e, 0), dtype=np.int64)
+        prev_hi = np.zeros((1, 1, n_e, 0), dtype=np.int64)
+        self.before: list[tuple[I64, I64]] = []  # coverage before each pass (leaf units)
+        for j in range(len(one.pass_inv)):
+            self.before.append((prev_lo, prev_hi))
+            lo, hi = one.pass_lo[0, j : j + 1], one.pass_hi[0, j : j + 1]
+            c_lo, c_hi = self.ext.clip(lo[None, :], hi[None, :])
+            prev_lo = concat_last(prev_lo, c_lo[..., None])
+            prev_hi = concat_last(prev_hi, c_hi[..., None])
+        self.cache: dict[tuple[int, int], tuple[I64, I64, I64, I64, I64]] = {}
+
+    def runs(self, j: int, chunk: int) -> tuple[I64, I64, I64, I64, I64]:
+        """(c_lo, c_hi, mult, times) of `chunk_runs` and the quantity matrix (1, K, 6)."""
+        if (j, chunk) not in self.cache:
+            one = self.one
+            lo = one.pass_lo[0, j : j + 1]
+            c_lo, c_hi, mult, times = chunk_runs(one, j, chunk)
+            prev_lo, prev_hi = self.before[j]
+            q = chunk_quantities(one.geometry, self.ext, prev_lo, prev_hi, lo, c_lo, c_hi)
+            self.cache[(j, chunk)] = (c_lo, c_hi, mult, times, quantity_matrix(q))
+        return self.cache[(j, chunk)]
+
+
 def _segments_one(
     b: Batch,
     s: int,
@@ -716,17 +749,17 @@ def _segments_one(
     fwb: bool,
     tlbi_range: bool,
     cache_line: int,
+    passes: _ChunkedPasses | None = None,
 ) -> Segments:
     """Event counts between consecutive resched points for scenario ``s``, in execution order.
 
     Host-side frees happen after the lock is dropped (exit_mmap) and belong to no segment.
+    ``passes`` shares the chunked passes between the behaviour sets of one scenario.
     """
     g = b.geometry
-    one = slice_batch(b, s, s + 1)
-    ext = _Extents(one, 1)  # batch shape (1, C)
-    n_e = one.ext_lo.shape[1]
-    prev_lo = np.zeros((1, 1, n_e, 0), dtype=np.int64)
-    prev_hi = np.zeros((1, 1, n_e, 0), dtype=np.int64)
+    if passes is None:
+        passes = _ChunkedPasses(slice_batch(b, s, s + 1))
+    one = passes.one
     blocks: list[I64] = []  # blocks of rows of events, in execution order
     unlocked: list[npt.NDArray[np.bool_]] = []  # per row: a chunk-walk run without mmu_lock
     breaks: list[npt.NDArray[np.bool_]] = []  # per row: a resched point follows it
@@ -760,10 +793,9 @@ def _segments_one(
             if int(hi[0]) <= int(lo[0]):
                 continue
             chunk = walk_chunk(g, beh) or g.ipa_size
-            c_lo, c_hi, mult, times = chunk_runs(one, j, chunk)
-            q = chunk_quantities(g, ext, prev_lo, prev_hi, lo, c_lo, c_hi)
-            ev = pass_events(g, q, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
-                             kind=kind)[0]
+            c_lo, c_hi, mult, times, qm = passes.runs(j, chunk)
+            ev = (qm @ pass_coefficients(g, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
+                                         kind=kind))[0]
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
                 ev = ev + _range_events(g, c_lo, c_hi)[0]
             keep = mult[0] > 0
@@ -782,7 +814,6 @@ def _segments_one(
                 add(ev, walk_unlocked, brk, m, t)
             else:
                 add((ev * (m * t)[:, None]).sum(axis=0), walk_unlocked)
-            _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo[None, :], hi[None, :])
         tail = invocation_events(one, i, beh)[0]
         tail[EVENT_INDEX["notifier_call"]] = 0
         tail[EVENT_INDEX["memslot_visit"]] = 0

@@ -297,6 +297,7 @@ def leaf_commands() -> dict[str, click.Command]:
             else:
                 out[f"{prefix}{name}"] = cmd
 
+    cli.all_commands()  # the discovered commands too
     walk(cli.cli, "")
     return out
 

@@ -167,12 +167,14 @@ class _Extents:
         return to_units(x, y, self.unit)
 
 
-def _survivor_slots(ext: _Extents, cov_lo: I64, cov_hi: I64, table_span: int) -> tuple[I64, I64]:
-    """T-slots (``T = table_span``) holding a leaf not covered by ``cov``; intervals on last axis."""
-    p_lo, p_hi = complement_within(ext.a, ext.b, cov_lo, cov_hi)
-    small = (ext.valid & (ext.leaf < table_span))[..., None]
+def _survivor_slots(ext: _Extents, cov_lo: I64, cov_hi: I64, table_span: I64) -> tuple[I64, I64]:
+    """Per table size, the T-slots (``T`` = ``table_span[l]``) holding a leaf not covered by
+    ``cov``: intervals on the last axis, a leading axis over ``table_span`` (one per level)."""
+    p_lo, p_hi = complement_within(ext.a, ext.b, cov_lo, cov_hi)  # (..., E, q + 1) leaf units
+    t = table_span.reshape((-1,) + (1,) * p_lo.ndim)
+    small = ext.valid[..., None] & (ext.leaf[..., None] < t)  # only smaller leaves sit in a table
     unit = ext.unit[..., None]
-    s_lo, s_hi = to_units(np.where(small, p_lo * unit, 0), np.where(small, p_hi * unit, 0), table_span)
+    s_lo, s_hi = to_units(np.where(small, p_lo * unit, 0), np.where(small, p_hi * unit, 0), t)
     flat = s_lo.shape[:-2] + (s_lo.shape[-2] * s_lo.shape[-1],)
     return s_lo.reshape(flat), s_hi.reshape(flat)
 
@@ -182,7 +184,8 @@ def pass_quantities(
 ) -> tuple[PassQuantities, I64, I64]:
     """Quantities of the pass ``[lo, hi)`` after the passes ``prev`` (leaf units, ``(..., E, q)``).
 
-    Returns the quantities and the coverage including this pass.
+    Returns the quantities and the coverage including this pass.  The table levels are one more
+    array axis (not a loop): 3 and 4 levels cost the same number of numpy calls.
     """
     c_lo, c_hi = ext.clip(lo, hi)
     new_lo = concat_last(prev_lo, c_lo[..., None])
@@ -199,28 +202,27 @@ def pass_quantities(
 
     nonempty = hi > lo
     visits = np.where(nonempty, ceil_div(hi, g.span(0)) - floor_div(lo, g.span(0)), 0)
-    freed = np.zeros_like(visits)
+    # levels 1 .. levels-1: a table at level k spans span(k-1) and holds entries of span(k)
+    t = np.array(g.spans[:-1], dtype=np.int64)
+    entry = np.array(g.spans[1:], dtype=np.int64)
+    per_level = (-1,) + (1,) * lo.ndim
+    ratio = (t // entry).reshape(per_level)
+    # survivor pieces come extent by extent in address order: already sorted
+    b_lo, b_hi = _survivor_slots(ext, prev_lo, prev_hi, t)
+    before = union_length(b_lo, b_hi, presorted=True)  # (levels - 1, ...)
     # A pass over the whole IPA space (a teardown) leaves no survivor: skip computing them.
-    whole = bool(np.all(lo <= 0)) and bool(np.all(hi >= g.ipa_size))
-    for level in range(1, g.levels):
-        t = g.span(level - 1)
-        s = g.span(level)
-        # survivor pieces come extent by extent in address order: already sorted
-        b_lo, b_hi = _survivor_slots(ext, prev_lo, prev_hi, t)
-        before = union_length(b_lo, b_hi, presorted=True)
-        freed = freed + before
-        if whole:
-            visits = visits + before * (t // s)
-            continue
-        a_lo, a_hi = _survivor_slots(ext, new_lo, new_hi, t)
-        freed = freed - union_length(a_lo, a_hi, presorted=True)
-        # entries of this level inside the pass whose table exists when the pass starts:
-        # |X ∩ S|, the survivors' slots clipped to the pass (still sorted)
-        ratio = t // s
-        x_lo, x_hi = to_units(lo, hi, s)
-        in_lo = np.maximum(b_lo * ratio, x_lo[..., None])
-        in_hi = np.minimum(b_hi * ratio, x_hi[..., None])
-        visits = visits + union_length(in_lo, in_hi, presorted=True)
+    if bool(np.all(lo <= 0)) and bool(np.all(hi >= g.ipa_size)):
+        freed = before.sum(axis=0)
+        visits = visits + (before * ratio).sum(axis=0)
+        return PassQuantities(pte, pte_dev, pmd, pud, freed, visits), new_lo, new_hi
+    a_lo, a_hi = _survivor_slots(ext, new_lo, new_hi, t)
+    freed = (before - union_length(a_lo, a_hi, presorted=True)).sum(axis=0)
+    # entries of each level inside the pass whose table exists when the pass starts:
+    # |X ∩ S|, the survivors' slots clipped to the pass (still sorted)
+    x_lo, x_hi = to_units(lo, hi, entry.reshape(per_level))
+    in_lo = np.maximum(b_lo * ratio[..., None], x_lo[..., None])
+    in_hi = np.minimum(b_hi * ratio[..., None], x_hi[..., None])
+    visits = visits + union_length(in_lo, in_hi, presorted=True).sum(axis=0)
     return PassQuantities(pte, pte_dev, pmd, pud, freed, visits), new_lo, new_hi
 
 
@@ -477,6 +479,25 @@ def chunk_quantities(
     return q
 
 
+def chunked_pass_quantities(
+    g: Geometry,
+    ext: _Extents,
+    prev_lo: I64,
+    prev_hi: I64,
+    lo: I64,
+    hi: I64,
+    runs: Sequence[tuple[I64, I64]],
+) -> tuple[I64, list[I64]]:
+    """The whole passes ``[lo, hi)`` (S,) and their chunk-walks ``runs`` (each (S, K_i) bounds)
+    in one evaluation: the whole pass is one more chunk, with nothing of the pass done before
+    it.  Returns the quantity matrices, (S, 6) and one (S, K_i, 6) per run."""
+    c_lo = np.concatenate([lo[:, None], *(r[0] for r in runs)], axis=1)
+    c_hi = np.concatenate([hi[:, None], *(r[1] for r in runs)], axis=1)
+    qm = quantity_matrix(chunk_quantities(g, ext, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi))
+    ends = np.cumsum([1, *(r[0].shape[1] for r in runs)])
+    return qm[:, 0, :], [qm[:, a:z, :] for a, z in zip(ends[:-1], ends[1:], strict=True)]
+
+
 def _range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:
     """One range flush per chunk-walk (even an empty-handed one), with its TLBI range ops."""
     ev = np.zeros(c_lo.shape + (N_EVENTS,), dtype=np.int64)
@@ -655,25 +676,32 @@ def count(
     for j, i in enumerate(b.pass_inv):
         kind = b.inv_kind[i]
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
-        q, new_lo, new_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
+        # chunk sizes walked separately (finer than an entry-level entry), and those whose
+        # chunk-walks each end in a range flush
+        walks = {walk_chunk(g, behaviours[kind]) for behaviours in behs}
+        finer = sorted(c for c in walks if c is not None and c < g.top_entry_size)
+        flushed = {walk_chunk(g, behaviours[kind]) for behaviours in behs
+                   if range_flush_applies(behaviours[kind], fwb=fwb, tlbi_range=tlbi_range)}
         runs: dict[int, tuple[I64, I64, I64]] = {}  # chunk size -> (c_lo, c_hi, chunks each stands for)
+        for c in sorted({*finer, *(c for c in flushed if c is not None)}):
+            c_lo, c_hi, mult, times = chunk_runs(b, j, c)
+            runs[c] = (c_lo, c_hi, mult * times)
+        if finer:
+            # the whole pass and every finer chunking of it in one evaluation
+            whole, parts = chunked_pass_quantities(g, ext_c(), prev_lo, prev_hi, lo, hi,
+                                                   [runs[c][:2] for c in finer])
+            lin.put(("pass", j), list(np.moveaxis(whole, -1, 0)))
+            for c, qm in zip(finer, parts, strict=True):
+                lin.put(("pass", j, c), list(np.moveaxis((qm * runs[c][2][..., None]).sum(axis=1), -1, 0)))
+            x_lo, x_hi = ext.clip(lo, hi)
+            new_lo, new_hi = concat_last(prev_lo, x_lo[..., None]), concat_last(prev_hi, x_hi[..., None])
+        else:
+            q, new_lo, new_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
+            lin.put(("pass", j), list(np.moveaxis(quantity_matrix(q), -1, 0)))
         for u, behaviours in enumerate(behs):
             beh = behaviours[kind]
             chunk = walk_chunk(g, beh)
-            if chunk is not None and chunk not in runs and (
-                chunk < g.top_entry_size or range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range)
-            ):
-                c_lo, c_hi, mult, times = chunk_runs(b, j, chunk)
-                runs[chunk] = (c_lo, c_hi, mult * times)
-            key: tuple[object, ...] = ("pass", j)
-            if chunk is not None and chunk < g.top_entry_size:
-                key = ("pass", j, chunk)
-                if key not in lin:
-                    c_lo, c_hi, mult = runs[chunk]
-                    qc = chunk_quantities(g, ext_c(), prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi)
-                    lin.put(key, list(np.moveaxis((quantity_matrix(qc) * mult[..., None]).sum(axis=1), -1, 0)))
-            elif key not in lin:
-                lin.put(key, list(np.moveaxis(quantity_matrix(q), -1, 0)))
+            key: tuple[object, ...] = ("pass", j) if chunk not in finer else ("pass", j, chunk)
             lin.add(u, lin.columns(key), pass_coefficients(g, beh, kind=kind, **kw))  # type: ignore[arg-type]
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
                 key = ("range", j, chunk)
@@ -695,7 +723,7 @@ def count(
     if with_segments:
         per_s = []
         for s in range(b.size):
-            passes = _ChunkedPasses(slice_batch(b, s, s + 1))
+            passes = _ChunkedPasses(slice_batch(b, s, s + 1), behs)
             done = [
                 _segments_one(b, s, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
                               passes=passes)
@@ -711,33 +739,33 @@ _HOST = (EVENT_INDEX["host_page_free"], EVENT_INDEX["host_folio_free"])
 
 
 class _ChunkedPasses:
-    """One scenario's passes, split into representative chunks, for every chunk size asked:
-    the chunk runs and their quantities are computed once and shared by the behaviour sets."""
+    """One scenario's passes, split into representative chunks for every chunk size its
+    behaviour sets walk with: per pass, all of them are evaluated at once and shared."""
 
-    def __init__(self, one: Batch) -> None:
+    def __init__(self, one: Batch, behs: Sequence[Mapping[str, Behaviour]]) -> None:
+        g = one.geometry
         self.one = one
-        self.ext = _Extents(one, 1)  # batch shape (1, C)
+        ext = _Extents(one, 0)
+        ext_c = _Extents(one, 1)
         n_e = one.ext_lo.shape[1]
-        prev_lo = np.zeros((1, 1, n_e, 0), dtype=np.int64)
-        prev_hi = np.zeros((1, 1, n_e, 0), dtype=np.int64)
-        self.before: list[tuple[I64, I64]] = []  # coverage before each pass (leaf units)
-        for j in range(len(one.pass_inv)):
-            self.before.append((prev_lo, prev_hi))
-            lo, hi = one.pass_lo[0, j : j + 1], one.pass_hi[0, j : j + 1]
-            c_lo, c_hi = self.ext.clip(lo[None, :], hi[None, :])
-            prev_lo = concat_last(prev_lo, c_lo[..., None])
-            prev_hi = concat_last(prev_hi, c_hi[..., None])
+        prev_lo = np.zeros((1, n_e, 0), dtype=np.int64)
+        prev_hi = np.zeros((1, n_e, 0), dtype=np.int64)
         self.cache: dict[tuple[int, int], tuple[I64, I64, I64, I64, I64]] = {}
+        for j, i in enumerate(one.pass_inv):
+            lo, hi = one.pass_lo[:, j], one.pass_hi[:, j]
+            if int(hi[0]) > int(lo[0]):
+                kind = one.inv_kind[i]
+                sizes = sorted({walk_chunk(g, beh[kind]) or g.ipa_size for beh in behs})
+                runs = [chunk_runs(one, j, c) for c in sizes]
+                _, parts = chunked_pass_quantities(g, ext_c, prev_lo, prev_hi, lo, hi,
+                                                   [r[:2] for r in runs])
+                for c, r, qm in zip(sizes, runs, parts, strict=True):
+                    self.cache[(j, c)] = (*r, qm)
+            x_lo, x_hi = ext.clip(lo, hi)
+            prev_lo, prev_hi = concat_last(prev_lo, x_lo[..., None]), concat_last(prev_hi, x_hi[..., None])
 
     def runs(self, j: int, chunk: int) -> tuple[I64, I64, I64, I64, I64]:
         """(c_lo, c_hi, mult, times) of `chunk_runs` and the quantity matrix (1, K, 6)."""
-        if (j, chunk) not in self.cache:
-            one = self.one
-            lo = one.pass_lo[0, j : j + 1]
-            c_lo, c_hi, mult, times = chunk_runs(one, j, chunk)
-            prev_lo, prev_hi = self.before[j]
-            q = chunk_quantities(one.geometry, self.ext, prev_lo, prev_hi, lo, c_lo, c_hi)
-            self.cache[(j, chunk)] = (c_lo, c_hi, mult, times, quantity_matrix(q))
         return self.cache[(j, chunk)]
 
 
@@ -758,7 +786,7 @@ def _segments_one(
     """
     g = b.geometry
     if passes is None:
-        passes = _ChunkedPasses(slice_batch(b, s, s + 1))
+        passes = _ChunkedPasses(slice_batch(b, s, s + 1), [behaviours])
     one = passes.one
     blocks: list[I64] = []  # blocks of rows of events, in execution order
     unlocked: list[npt.NDArray[np.bool_]] = []  # per row: a chunk-walk run without mmu_lock

@@ -28,7 +28,7 @@ uses the same functions with a chunk axis (`segments`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -167,10 +167,11 @@ class _Extents:
         return to_units(x, y, self.unit)
 
 
-def _survivor_slots(ext: _Extents, cov_lo: I64, cov_hi: I64, table_span: I64) -> tuple[I64, I64]:
-    """Per table size, the T-slots (``T`` = ``table_span[l]``) holding a leaf not covered by
-    ``cov``: intervals on the last axis, a leading axis over ``table_span`` (one per level)."""
-    p_lo, p_hi = complement_within(ext.a, ext.b, cov_lo, cov_hi)  # (..., E, q + 1) leaf units
+def _survivor_slots(ext: _Extents, pieces: tuple[I64, I64], table_span: I64) -> tuple[I64, I64]:
+    """Per table size, the T-slots (``T`` = ``table_span[l]``) holding a surviving leaf, from the
+    surviving ``pieces`` (`complement_within`, leaf units): intervals on the last axis, a
+    leading axis over ``table_span`` (one per level)."""
+    p_lo, p_hi = pieces  # (..., E, q + 1)
     t = table_span.reshape((-1,) + (1,) * p_lo.ndim)
     small = ext.valid[..., None] & (ext.leaf[..., None] < t)  # only smaller leaves sit in a table
     unit = ext.unit[..., None]
@@ -180,12 +181,44 @@ def _survivor_slots(ext: _Extents, cov_lo: I64, cov_hi: I64, table_span: I64) ->
 
 
 def pass_quantities(
-    g: Geometry, ext: _Extents, prev_lo: I64, prev_hi: I64, lo: I64, hi: I64
+    g: Geometry,
+    ext: _Extents,
+    prev_lo: I64,
+    prev_hi: I64,
+    lo: I64,
+    hi: I64,
+    chunks: Sequence[int] = (),
 ) -> tuple[PassQuantities, I64, I64]:
     """Quantities of the pass ``[lo, hi)`` after the passes ``prev`` (leaf units, ``(..., E, q)``).
 
     Returns the quantities and the coverage including this pass.  The table levels are one more
     array axis (not a loop): 3 and 4 levels cost the same number of numpy calls.
+    """
+    q, new_lo, new_hi, _ = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, chunks)
+    return q, new_lo, new_hi
+
+
+def pass_quantities_chunked(
+    g: Geometry,
+    ext: _Extents,
+    prev_lo: I64,
+    prev_hi: I64,
+    lo: I64,
+    hi: I64,
+    chunks: Sequence[int],
+) -> tuple[PassQuantities, I64, I64, dict[int, I64]]:
+    """`pass_quantities`, and the visits of the same pass walked in aligned chunk-walks of each
+    size in ``chunks`` (each ``< span(0)``); its other quantities are those of one walk.
+
+    Each chunk-walk loads its entry-level entry, and at level ``k`` the entries of its range
+    whose table exists when it starts.  A table no larger than a chunk lies in one chunk, so
+    that chunk finds it as one walk does.  A larger table (span ``T > chunk``) exists at the
+    start of chunk ``c`` iff it holds a leaf that survived the earlier passes and is not yet
+    removed: a leaf outside the pass, or one in chunk ``c`` or later (a leaf is no larger than a
+    chunk, so the chunk holding it removes it).  So a surviving piece ``[p, q)`` keeps the
+    chunks from its table's start, ``floor_T(p)``, to the chunk holding its last leaf alive, and
+    a piece left of ``lo`` the rest of its last table too.  Visits at that level are the alive
+    chunks (or, with entries smaller than a chunk, their entries) inside the pass.
     """
     c_lo, c_hi = ext.clip(lo, hi)
     new_lo = concat_last(prev_lo, c_lo[..., None])
@@ -201,29 +234,74 @@ def pass_quantities(
     pud = np.where(ext.leaf == pud_size, removed, 0).sum(axis=-1)
 
     nonempty = hi > lo
-    visits = np.where(nonempty, ceil_div(hi, g.span(0)) - floor_div(lo, g.span(0)), 0)
+    top = np.where(nonempty, ceil_div(hi, g.span(0)) - floor_div(lo, g.span(0)), 0)
     # levels 1 .. levels-1: a table at level k spans span(k-1) and holds entries of span(k)
     t = np.array(g.spans[:-1], dtype=np.int64)
     entry = np.array(g.spans[1:], dtype=np.int64)
     per_level = (-1,) + (1,) * lo.ndim
     ratio = (t // entry).reshape(per_level)
     # survivor pieces come extent by extent in address order: already sorted
-    b_lo, b_hi = _survivor_slots(ext, prev_lo, prev_hi, t)
+    pieces = complement_within(ext.a, ext.b, prev_lo, prev_hi)
+    b_lo, b_hi = _survivor_slots(ext, pieces, t)
     before = union_length(b_lo, b_hi, presorted=True)  # (levels - 1, ...)
-    # A pass over the whole IPA space (a teardown) leaves no survivor: skip computing them.
     if bool(np.all(lo <= 0)) and bool(np.all(hi >= g.ipa_size)):
+        # a pass over the whole IPA space (a teardown) leaves no survivor: skip computing them
         freed = before.sum(axis=0)
-        visits = visits + (before * ratio).sum(axis=0)
-        return PassQuantities(pte, pte_dev, pmd, pud, freed, visits), new_lo, new_hi
-    a_lo, a_hi = _survivor_slots(ext, new_lo, new_hi, t)
-    freed = (before - union_length(a_lo, a_hi, presorted=True)).sum(axis=0)
-    # entries of each level inside the pass whose table exists when the pass starts:
-    # |X ∩ S|, the survivors' slots clipped to the pass (still sorted)
-    x_lo, x_hi = to_units(lo, hi, entry.reshape(per_level))
-    in_lo = np.maximum(b_lo * ratio[..., None], x_lo[..., None])
-    in_hi = np.minimum(b_hi * ratio[..., None], x_hi[..., None])
-    visits = visits + union_length(in_lo, in_hi, presorted=True).sum(axis=0)
-    return PassQuantities(pte, pte_dev, pmd, pud, freed, visits), new_lo, new_hi
+        level_visits = before * ratio
+    else:
+        a_lo, a_hi = _survivor_slots(ext, complement_within(ext.a, ext.b, new_lo, new_hi), t)
+        freed = (before - union_length(a_lo, a_hi, presorted=True)).sum(axis=0)
+        # entries of each level inside the pass whose table exists when the pass starts:
+        # |X ∩ S|, the survivors' slots clipped to the pass (still sorted)
+        x_lo, x_hi = to_units(lo, hi, entry.reshape(per_level))
+        in_lo = np.maximum(b_lo * ratio[..., None], x_lo[..., None])
+        in_hi = np.minimum(b_hi * ratio[..., None], x_hi[..., None])
+        level_visits = union_length(in_lo, in_hi, presorted=True)
+    q = PassQuantities(pte, pte_dev, pmd, pud, freed, top + level_visits.sum(axis=0))
+    chunked: dict[int, I64] = {}
+    for chunk in chunks:
+        shared = t > chunk
+        x_lo, x_hi = np.where(nonempty, lo, 0), np.where(nonempty, hi, 0)
+        visits = chunks_spanned(x_lo, x_hi, chunk) + level_visits[~shared].sum(axis=0)
+        if shared.any():
+            p_lo, p_hi = pieces
+            tt = t[shared].reshape((-1,) + (1,) * p_lo.ndim)
+            unit = ext.unit[..., None]
+            keep = ext.valid[..., None] & (ext.leaf[..., None] < tt) & (p_hi > p_lo)
+            pb_lo, pb_hi = p_lo * unit, p_hi * unit  # bytes
+            start = floor_div(pb_lo, tt) * tt
+            # alive to the chunk holding the last leaf; a piece's leaves left of lo: its last table
+            alive_hi = ceil_div(pb_hi, chunk) * chunk
+            left_end = np.minimum(pb_hi, floor_div(lo[..., None, None], unit) * unit)
+            alive_hi = np.where(left_end > pb_lo, np.maximum(alive_hi, ceil_div(left_end, tt) * tt), alive_hi)
+            a_lo = np.maximum(start, x_lo[..., None, None])
+            a_hi = np.minimum(alive_hi, x_hi[..., None, None])
+            live = keep & (a_hi > a_lo)
+            cu = np.minimum(entry[shared], chunk).reshape(tt.shape)
+            v_lo, v_hi = to_units(np.where(live, a_lo, 0), np.where(live, a_hi, 0), cu)
+            flat = v_lo.shape[:-2] + (v_lo.shape[-2] * v_lo.shape[-1],)
+            visits = visits + union_length(v_lo.reshape(flat), v_hi.reshape(flat)).sum(axis=0)
+        chunked[chunk] = visits
+    return q, new_lo, new_hi, chunked
+
+
+def range_flush_columns(g: Geometry, lo: I64, hi: I64, chunk: int | None) -> tuple[I64, I64]:
+    """(hyp calls, TLBI ops) of one range flush per chunk-walk of the passes ``[lo, hi)``: the
+    first and the last chunk may be partial, the ones between are whole."""
+    if chunk is None:
+        return range_flush(np.where(hi > lo, (hi - lo) // g.granule, 0))
+    n = chunks_spanned(lo, hi, chunk)
+    first_hi = np.minimum(hi, (floor_div(lo, chunk) + 1) * chunk)
+    last_lo = np.maximum(lo, floor_div(hi - 1, chunk) * chunk)
+    pages_first = np.where(n > 0, (first_hi - lo) // g.granule, 0)
+    pages_last = np.where(n > 1, (hi - last_lo) // g.granule, 0)
+    c1, o1 = range_flush(pages_first)
+    c2, o2 = range_flush(pages_last)
+    cm, om = range_flush(np.full_like(lo, chunk // g.granule))
+    middle = np.maximum(n - 2, 0)
+    calls: I64 = np.asarray(c1 + c2 + middle * cm, dtype=np.int64)
+    ops: I64 = np.asarray(o1 + o2 + middle * om, dtype=np.int64)
+    return calls, ops
 
 
 def chunks_spanned(lo: I64, hi: I64, chunk: int) -> I64:
@@ -647,19 +725,13 @@ def count(
 
     Variants whose behaviours agree on every invocation kind of the batch are counted once.
     Pass quantities are computed once and shared; a walk chunked finer than an entry-level
-    entry (4 levels with 1 GiB chunks) is evaluated chunk-run by chunk-run.
+    entry (4 levels with 1 GiB chunks) differs only in its visits (`pass_quantities_chunked`).  All in
+    closed form: no loop over scenarios, chunks or tables (the segments do loop, per scenario).
     """
     g = b.geometry
     behs, row = behaviour_sets(b, variants)
     lin = _Linear(len(behs))
     ext = _Extents(b, 0)
-    ext_chunks: list[_Extents] = []  # with a chunk axis, made when a walk is chunked
-
-    def ext_c() -> _Extents:
-        if not ext_chunks:
-            ext_chunks.append(_Extents(b, 1))
-        return ext_chunks[0]
-
     n_e = b.ext_lo.shape[1]
     prev_lo = np.zeros((b.size, n_e, 0), dtype=np.int64)
     prev_hi = np.zeros((b.size, n_e, 0), dtype=np.int64)
@@ -676,28 +748,13 @@ def count(
     for j, i in enumerate(b.pass_inv):
         kind = b.inv_kind[i]
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
-        # chunk sizes walked separately (finer than an entry-level entry), and those whose
-        # chunk-walks each end in a range flush
+        # chunk sizes finer than an entry-level entry: the same quantities but the visits
         walks = {walk_chunk(g, behaviours[kind]) for behaviours in behs}
-        finer = sorted(c for c in walks if c is not None and c < g.top_entry_size)
-        flushed = {walk_chunk(g, behaviours[kind]) for behaviours in behs
-                   if range_flush_applies(behaviours[kind], fwb=fwb, tlbi_range=tlbi_range)}
-        runs: dict[int, tuple[I64, I64, I64]] = {}  # chunk size -> (c_lo, c_hi, chunks each stands for)
-        for c in sorted({*finer, *(c for c in flushed if c is not None)}):
-            c_lo, c_hi, mult, times = chunk_runs(b, j, c)
-            runs[c] = (c_lo, c_hi, mult * times)
-        if finer:
-            # the whole pass and every finer chunking of it in one evaluation
-            whole, parts = chunked_pass_quantities(g, ext_c(), prev_lo, prev_hi, lo, hi,
-                                                   [runs[c][:2] for c in finer])
-            lin.put(("pass", j), list(np.moveaxis(whole, -1, 0)))
-            for c, qm in zip(finer, parts, strict=True):
-                lin.put(("pass", j, c), list(np.moveaxis((qm * runs[c][2][..., None]).sum(axis=1), -1, 0)))
-            x_lo, x_hi = ext.clip(lo, hi)
-            new_lo, new_hi = concat_last(prev_lo, x_lo[..., None]), concat_last(prev_hi, x_hi[..., None])
-        else:
-            q, new_lo, new_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
-            lin.put(("pass", j), list(np.moveaxis(quantity_matrix(q), -1, 0)))
+        finer = sorted(c for c in walks if c is not None and c < g.span(0))
+        q, new_lo, new_hi, chunked = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, finer)
+        lin.put(("pass", j), list(np.moveaxis(quantity_matrix(q), -1, 0)))
+        for c, visits in chunked.items():
+            lin.put(("pass", j, c), list(np.moveaxis(quantity_matrix(replace(q, visits=visits)), -1, 0)))
         for u, behaviours in enumerate(behs):
             beh = behaviours[kind]
             chunk = walk_chunk(g, beh)
@@ -706,12 +763,7 @@ def count(
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
                 key = ("range", j, chunk)
                 if key not in lin:
-                    if chunk is None:
-                        r_lo, r_hi, r_mult = lo[:, None], hi[:, None], np.ones((b.size, 1), dtype=np.int64)
-                    else:
-                        r_lo, r_hi, r_mult = runs[chunk]
-                    ev = (_range_events(g, r_lo, r_hi) * r_mult[..., None]).sum(axis=1)
-                    lin.put(key, [ev[:, EVENT_INDEX["range_flush_call"]], ev[:, EVENT_INDEX["range_tlbi_op"]]])
+                    lin.put(key, list(range_flush_columns(g, lo, hi, chunk)))
                 lin.add(u, lin.columns(key), flush)
             if chunk is not None and resched_active(beh, b.inv_blockable[i]):
                 key = ("resched", j, chunk)

@@ -28,8 +28,8 @@ uses the same functions with a chunk axis (`segments`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -259,28 +259,31 @@ def pass_quantities_chunked(
         level_visits = union_length(in_lo, in_hi, presorted=True)
     q = PassQuantities(pte, pte_dev, pmd, pud, freed, top + level_visits.sum(axis=0))
     chunked: dict[int, I64] = {}
+    x_lo, x_hi = np.where(nonempty, lo, 0), np.where(nonempty, hi, 0)
+    if chunks:
+        unit = ext.unit[..., None]
+        pb_lo, pb_hi = pieces[0] * unit, pieces[1] * unit  # surviving pieces in bytes
+        lo_leaf = (lo[..., None, None] // unit) * unit  # the leaf holding lo starts there
     for chunk in chunks:
         shared = t > chunk
-        x_lo, x_hi = np.where(nonempty, lo, 0), np.where(nonempty, hi, 0)
         visits = chunks_spanned(x_lo, x_hi, chunk) + level_visits[~shared].sum(axis=0)
         if shared.any():
-            p_lo, p_hi = pieces
-            tt = t[shared].reshape((-1,) + (1,) * p_lo.ndim)
-            unit = ext.unit[..., None]
-            keep = ext.valid[..., None] & (ext.leaf[..., None] < tt) & (p_hi > p_lo)
-            pb_lo, pb_hi = p_lo * unit, p_hi * unit  # bytes
-            start = floor_div(pb_lo, tt) * tt
+            # (every leaf is smaller than these tables: a leaf is no larger than a chunk; an
+            # empty piece, [-1, -1) in leaf units, gives an empty interval below)
+            tt = t[shared].reshape((-1,) + (1,) * pb_lo.ndim)
+            start = (pb_lo // tt) * tt
             # alive to the chunk holding the last leaf; a piece's leaves left of lo: its last table
-            alive_hi = ceil_div(pb_hi, chunk) * chunk
-            left_end = np.minimum(pb_hi, floor_div(lo[..., None, None], unit) * unit)
-            alive_hi = np.where(left_end > pb_lo, np.maximum(alive_hi, ceil_div(left_end, tt) * tt), alive_hi)
+            alive_hi = -((-pb_hi) // chunk) * chunk
+            left_end = np.minimum(pb_hi, lo_leaf)
+            alive_hi = np.where(left_end > pb_lo, np.maximum(alive_hi, -((-left_end) // tt) * tt), alive_hi)
             a_lo = np.maximum(start, x_lo[..., None, None])
             a_hi = np.minimum(alive_hi, x_hi[..., None, None])
-            live = keep & (a_hi > a_lo)
+            live = a_hi > a_lo
             cu = np.minimum(entry[shared], chunk).reshape(tt.shape)
             v_lo, v_hi = to_units(np.where(live, a_lo, 0), np.where(live, a_hi, 0), cu)
             flat = v_lo.shape[:-2] + (v_lo.shape[-2] * v_lo.shape[-1],)
-            visits = visits + union_length(v_lo.reshape(flat), v_hi.reshape(flat)).sum(axis=0)
+            # pieces come extent by extent in address order, their table starts too: sorted
+            visits = visits + union_length(v_lo.reshape(flat), v_hi.reshape(flat), presorted=True).sum(axis=0)
         chunked[chunk] = visits
     return q, new_lo, new_hi, chunked
 
@@ -373,6 +376,28 @@ def quantity_matrix(q: PassQuantities) -> I64:
 
 
 def pass_coefficients(
+    g: Geometry,
+    behaviour: Behaviour,
+    *,
+    fwb: bool,
+    tlbi_range: bool,
+    cache_line: int,
+    kind: str,
+) -> I64:
+    """`_pass_coefficients`, computed once per argument set (a read-only array)."""
+    return _cached_coefficients(g, behaviour, fwb, tlbi_range, cache_line, kind)
+
+
+@lru_cache(maxsize=4096)
+def _cached_coefficients(
+    g: Geometry, behaviour: Behaviour, fwb: bool, tlbi_range: bool, cache_line: int, kind: str
+) -> I64:
+    a = _pass_coefficients(g, behaviour, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line, kind=kind)
+    a.setflags(write=False)
+    return a
+
+
+def _pass_coefficients(
     g: Geometry,
     behaviour: Behaviour,
     *,
@@ -752,9 +777,9 @@ def count(
         walks = {walk_chunk(g, behaviours[kind]) for behaviours in behs}
         finer = sorted(c for c in walks if c is not None and c < g.span(0))
         q, new_lo, new_hi, chunked = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, finer)
-        lin.put(("pass", j), list(np.moveaxis(quantity_matrix(q), -1, 0)))
+        lin.put(("pass", j), [getattr(q, f) for f in QUANTITIES])
         for c, visits in chunked.items():
-            lin.put(("pass", j, c), list(np.moveaxis(quantity_matrix(replace(q, visits=visits)), -1, 0)))
+            lin.put(("pass", j, c), [q.pte, q.pte_dev, q.pmd, q.pud, q.freed, visits])
         for u, behaviours in enumerate(behs):
             beh = behaviours[kind]
             chunk = walk_chunk(g, beh)
@@ -808,11 +833,17 @@ class _ChunkedPasses:
             if int(hi[0]) > int(lo[0]):
                 kind = one.inv_kind[i]
                 sizes = sorted({walk_chunk(g, beh[kind]) or g.ipa_size for beh in behs})
-                runs = [chunk_runs(one, j, c) for c in sizes]
-                _, parts = chunked_pass_quantities(g, ext_c, prev_lo, prev_hi, lo, hi,
-                                                   [r[:2] for r in runs])
-                for c, r, qm in zip(sizes, runs, parts, strict=True):
+                # a chunk size the pass fits in walks it whole: chunked_pass_quantities' first
+                one_walk = {c for c in sizes if int(chunks_spanned(lo, hi, c)[0]) == 1}
+                split = [c for c in sizes if c not in one_walk]
+                runs = [chunk_runs(one, j, c) for c in split]
+                whole, parts = chunked_pass_quantities(g, ext_c, prev_lo, prev_hi, lo, hi,
+                                                       [r[:2] for r in runs])
+                for c, r, qm in zip(split, runs, parts, strict=True):
                     self.cache[(j, c)] = (*r, qm)
+                ones = np.ones((1, 1), dtype=np.int64)
+                for c in one_walk:
+                    self.cache[(j, c)] = (lo[:, None], hi[:, None], ones, ones, whole[:, None, :])
             x_lo, x_hi = ext.clip(lo, hi)
             prev_lo, prev_hi = concat_last(prev_lo, x_lo[..., None]), concat_last(prev_hi, x_hi[..., None])
 

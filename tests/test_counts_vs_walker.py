@@ -115,3 +115,45 @@ def test_repeated_table_regions_collapse_and_agree() -> None:
     assert int((mult * times).sum()) == g.ipa_size // (32 * M)
     agree(lay, exit_event(lay), behs, False, 64)
     agree(lay, munmap_event(lay, 3 * G + 16384, 199 * G), behs, False, 64)
+
+
+@settings(max_examples=EXAMPLES, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_chunked_walk_closed_form_equals_chunk_by_chunk(data: st.DataObject) -> None:
+    """The totals' closed form of a chunked walk (visits from alive chunks per table, one range
+    flush per chunk from the chunk count) equals evaluating the representative chunks one by
+    one from the state each starts in (`chunk_runs` + `chunk_quantities`, what the segments use)."""
+    from s2teardown.counts import (
+        EVENT_INDEX,
+        _Extents,
+        _range_events,
+        chunk_quantities,
+        chunk_runs,
+        pass_quantities,
+        pass_quantities_chunked,
+        range_flush_columns,
+    )
+
+    lay = data.draw(layouts())
+    event = data.draw(events(lay))
+    b = batch_from_layout(lay, event)
+    g = b.geometry
+    ext, ext_c = _Extents(b, 0), _Extents(b, 1)
+    prev_lo = np.zeros((1, b.ext_lo.shape[1], 0), dtype=np.int64)
+    prev_hi = prev_lo.copy()
+    for j in range(len(b.pass_inv)):
+        lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
+        for chunk in sorted({g.min_block_chunk, G, g.top_entry_size}):
+            c_lo, c_hi, mult, times = chunk_runs(b, j, chunk)
+            m = mult * times
+            if chunk < g.span(0):
+                qc = chunk_quantities(g, ext_c, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi)
+                by_chunk = (qc.visits * m).sum(axis=1)
+                closed = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, [chunk])[3][chunk]
+                assert closed.tolist() == by_chunk.tolist(), (j, chunk)
+            per_chunk = (_range_events(g, c_lo, c_hi) * m[..., None]).sum(axis=1)
+            calls, ops = range_flush_columns(g, lo, hi, chunk)
+            assert calls.tolist() == per_chunk[:, EVENT_INDEX["range_flush_call"]].tolist()
+            assert ops.tolist() == per_chunk[:, EVENT_INDEX["range_tlbi_op"]].tolist()
+        _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)

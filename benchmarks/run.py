@@ -85,7 +85,7 @@ SEED = 20240808
 FULL = {
     "throughput_s": 1_000_000, "throughput_chunk": 65_536, "throughput_budget_s": 15.0,
     "profile_s": 131_072, "deep_s": 1, "ref_check_per_config": 500, "ref_time_s": 10_000,
-    "flat_pairs": 25, "flat_budget_s": 12.0, "cli_rounds": 7,
+    "flat_pairs": 400, "flat_budget_s": 12.0, "cli_rounds": 7,
     "sweep_s": 10_000_000, "sweep_chunk": 8_192, "walker_gib": 4, "count_repeats": 21,
 }
 QUICK = {

@@ -515,17 +515,17 @@ def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64, I64]:
     big = sorted(g.span(k - 1) for k in range(1, g.levels) if g.span(k - 1) > chunk)
     t_min = big[0] if big else None
     reps: list[list[tuple[int, int, int]]] = []  # per scenario: (chunk index, mult, times)
+    # plain Python lists: this loop runs per scenario (segments, tests), on a handful of values
+    ext_lo, ext_hi, ext_leaf = b.ext_lo.tolist(), b.ext_hi.tolist(), b.ext_leaf.tolist()
+    pass_lo, pass_hi = b.pass_lo[:, : j + 1].tolist(), b.pass_hi[:, : j + 1].tolist()
     for s in range(b.size):
-        lo, hi = int(b.pass_lo[s, j]), int(b.pass_hi[s, j])
+        lo, hi = pass_lo[s][j], pass_hi[s][j]
         if hi <= lo:
             reps.append([])
             continue
-        pts = {lo, hi}
-        valid = b.ext_leaf[s] > 0
-        pts.update(int(x) for x in b.ext_lo[s][valid])
-        pts.update(int(x) for x in b.ext_hi[s][valid])
-        pts.update(int(x) for x in b.pass_lo[s, :j])
-        pts.update(int(x) for x in b.pass_hi[s, :j])
+        pts = {lo, hi, *pass_lo[s][:j], *pass_hi[s][:j]}
+        pts.update(x for x, leaf in zip(ext_lo[s], ext_leaf[s], strict=True) if leaf > 0)
+        pts.update(x for x, leaf in zip(ext_hi[s], ext_leaf[s], strict=True) if leaf > 0)
         for t in big[1:]:  # edges of the larger tables: few (at most IPA / t each)
             pts.update(range(-(-lo // t) * t, hi, t))
         edges = sorted(p for p in pts if lo <= p <= hi)
@@ -553,12 +553,9 @@ def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64, I64]:
                 chosen[cf + 1] = (cl - cf - 1, n_regions)
         reps.append([(c, m, t) for c, (m, t) in sorted(chosen.items())])
     width = max(1, max((len(r) for r in reps), default=1))
-    idx = np.zeros((b.size, width), dtype=np.int64)
-    mult = np.zeros((b.size, width), dtype=np.int64)
-    times = np.zeros((b.size, width), dtype=np.int64)
-    for s, r in enumerate(reps):
-        for k, (c, m, t) in enumerate(r):
-            idx[s, k], mult[s, k], times[s, k] = c, m, t
+    table = np.array([r + [(0, 0, 0)] * (width - len(r)) for r in reps], dtype=np.int64)
+    table = table.reshape(b.size, width, 3)
+    idx, mult, times = table[..., 0], table[..., 1], table[..., 2]
     p_lo = b.pass_lo[:, j : j + 1]
     p_hi = b.pass_hi[:, j : j + 1]
     c_lo = np.where(mult > 0, np.maximum(idx * chunk, p_lo), 0)

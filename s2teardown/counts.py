@@ -265,12 +265,12 @@ def pass_quantities_chunked(
         pb_lo, pb_hi = pieces[0] * unit, pieces[1] * unit  # surviving pieces in bytes
         lo_leaf = (lo[..., None, None] // unit) * unit  # the leaf holding lo starts there
     for chunk in chunks:
-        shared = t > chunk
-        visits = chunks_spanned(x_lo, x_hi, chunk) + level_visits[~shared].sum(axis=0)
-        if shared.any():
+        shared = [k for k in range(len(g.spans) - 1) if g.spans[k] > chunk]  # tables > a chunk
+        visits = chunks_spanned(x_lo, x_hi, chunk) + level_visits[len(shared):].sum(axis=0)
+        if shared:
             # (every leaf is smaller than these tables: a leaf is no larger than a chunk; an
             # empty piece, [-1, -1) in leaf units, gives an empty interval below)
-            tt = t[shared].reshape((-1,) + (1,) * pb_lo.ndim)
+            tt = t[: len(shared)].reshape((-1,) + (1,) * pb_lo.ndim)
             start = (pb_lo // tt) * tt
             # alive to the chunk holding the last leaf; a piece's leaves left of lo: its last table
             alive_hi = -((-pb_hi) // chunk) * chunk
@@ -279,8 +279,11 @@ def pass_quantities_chunked(
             a_lo = np.maximum(start, x_lo[..., None, None])
             a_hi = np.minimum(alive_hi, x_hi[..., None, None])
             live = a_hi > a_lo
-            cu = np.minimum(entry[shared], chunk).reshape(tt.shape)
-            v_lo, v_hi = to_units(np.where(live, a_lo, 0), np.where(live, a_hi, 0), cu)
+            cu = np.minimum(entry[: len(shared)], chunk).reshape(tt.shape)
+            # in units of an entry (or of a chunk, for entries larger than one), outward; a dead
+            # interval becomes [0, 0), which the union ignores
+            v_lo = np.where(live, a_lo // cu, 0)
+            v_hi = np.where(live, -((-a_hi) // cu), 0)
             flat = v_lo.shape[:-2] + (v_lo.shape[-2] * v_lo.shape[-1],)
             # pieces come extent by extent in address order, their table starts too: sorted
             visits = visits + union_length(v_lo.reshape(flat), v_hi.reshape(flat), presorted=True).sum(axis=0)

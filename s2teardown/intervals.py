@@ -50,7 +50,7 @@ def union_length(lo: I64, hi: I64, *, presorted: bool = False) -> I64:
     if lo.shape[-1] == 0:
         return np.zeros(lo.shape[:-1], dtype=np.int64)
     if lo.shape[-1] == 1:
-        return np.clip(hi - lo, 0, None)[..., 0]  # type: ignore[no-any-return]
+        return np.maximum(hi - lo, 0)[..., 0]  # type: ignore[no-any-return]
     lo, hi = normalise_empty(lo, hi)
     if presorted:
         lo_s, hi_s = lo, hi
@@ -58,10 +58,11 @@ def union_length(lo: I64, hi: I64, *, presorted: bool = False) -> I64:
         order = np.argsort(lo, axis=-1, kind="stable")
         lo_s = np.take_along_axis(lo, order, axis=-1)
         hi_s = np.take_along_axis(hi, order, axis=-1)
+    # each interval adds what lies beyond the furthest end of those before it
     run = np.maximum.accumulate(hi_s, axis=-1)
-    prev = np.concatenate([np.full(run.shape[:-1] + (1,), _EMPTY), run[..., :-1]], axis=-1)
-    contrib = hi_s - np.maximum(lo_s, prev)
-    return np.clip(contrib, 0, None).sum(axis=-1)  # type: ignore[no-any-return]
+    start = lo_s.copy()
+    np.maximum(start[..., 1:], run[..., :-1], out=start[..., 1:])
+    return np.maximum(hi_s - start, 0).sum(axis=-1)  # type: ignore[no-any-return]
 
 
 def complement_within(a: I64, b: I64, lo: I64, hi: I64) -> tuple[I64, I64]:

@@ -156,15 +156,16 @@ class _Extents:
         self.dev = b.ext_dev.reshape(shape)
         self.valid = self.leaf > 0
         self.unit = np.where(self.valid, self.leaf, 1)
-        self.a = self.lo // self.unit
-        self.b = np.where(self.valid, self.hi // self.unit, self.a)
+        self.shift = np.frexp(self.unit)[1].astype(np.int64) - 1  # log2: leaves are powers of two
+        self.a = np.right_shift(self.lo, self.shift)
+        self.b = np.where(self.valid, np.right_shift(self.hi, self.shift), self.a)
 
     def clip(self, lo: I64, hi: I64) -> tuple[I64, I64]:
         """``[lo, hi)`` (batch shape) intersected with each extent, in leaf units, outward."""
         x = np.maximum(lo[..., None], self.lo)
         y = np.minimum(hi[..., None], self.hi)
         x, y = np.where(self.valid & (x < y), x, 0), np.where(self.valid & (x < y), y, 0)
-        return to_units(x, y, self.unit)
+        return to_units(x, y, self.unit, self.shift)
 
 
 def _survivor_slots(ext: _Extents, pieces: tuple[I64, I64], table_span: I64) -> tuple[I64, I64]:
@@ -263,7 +264,7 @@ def pass_quantities_chunked(
     if chunks:
         unit = ext.unit[..., None]
         pb_lo, pb_hi = pieces[0] * unit, pieces[1] * unit  # surviving pieces in bytes
-        lo_leaf = (lo[..., None, None] // unit) * unit  # the leaf holding lo starts there
+        lo_leaf = floor_div(lo[..., None, None], unit, ext.shift[..., None]) * unit  # its leaf's start
     for chunk in chunks:
         shared = [k for k in range(len(g.spans) - 1) if g.spans[k] > chunk]  # tables > a chunk
         visits = chunks_spanned(x_lo, x_hi, chunk) + level_visits[len(shared):].sum(axis=0)
@@ -271,19 +272,19 @@ def pass_quantities_chunked(
             # (every leaf is smaller than these tables: a leaf is no larger than a chunk; an
             # empty piece, [-1, -1) in leaf units, gives an empty interval below)
             tt = t[: len(shared)].reshape((-1,) + (1,) * pb_lo.ndim)
-            start = (pb_lo // tt) * tt
+            start = floor_div(pb_lo, tt) * tt
             # alive to the chunk holding the last leaf; a piece's leaves left of lo: its last table
-            alive_hi = -((-pb_hi) // chunk) * chunk
+            alive_hi = ceil_div(pb_hi, chunk) * chunk
             left_end = np.minimum(pb_hi, lo_leaf)
-            alive_hi = np.where(left_end > pb_lo, np.maximum(alive_hi, -((-left_end) // tt) * tt), alive_hi)
+            alive_hi = np.where(left_end > pb_lo, np.maximum(alive_hi, ceil_div(left_end, tt) * tt), alive_hi)
             a_lo = np.maximum(start, x_lo[..., None, None])
             a_hi = np.minimum(alive_hi, x_hi[..., None, None])
             live = a_hi > a_lo
             cu = np.minimum(entry[: len(shared)], chunk).reshape(tt.shape)
             # in units of an entry (or of a chunk, for entries larger than one), outward; a dead
             # interval becomes [0, 0), which the union ignores
-            v_lo = np.where(live, a_lo // cu, 0)
-            v_hi = np.where(live, -((-a_hi) // cu), 0)
+            v_lo = np.where(live, floor_div(a_lo, cu), 0)
+            v_hi = np.where(live, ceil_div(a_hi, cu), 0)
             flat = v_lo.shape[:-2] + (v_lo.shape[-2] * v_lo.shape[-1],)
             # pieces come extent by extent in address order, their table starts too: sorted
             visits = visits + union_length(v_lo.reshape(flat), v_hi.reshape(flat), presorted=True).sum(axis=0)

@@ -15,11 +15,34 @@ I64 = npt.NDArray[np.int64]
 _EMPTY = np.int64(-1)
 
 
-def floor_div(x: I64 | np.int64 | int, unit: int | I64) -> I64:
+def _shift_of(unit: int | I64) -> int | I64 | None:
+    """log2 of ``unit`` if it is a power of two (an int, or a small array of them), else None.
+
+    Every unit of the model (granule, leaf sizes, table spans, chunks) is a power of two, and a
+    shift is several times faster than numpy's int64 floor division."""
+    if isinstance(unit, int | np.integer):
+        u = int(unit)
+        return u.bit_length() - 1 if u > 0 and u & (u - 1) == 0 else None
+    if unit.size <= 64:
+        values = unit.ravel().tolist()
+        if all(v > 0 and v & (v - 1) == 0 for v in values):
+            return np.array([v.bit_length() - 1 for v in values], dtype=np.int64).reshape(unit.shape)
+    return None
+
+
+def floor_div(x: I64 | np.int64 | int, unit: int | I64, shift: int | I64 | None = None) -> I64:
+    """``floor(x / unit)``; ``shift`` = log2(unit) when the caller knows it (array units)."""
+    k = _shift_of(unit) if shift is None else shift
+    if k is not None:
+        return np.right_shift(x, k)  # an arithmetic shift floors negatives too
     return np.floor_divide(x, unit)
 
 
-def ceil_div(x: I64 | np.int64 | int, unit: int | I64) -> I64:
+def ceil_div(x: I64 | np.int64 | int, unit: int | I64, shift: int | I64 | None = None) -> I64:
+    """``ceil(x / unit)`` (values far below 2**62)."""
+    k = _shift_of(unit) if shift is None else shift
+    if k is not None:
+        return np.right_shift(np.add(x, np.subtract(unit, 1)), k)
     return -np.floor_divide(np.negative(x), unit)
 
 
@@ -29,9 +52,9 @@ def normalise_empty(lo: I64, hi: I64) -> tuple[I64, I64]:
     return np.where(empty, _EMPTY, lo), np.where(empty, _EMPTY, hi)
 
 
-def to_units(lo: I64, hi: I64, unit: int | I64) -> tuple[I64, I64]:
+def to_units(lo: I64, hi: I64, unit: int | I64, shift: int | I64 | None = None) -> tuple[I64, I64]:
     """The indices of the ``unit``-sized aligned slots an interval touches (outward rounding)."""
-    nlo, nhi = floor_div(lo, unit), ceil_div(hi, unit)
+    nlo, nhi = floor_div(lo, unit, shift), ceil_div(hi, unit, shift)
     return normalise_empty(nlo, np.where(hi > lo, nhi, nlo))
 
 

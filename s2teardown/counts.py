@@ -159,13 +159,25 @@ class _Extents:
         self.shift = np.frexp(self.unit)[1].astype(np.int64) - 1  # log2: leaves are powers of two
         self.a = np.right_shift(self.lo, self.shift)
         self.b = np.where(self.valid, np.right_shift(self.hi, self.shift), self.a)
+        self.hi_valid = np.where(self.valid, self.hi, 0)  # a padding extent clips to nothing
+        self._classes: I64 | None = None
 
     def clip(self, lo: I64, hi: I64) -> tuple[I64, I64]:
-        """``[lo, hi)`` (batch shape) intersected with each extent, in leaf units, outward."""
+        """``[lo, hi)`` (batch shape) intersected with each extent, in leaf units, outward
+        (an empty intersection, ``x >= y``, is the empty interval of `to_units`)."""
         x = np.maximum(lo[..., None], self.lo)
-        y = np.minimum(hi[..., None], self.hi)
-        x, y = np.where(self.valid & (x < y), x, 0), np.where(self.valid & (x < y), y, 0)
+        y = np.minimum(hi[..., None], self.hi_valid)
         return to_units(x, y, self.unit, self.shift)
+
+    def classes(self, g: Geometry) -> I64:
+        """(..., E, 4): 1 where an extent's leaves are PTEs, device PTEs, PMD or PUD blocks."""
+        if self._classes is None:
+            page = self.valid & (self.leaf == g.granule)
+            pud = g.leaf_sizes[2] if len(g.leaf_sizes) > 2 else -1
+            self._classes = np.stack(
+                [page & ~self.dev, page & self.dev, self.leaf == g.leaf_sizes[1], self.leaf == pud], axis=-1
+            ).astype(np.int64)
+        return self._classes
 
 
 def _survivor_slots(ext: _Extents, pieces: tuple[I64, I64], table_span: I64) -> tuple[I64, I64]:
@@ -224,15 +236,9 @@ def pass_quantities_chunked(
     c_lo, c_hi = ext.clip(lo, hi)
     new_lo = concat_last(prev_lo, c_lo[..., None])
     new_hi = concat_last(prev_hi, c_hi[..., None])
-    removed = union_length(new_lo, new_hi) - union_length(prev_lo, prev_hi)
-
-    page = ext.valid & (ext.leaf == g.granule)
-    pmd_size = g.leaf_sizes[1]
-    pud_size = g.leaf_sizes[2] if len(g.leaf_sizes) > 2 else -1
-    pte = np.where(page & ~ext.dev, removed, 0).sum(axis=-1)
-    pte_dev = np.where(page & ext.dev, removed, 0).sum(axis=-1)
-    pmd = np.where(ext.leaf == pmd_size, removed, 0).sum(axis=-1)
-    pud = np.where(ext.leaf == pud_size, removed, 0).sum(axis=-1)
+    removed = union_length(new_lo, new_hi, normalised=True) - union_length(prev_lo, prev_hi, normalised=True)
+    by_class = (removed[..., None] * ext.classes(g)).sum(axis=-2)
+    pte, pte_dev, pmd, pud = (by_class[..., k] for k in range(4))
 
     nonempty = hi > lo
     top = np.where(nonempty, ceil_div(hi, g.span(0)) - floor_div(lo, g.span(0)), 0)
@@ -244,14 +250,14 @@ def pass_quantities_chunked(
     # survivor pieces come extent by extent in address order: already sorted
     pieces = complement_within(ext.a, ext.b, prev_lo, prev_hi)
     b_lo, b_hi = _survivor_slots(ext, pieces, t)
-    before = union_length(b_lo, b_hi, presorted=True)  # (levels - 1, ...)
+    before = union_length(b_lo, b_hi, presorted=True, normalised=True)  # (levels - 1, ...)
     if bool(np.all(lo <= 0)) and bool(np.all(hi >= g.ipa_size)):
         # a pass over the whole IPA space (a teardown) leaves no survivor: skip computing them
         freed = before.sum(axis=0)
         level_visits = before * ratio
     else:
         a_lo, a_hi = _survivor_slots(ext, complement_within(ext.a, ext.b, new_lo, new_hi), t)
-        freed = (before - union_length(a_lo, a_hi, presorted=True)).sum(axis=0)
+        freed = (before - union_length(a_lo, a_hi, presorted=True, normalised=True)).sum(axis=0)
         # entries of each level inside the pass whose table exists when the pass starts:
         # |X ∩ S|, the survivors' slots clipped to the pass (still sorted)
         x_lo, x_hi = to_units(lo, hi, entry.reshape(per_level))

@@ -64,17 +64,19 @@ def concat_last(*parts: I64) -> I64:
     return np.concatenate([np.broadcast_to(p, shape + p.shape[-1:]) for p in parts], axis=-1)
 
 
-def union_length(lo: I64, hi: I64, *, presorted: bool = False) -> I64:
+def union_length(lo: I64, hi: I64, *, presorted: bool = False, normalised: bool = False) -> I64:
     """Total length of the union of the intervals along the last axis.
 
     ``presorted``: the non-empty intervals are already in order of ``lo`` (empty ones may sit
-    anywhere), which saves the sort.
+    anywhere), which saves the sort.  ``normalised``: every empty interval is already the
+    sentinel ``[-1, -1)`` (as `to_units` returns them).
     """
     if lo.shape[-1] == 0:
         return np.zeros(lo.shape[:-1], dtype=np.int64)
     if lo.shape[-1] == 1:
         return np.maximum(hi - lo, 0)[..., 0]  # type: ignore[no-any-return]
-    lo, hi = normalise_empty(lo, hi)
+    if not normalised:
+        lo, hi = normalise_empty(lo, hi)
     if presorted:
         lo_s, hi_s = lo, hi
     else:

@@ -180,15 +180,30 @@ class _Extents:
         return self._classes
 
 
-def _survivor_slots(ext: _Extents, pieces: tuple[I64, I64], table_span: I64) -> tuple[I64, I64]:
-    """Per table size, the T-slots (``T`` = ``table_span[l]``) holding a surviving leaf, from the
-    surviving ``pieces`` (`complement_within`, leaf units): intervals on the last axis, a
-    leading axis over ``table_span`` (one per level)."""
+@lru_cache(maxsize=64)
+def _levels(g: Geometry) -> tuple[I64, I64, I64, I64]:
+    """Per level 1 .. levels-1: the span of its tables (``span(k-1)``), of its entries
+    (``span(k)``), and their log2 — read-only arrays, once per geometry."""
+    t = np.array(g.spans[:-1], dtype=np.int64)
+    entry = np.array(g.spans[1:], dtype=np.int64)
+    t_shift = np.array([x.bit_length() - 1 for x in g.spans[:-1]], dtype=np.int64)
+    e_shift = np.array([x.bit_length() - 1 for x in g.spans[1:]], dtype=np.int64)
+    for a in (t, entry, t_shift, e_shift):
+        a.setflags(write=False)
+    return t, entry, t_shift, e_shift
+
+
+def _survivor_slots(ext: _Extents, pieces: tuple[I64, I64], g: Geometry) -> tuple[I64, I64]:
+    """Per level, the slots of its tables (``T = span(k-1)``) holding a surviving leaf, from
+    the surviving ``pieces`` (`complement_within`, leaf units): intervals on the last axis, a
+    leading axis over the levels 1 .. levels-1."""
     p_lo, p_hi = pieces  # (..., E, q + 1)
-    t = table_span.reshape((-1,) + (1,) * p_lo.ndim)
+    t_all, _, t_shift, _ = _levels(g)
+    per = (-1,) + (1,) * p_lo.ndim
+    t, k = t_all.reshape(per), t_shift.reshape(per)
     small = ext.valid[..., None] & (ext.leaf[..., None] < t)  # only smaller leaves sit in a table
     unit = ext.unit[..., None]
-    s_lo, s_hi = to_units(np.where(small, p_lo * unit, 0), np.where(small, p_hi * unit, 0), t)
+    s_lo, s_hi = to_units(np.where(small, p_lo * unit, 0), np.where(small, p_hi * unit, 0), t, k)
     flat = s_lo.shape[:-2] + (s_lo.shape[-2] * s_lo.shape[-1],)
     return s_lo.reshape(flat), s_hi.reshape(flat)
 
@@ -243,24 +258,23 @@ def pass_quantities_chunked(
     nonempty = hi > lo
     top = np.where(nonempty, ceil_div(hi, g.span(0)) - floor_div(lo, g.span(0)), 0)
     # levels 1 .. levels-1: a table at level k spans span(k-1) and holds entries of span(k)
-    t = np.array(g.spans[:-1], dtype=np.int64)
-    entry = np.array(g.spans[1:], dtype=np.int64)
+    t, entry, t_shift, e_shift = _levels(g)
     per_level = (-1,) + (1,) * lo.ndim
-    ratio = (t // entry).reshape(per_level)
+    ratio = np.left_shift(1, t_shift - e_shift).reshape(per_level)
     # survivor pieces come extent by extent in address order: already sorted
     pieces = complement_within(ext.a, ext.b, prev_lo, prev_hi)
-    b_lo, b_hi = _survivor_slots(ext, pieces, t)
+    b_lo, b_hi = _survivor_slots(ext, pieces, g)
     before = union_length(b_lo, b_hi, presorted=True, normalised=True)  # (levels - 1, ...)
     if bool(np.all(lo <= 0)) and bool(np.all(hi >= g.ipa_size)):
         # a pass over the whole IPA space (a teardown) leaves no survivor: skip computing them
         freed = before.sum(axis=0)
         level_visits = before * ratio
     else:
-        a_lo, a_hi = _survivor_slots(ext, complement_within(ext.a, ext.b, new_lo, new_hi), t)
+        a_lo, a_hi = _survivor_slots(ext, complement_within(ext.a, ext.b, new_lo, new_hi), g)
         freed = (before - union_length(a_lo, a_hi, presorted=True, normalised=True)).sum(axis=0)
         # entries of each level inside the pass whose table exists when the pass starts:
         # |X ∩ S|, the survivors' slots clipped to the pass (still sorted)
-        x_lo, x_hi = to_units(lo, hi, entry.reshape(per_level))
+        x_lo, x_hi = to_units(lo, hi, entry.reshape(per_level), e_shift.reshape(per_level))
         in_lo = np.maximum(b_lo * ratio[..., None], x_lo[..., None])
         in_hi = np.minimum(b_hi * ratio[..., None], x_hi[..., None])
         level_visits = union_length(in_lo, in_hi, presorted=True)
@@ -277,20 +291,22 @@ def pass_quantities_chunked(
         if shared:
             # (every leaf is smaller than these tables: a leaf is no larger than a chunk; an
             # empty piece, [-1, -1) in leaf units, gives an empty interval below)
-            tt = t[: len(shared)].reshape((-1,) + (1,) * pb_lo.ndim)
-            start = floor_div(pb_lo, tt) * tt
+            per = (-1,) + (1,) * pb_lo.ndim
+            tt, tk = t[: len(shared)].reshape(per), t_shift[: len(shared)].reshape(per)
+            start = floor_div(pb_lo, tt, tk) * tt
             # alive to the chunk holding the last leaf; a piece's leaves left of lo: its last table
             alive_hi = ceil_div(pb_hi, chunk) * chunk
             left_end = np.minimum(pb_hi, lo_leaf)
-            alive_hi = np.where(left_end > pb_lo, np.maximum(alive_hi, ceil_div(left_end, tt) * tt), alive_hi)
+            alive_hi = np.where(left_end > pb_lo, np.maximum(alive_hi, ceil_div(left_end, tt, tk) * tt), alive_hi)
             a_lo = np.maximum(start, x_lo[..., None, None])
             a_hi = np.minimum(alive_hi, x_hi[..., None, None])
             live = a_hi > a_lo
-            cu = np.minimum(entry[: len(shared)], chunk).reshape(tt.shape)
+            cu = np.minimum(entry[: len(shared)], chunk).reshape(per)
+            ck = np.minimum(e_shift[: len(shared)], chunk.bit_length() - 1).reshape(per)
             # in units of an entry (or of a chunk, for entries larger than one), outward; a dead
             # interval becomes [0, 0), which the union ignores
-            v_lo = np.where(live, floor_div(a_lo, cu), 0)
-            v_hi = np.where(live, ceil_div(a_hi, cu), 0)
+            v_lo = np.where(live, floor_div(a_lo, cu, ck), 0)
+            v_hi = np.where(live, ceil_div(a_hi, cu, ck), 0)
             flat = v_lo.shape[:-2] + (v_lo.shape[-2] * v_lo.shape[-1],)
             # pieces come extent by extent in address order, their table starts too: sorted
             visits = visits + union_length(v_lo.reshape(flat), v_hi.reshape(flat), presorted=True).sum(axis=0)

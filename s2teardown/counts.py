@@ -39,6 +39,7 @@ from .geometry import Geometry
 from .intervals import (
     I64,
     ceil_div,
+    compact,
     complement_within,
     concat_last,
     floor_div,
@@ -675,8 +676,11 @@ class Segments:
 def expand_linear(columns: I64, coefficients: I64) -> I64:
     """Events (S, U, EVENTS) of quantity columns (S, C) and coefficients (U, C, EVENTS): the
     integer product, term by non-zero coefficient (exact; a handful of terms per set)."""
+    terms = np.nonzero(coefficients)
+    if terms[0].size > 256:  # many quantity columns (passes over hundreds of memslots)
+        return np.tensordot(columns, coefficients, axes=([1], [1]))
     out = np.zeros((columns.shape[0], coefficients.shape[0], N_EVENTS), dtype=np.int64)
-    for u, c, e in zip(*np.nonzero(coefficients), strict=True):
+    for u, c, e in zip(*terms, strict=True):
         out[:, u, e] += columns[:, c] * coefficients[u, c, e]
     return out
 
@@ -799,7 +803,12 @@ def count(
         # chunk sizes finer than an entry-level entry: the same quantities but the visits
         walks = {walk_chunk(g, behaviours[kind]) for behaviours in behs}
         finer = sorted(c for c in walks if c is not None and c < g.span(0))
-        q, new_lo, new_hi, chunked = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, finer)
+        if bool((hi > lo).any()):
+            q, new_lo, new_hi, chunked = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, finer)
+        else:  # empty in every scenario (a memslot the range misses): nothing, state unchanged
+            zero = np.zeros(b.size, dtype=np.int64)
+            q, new_lo, new_hi = PassQuantities(zero, zero, zero, zero, zero, zero), prev_lo, prev_hi
+            chunked = {c: zero for c in finer}
         lin.put(("pass", j), [getattr(q, f) for f in QUANTITIES])
         for c, visits in chunked.items():
             lin.put(("pass", j, c), [q.pte, q.pte_dev, q.pmd, q.pud, q.freed, visits])
@@ -818,7 +827,7 @@ def count(
                 if key not in lin:
                     lin.put(key, [np.maximum(chunks_spanned(lo, hi, chunk) - 1, 0)])
                 lin.add(u, lin.columns(key), resched)
-        prev_lo, prev_hi = new_lo, new_hi
+        prev_lo, prev_hi = compact(new_lo, new_hi)
     segs = None
     if with_segments:
         per_s = []
@@ -867,8 +876,9 @@ class _ChunkedPasses:
                 ones = np.ones((1, 1), dtype=np.int64)
                 for c in one_walk:
                     self.cache[(j, c)] = (lo[:, None], hi[:, None], ones, ones, whole[:, None, :])
-            x_lo, x_hi = ext.clip(lo, hi)
-            prev_lo, prev_hi = concat_last(prev_lo, x_lo[..., None]), concat_last(prev_hi, x_hi[..., None])
+                x_lo, x_hi = ext.clip(lo, hi)  # an empty pass leaves the coverage as it is
+                prev_lo, prev_hi = compact(concat_last(prev_lo, x_lo[..., None]),
+                                           concat_last(prev_hi, x_hi[..., None]))
 
     def runs(self, j: int, chunk: int) -> tuple[I64, I64, I64, I64, I64]:
         """(c_lo, c_hi, mult, times) of `chunk_runs` and the quantity matrix (1, K, 6)."""

@@ -64,6 +64,21 @@ def concat_last(*parts: I64) -> I64:
     return np.concatenate([np.broadcast_to(p, shape + p.shape[-1:]) for p in parts], axis=-1)
 
 
+def compact(lo: I64, hi: I64, width: int = 4) -> tuple[I64, I64]:
+    """The same sets of intervals with empty ones dropped where possible: once the last axis is
+    wider than ``width``, the non-empty intervals of each set are moved first (in order) and
+    the columns that are empty in every set are cut.  A long sequence of passes that each touch
+    a few extents (an unmap across hundreds of memslots) then keeps a narrow coverage array."""
+    if lo.shape[-1] <= width:
+        return lo, hi
+    empty = hi <= lo
+    keep = int((~empty).sum(axis=-1).max(initial=0))
+    if keep == lo.shape[-1]:
+        return lo, hi
+    order = np.argsort(empty, axis=-1, kind="stable")[..., :keep]
+    return np.take_along_axis(lo, order, axis=-1), np.take_along_axis(hi, order, axis=-1)
+
+
 def union_length(lo: I64, hi: I64, *, presorted: bool = False, normalised: bool = False) -> I64:
     """Total length of the union of the intervals along the last axis.
 

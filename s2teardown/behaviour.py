@@ -28,8 +28,10 @@ CHOICES: Final[dict[str, tuple[str, ...]]] = {
     # TLB invalidation when a table the range emptied is unhooked from its parent: per entry,
     # deferred to the range flush (v6.6.0-6.8, only where the range flush applies), or none.
     "table_tlbi": ("per_entry", "deferred", "none"),
-    # One VMID-wide flush (kvm_flush_remote_tlbs) after the walk (P5), or nothing.
-    "final_flush": ("none", "vmall"),
+    # One VMID-wide flush (kvm_flush_remote_tlbs) after the walk (P5), nothing, or (v6.6
+    # stage2_try_break_pte on a replaced table) kvm_tlb_flush_vmid_range of the invocation's
+    # range: range ops on a CPU with TLBIRANGE, one VMID-wide flush without.
+    "final_flush": ("none", "vmall", "range_or_vmall"),
     # How the walk is chunked, with a resched point between chunks: each entry-level entry
     # (v5.5 unmap_stage2_range), each largest-block-size chunk (v6.1 stage2_apply_range:
     # 1 GiB / 32 MiB / 512 MiB for 4 / 16 / 64 KiB pages, whatever the levels), each 1 GiB

@@ -70,6 +70,8 @@ class Batch:
     inv_kind: tuple[str, ...]  # (I,)
     inv_blockable: tuple[bool, ...]  # (I,)
     inv_present: npt.NDArray[np.bool_]  # (S, I)
+    inv_lo: I64  # (S, I) the range each invocation was called with
+    inv_hi: I64  # (S, I)
     pass_lo: I64  # (S, J)
     pass_hi: I64  # (S, J)
     pass_inv: tuple[int, ...]  # (J,) invocation index of each pass
@@ -123,6 +125,8 @@ def batch_from_layout(layout: Layout, event: Sequence[Invocation]) -> Batch:
         inv_kind=tuple(inv.kind for inv in event),
         inv_blockable=tuple(inv.blockable for inv in event),
         inv_present=np.ones((1, len(event)), dtype=bool),
+        inv_lo=np.array([[inv.lo for inv in event]], dtype=np.int64).reshape(1, len(event)),
+        inv_hi=np.array([[inv.hi for inv in event]], dtype=np.int64).reshape(1, len(event)),
         pass_lo=np.array([p_lo], dtype=np.int64).reshape(1, len(p_lo)),
         pass_hi=np.array([p_hi], dtype=np.int64).reshape(1, len(p_hi)),
         pass_inv=tuple(p_inv),
@@ -483,30 +487,38 @@ def pass_events(
     return quantity_matrix(q) @ a
 
 
-def invocation_columns(b: Batch, i: int) -> tuple[I64, I64]:
-    """(present, memslots visited) of invocation ``i``, per scenario."""
+def invocation_columns(b: Batch, i: int) -> tuple[I64, I64, I64, I64]:
+    """(present, memslots visited, range-flush calls, range TLBI ops) of invocation ``i``, per
+    scenario; the last two are those of one ``kvm_tlb_flush_vmid_range`` over its range."""
     present = b.inv_present[:, i].astype(np.int64)
-    return present, present * b.n_memslots
+    pages = np.where(b.inv_present[:, i], (b.inv_hi[:, i] - b.inv_lo[:, i]) // b.geometry.granule, 0)
+    calls, ops = range_flush(np.maximum(pages, 0))
+    return present, present * b.n_memslots, calls, ops
 
 
-def invocation_coefficients(b: Batch, i: int, behaviour: Behaviour) -> I64:
-    """(2, EVENTS): events charged once per invocation, per unit of `invocation_columns`: the
-    entry call, the memslot visits, the final flush, the pgd pages."""
+def invocation_coefficients(b: Batch, i: int, behaviour: Behaviour, *, tlbi_range: bool = False) -> I64:
+    """(4, EVENTS): events charged once per invocation, per unit of `invocation_columns`: the
+    entry call, the memslot visits, the final flush (one VMID-wide, or a range flush of the
+    invocation's range on a TLBIRANGE CPU), the pgd pages."""
     ix = EVENT_INDEX
-    a = np.zeros((2, N_EVENTS), dtype=np.int64)
+    a = np.zeros((4, N_EVENTS), dtype=np.int64)
     a[0, ix["notifier_call"]] = 1
     if b.inv_kind[i] in ITERATES_MEMSLOTS:
         a[1, ix["memslot_visit"]] = 1
-    if behaviour.final_flush == "vmall":
+    if behaviour.final_flush == "vmall" or (behaviour.final_flush == "range_or_vmall" and not tlbi_range):
         a[0, ix["flush_remote_tlbs"]] = 1
+    elif behaviour.final_flush == "range_or_vmall":
+        a[2, ix["range_flush_call"]] = 1
+        a[3, ix["range_tlbi_op"]] = 1
     if b.inv_kind[i] == TEARDOWN:
         a[0, ix["table_free"]] = b.geometry.pgd_pages
     return a
 
 
-def invocation_events(b: Batch, i: int, behaviour: Behaviour) -> I64:
+def invocation_events(b: Batch, i: int, behaviour: Behaviour, *, tlbi_range: bool = False) -> I64:
     """Events charged once per invocation (S, EVENTS)."""
-    return np.stack(invocation_columns(b, i), axis=-1) @ invocation_coefficients(b, i, behaviour)
+    columns = np.stack(invocation_columns(b, i), axis=-1)
+    return columns @ invocation_coefficients(b, i, behaviour, tlbi_range=tlbi_range)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -791,7 +803,8 @@ def count(
     for i in range(len(b.inv_kind)):
         lin.put(("invocation", i), invocation_columns(b, i))
         for u, behaviours in enumerate(behs):
-            lin.add(u, lin.columns(("invocation", i)), invocation_coefficients(b, i, behaviours[b.inv_kind[i]]))
+            lin.add(u, lin.columns(("invocation", i)),
+                    invocation_coefficients(b, i, behaviours[b.inv_kind[i]], tlbi_range=tlbi_range))
     flush = np.zeros((2, N_EVENTS), dtype=np.int64)
     flush[0, EVENT_INDEX["range_flush_call"]] = 1
     flush[1, EVENT_INDEX["range_tlbi_op"]] = 1
@@ -958,7 +971,7 @@ def _segments_one(
                 add(ev, walk_unlocked, brk, m, t)
             else:
                 add((ev * (m * t)[:, None]).sum(axis=0), walk_unlocked)
-        tail = invocation_events(one, i, beh)[0]
+        tail = invocation_events(one, i, beh, tlbi_range=tlbi_range)[0]
         tail[EVENT_INDEX["notifier_call"]] = 0
         tail[EVENT_INDEX["memslot_visit"]] = 0
         if tail.any():
@@ -1010,6 +1023,8 @@ def slice_batch(b: Batch, lo: int, hi: int) -> Batch:
         inv_kind=b.inv_kind,
         inv_blockable=b.inv_blockable,
         inv_present=b.inv_present[lo:hi],
+        inv_lo=b.inv_lo[lo:hi],
+        inv_hi=b.inv_hi[lo:hi],
         pass_lo=b.pass_lo[lo:hi],
         pass_hi=b.pass_hi[lo:hi],
         pass_inv=b.pass_inv,

@@ -451,8 +451,13 @@ class _Run:
         else:
             raise ValueError(f"unknown invocation kind {inv.kind!r}")
 
-        if b.final_flush == "vmall":
+        if b.final_flush == "vmall" or (b.final_flush == "range_or_vmall" and not self.tlbi_range):
             self.seg[_FLUSH_REMOTE_TLBS] += 1  # kvm_flush_remote_tlbs, after the walk
+        elif b.final_flush == "range_or_vmall" and (inv.hi - inv.lo) // g.granule > 0:
+            # kvm_tlb_flush_vmid_range(mmu, addr, size) over the invocation's range
+            calls, ops = range_flush_counts((inv.hi - inv.lo) // g.granule)
+            self.seg[_RANGE_FLUSH_CALL] += calls
+            self.seg[_RANGE_TLBI_OP] += ops
         if inv.kind == TEARDOWN:
             self.seg[_TABLE_FREE] += g.pgd_pages  # free_pages_exact(pgd): one page at a time
             self.table.pgd_freed = True

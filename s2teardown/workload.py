@@ -277,6 +277,8 @@ def uniform_batch_arrays(
         inv_kind=tuple(c[0] for c in calls),
         inv_blockable=tuple(c[4] for c in calls),
         inv_present=np.stack([c[3] for c in calls], axis=1),
+        inv_lo=np.stack([np.broadcast_to(c[1], (n_s,)) for c in calls], axis=1).astype(np.int64),
+        inv_hi=np.stack([np.broadcast_to(c[2], (n_s,)) for c in calls], axis=1).astype(np.int64),
         pass_lo=np.stack(p_lo_l, axis=1),
         pass_hi=np.stack(p_hi_l, axis=1),
         pass_inv=tuple(p_inv),
@@ -304,16 +306,7 @@ def event_of(b: Batch, s: int) -> tuple[Invocation, ...]:
     for i, kind in enumerate(b.inv_kind):
         if not b.inv_present[s, i]:
             continue
-        js = [j for j, ii in enumerate(b.pass_inv) if ii == i]
-        if kind in (TEARDOWN, RESET):
-            out.append(Invocation(kind, 0, b.geometry.ipa_size, b.inv_blockable[i]))
-        elif kind not in ITERATES_MEMSLOTS:
-            j = js[0]
-            out.append(Invocation(kind, int(b.pass_lo[s, j]), int(b.pass_hi[s, j]), b.inv_blockable[i]))
-        else:
-            lo = min(int(b.pass_lo[s, j]) for j in js if b.pass_hi[s, j] > b.pass_lo[s, j])
-            hi = max(int(b.pass_hi[s, j]) for j in js if b.pass_hi[s, j] > b.pass_lo[s, j])
-            out.append(Invocation(kind, lo, hi, b.inv_blockable[i]))
+        out.append(Invocation(kind, int(b.inv_lo[s, i]), int(b.inv_hi[s, i]), b.inv_blockable[i]))
     return tuple(out)
 
 

@@ -445,12 +445,6 @@ def test_v66_on_graviton3_via_estimate() -> None:
     assert {ev: int(x) for ev, x in zip(EVENTS, e.breakdown.events[0, 0], strict=True) if int(x)} == MUNMAP_4G2M
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "v6.6 'KVM: arm64: Invalidate the table entries upon a range': stage2_try_break_pte flushes a "
-    "replaced table with kvm_tlb_flush_vmid_range, a range flush whenever the CPU has TLBIRANGE "
-    "(FWB or not); only without TLBIRANGE does it fall back to __kvm_tlb_flush_vmid.  The v6.6 "
-    "row keeps v5.10's block_retry (final_flush: vmall) and the schema cannot gate a range flush "
-    "on TLBIRANGE alone"))
 def test_v66_block_retry_uses_a_range_flush_with_tlbirange() -> None:
     # As test_v510_block_retry_is_one_vmall, but on a TLBIRANGE CPU: one range flush of the
     # 2 MiB block = 512 pages -> 1 call, ops(512) = [(512>>6)&31 = 8] = 1; no VMALLS12E1IS.

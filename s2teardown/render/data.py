@@ -19,7 +19,7 @@ from ..units import format_ns
 
 FORMAT_VERSION = 1
 #: Bumped whenever the model's equations change (docs/model.md keeps the changelog).
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 
 def _num(x: float) -> float | None:

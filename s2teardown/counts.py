@@ -406,29 +406,8 @@ def quantity_matrix(q: PassQuantities) -> I64:
     return np.stack([getattr(q, f) for f in QUANTITIES], axis=-1)
 
 
-def pass_coefficients(
-    g: Geometry,
-    behaviour: Behaviour,
-    *,
-    fwb: bool,
-    tlbi_range: bool,
-    cache_line: int,
-    kind: str,
-) -> I64:
-    """`_pass_coefficients`, computed once per argument set (a read-only array)."""
-    return _cached_coefficients(g, behaviour, fwb, tlbi_range, cache_line, kind)
-
-
 @lru_cache(maxsize=4096)
-def _cached_coefficients(
-    g: Geometry, behaviour: Behaviour, fwb: bool, tlbi_range: bool, cache_line: int, kind: str
-) -> I64:
-    a = _pass_coefficients(g, behaviour, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line, kind=kind)
-    a.setflags(write=False)
-    return a
-
-
-def _pass_coefficients(
+def pass_coefficients(
     g: Geometry,
     behaviour: Behaviour,
     *,
@@ -439,6 +418,7 @@ def _pass_coefficients(
 ) -> I64:
     """(QUANTITIES, EVENTS): the kernel events of a pass or chunk per unit of each quantity,
     without per-invocation ones (the range flush of a deferring variant is added by the caller).
+    Computed once per argument set (cached; the array is read-only).
 
     A cache line divides every granule, so the DC CIVAC count of a leaf is its size / line.
     """
@@ -451,6 +431,7 @@ def _pass_coefficients(
         a[_PTE, ix["host_page_free"]] = 1
         a[[_PMD, _PUD], ix["host_folio_free"]] = 1
     if behaviour.walk == "destroy":
+        a.setflags(write=False)
         return a  # kvm_pgtable_stage2_destroy: references dropped, tables freed, nothing cleared
     a[[_PTE, _DEV], ix["pte_clear"]] = 1
     a[[_PMD, _PUD], ix["block_clear"]] = 1
@@ -469,22 +450,8 @@ def _pass_coefficients(
         a[_PMD, ix["dc_civac_line"]] = g.leaf_sizes[1] // cache_line
         if len(g.leaf_sizes) > 2:
             a[_PUD, ix["dc_civac_line"]] = g.leaf_sizes[2] // cache_line
+    a.setflags(write=False)
     return a
-
-
-def pass_events(
-    g: Geometry,
-    q: PassQuantities,
-    behaviour: Behaviour,
-    *,
-    fwb: bool,
-    tlbi_range: bool,
-    cache_line: int,
-    kind: str,
-) -> I64:
-    """Kernel events (last axis: ops.EVENTS) of a pass or chunk, without per-invocation ones."""
-    a = pass_coefficients(g, behaviour, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line, kind=kind)
-    return quantity_matrix(q) @ a
 
 
 def invocation_columns(b: Batch, i: int) -> tuple[I64, I64, I64, I64]:
@@ -523,18 +490,6 @@ def invocation_events(b: Batch, i: int, behaviour: Behaviour, *, tlbi_range: boo
 
 # ----------------------------------------------------------------------------------------------
 # Chunked passes
-
-
-def chunk_bounds(lo: I64, hi: I64, chunk: int) -> tuple[I64, I64]:
-    """The chunk-walks of passes ``[lo, hi)`` (shape (S,)) -> (S, C) bounds, empty ones padded."""
-    n = chunks_spanned(lo, hi, chunk)
-    width = max(int(n.max()) if n.size else 0, 1)
-    first = floor_div(lo, chunk)
-    starts = (first[:, None] + np.arange(width, dtype=np.int64)[None, :]) * chunk
-    c_lo = np.maximum(starts, lo[:, None])
-    c_hi = np.minimum(starts + chunk, hi[:, None])
-    live = np.arange(width)[None, :] < n[:, None]
-    return np.where(live, c_lo, 0), np.where(live, c_hi, 0)
 
 
 def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64, I64]:
@@ -829,7 +784,7 @@ def count(
             beh = behaviours[kind]
             chunk = walk_chunk(g, beh)
             key: tuple[object, ...] = ("pass", j) if chunk not in finer else ("pass", j, chunk)
-            lin.add(u, lin.columns(key), pass_coefficients(g, beh, kind=kind, **kw))  # type: ignore[arg-type]
+            lin.add(u, lin.columns(key), pass_coefficients(g, beh, kind=kind, **kw))
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
                 key = ("range", j, chunk)
                 if key not in lin:

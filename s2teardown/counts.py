@@ -214,20 +214,14 @@ def _survivor_slots(ext: _Extents, pieces: tuple[I64, I64], g: Geometry) -> tupl
 
 
 def pass_quantities(
-    g: Geometry,
-    ext: _Extents,
-    prev_lo: I64,
-    prev_hi: I64,
-    lo: I64,
-    hi: I64,
-    chunks: Sequence[int] = (),
+    g: Geometry, ext: _Extents, prev_lo: I64, prev_hi: I64, lo: I64, hi: I64
 ) -> tuple[PassQuantities, I64, I64]:
     """Quantities of the pass ``[lo, hi)`` after the passes ``prev`` (leaf units, ``(..., E, q)``).
 
     Returns the quantities and the coverage including this pass.  The table levels are one more
     array axis (not a loop): 3 and 4 levels cost the same number of numpy calls.
     """
-    q, new_lo, new_hi, _ = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, chunks)
+    q, new_lo, new_hi, _ = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, ())
     return q, new_lo, new_hi
 
 

@@ -358,7 +358,10 @@ def fig_throughput(cfg: dict[str, Any], mi: MachineInputs, specs: list[VariantSp
                             and (fresh or bd.time_ns is o))
             del bd
 
-    t_eval, ts = median_time(run, 5, cfg["throughput_budget_s"])
+    # the best of the runs, as the bound's copy time is the best of its runs: both figures are
+    # then what the machine does when nothing else gets in the way (the median is kept beside)
+    t_median, ts = median_time(run, 5, cfg["throughput_budget_s"])
+    t_eval = min(ts)
     t_fresh, _ = median_time(lambda: run(fresh=True), 3, cfg["throughput_budget_s"])
     if not all(shape_ok):
         raise AssertionError("evaluate returned a breakdown of unexpected shape or dtype")
@@ -380,7 +383,8 @@ def fig_throughput(cfg: dict[str, Any], mi: MachineInputs, specs: list[VariantSp
     big = max(groups, key=lambda g: g[1].size)[2]
     prof = profile_top(lambda: evaluate(slice_batch(big, 0, cfg["profile_s"]), specs, mi, with_segments=False))
     prof["scenarios"] = min(cfg["profile_s"], big.size)
-    abs_ = {"eval_s": t_eval, "eval_runs_s": ts, "bound_s": t_bound, "batch_build_s": t_build,
+    abs_ = {"eval_s": t_eval, "eval_median_s": t_median, "eval_runs_s": ts, "bound_s": t_bound,
+            "batch_build_s": t_build,
             "chunked_eval_s": t_chunked, "fresh_output_eval_s": t_fresh}
     common = {
         "scenarios": s_n, "variants": v_n, "phases": p_n,

@@ -251,7 +251,7 @@ def pass_quantities_chunked(
     new_lo = concat_last(prev_lo, c_lo[..., None])
     new_hi = concat_last(prev_hi, c_hi[..., None])
     removed = union_length(new_lo, new_hi, normalised=True) - union_length(prev_lo, prev_hi, normalised=True)
-    by_class = (removed[..., None] * ext.classes(g)).sum(axis=-2)
+    by_class = np.einsum("...e,...ek->...k", removed, ext.classes(g))  # PTEs, device PTEs, PMDs, PUDs
     pte, pte_dev, pmd, pud = (by_class[..., k] for k in range(4))
 
     nonempty = hi > lo

@@ -13,6 +13,8 @@ import numpy.typing as npt
 I64 = npt.NDArray[np.int64]
 
 _EMPTY = np.int64(-1)
+#: Unions of at most this many intervals per set are summed column by column.
+_COLUMN_LOOP = 16
 
 
 def _shift_of(unit: int | I64) -> int | I64 | None:
@@ -99,6 +101,16 @@ def union_length(lo: I64, hi: I64, *, presorted: bool = False, normalised: bool 
         lo_s = np.take_along_axis(lo, order, axis=-1)
         hi_s = np.take_along_axis(hi, order, axis=-1)
     # each interval adds what lies beyond the furthest end of those before it
+    if lo_s.shape[-1] <= _COLUMN_LOOP:
+        # a few intervals per set (the usual case): column by column, each a whole-array
+        # operation — numpy's reductions along a short last axis are several times slower
+        run = hi_s[..., 0]
+        total = np.maximum(run - lo_s[..., 0], 0)
+        for j in range(1, lo_s.shape[-1]):
+            h = hi_s[..., j]
+            total += np.maximum(h - np.maximum(lo_s[..., j], run), 0)
+            run = np.maximum(run, h)
+        return total  # type: ignore[no-any-return]
     run = np.maximum.accumulate(hi_s, axis=-1)
     start = lo_s.copy()
     np.maximum(start[..., 1:], run[..., :-1], out=start[..., 1:])

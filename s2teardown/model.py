@@ -192,7 +192,11 @@ def evaluate(
         elif not np.array_equal(c.coefficients, coefficients):  # pragma: no cover - invariant
             raise RuntimeError("the counts' linear form differs between steps of one batch")
         columns[lo:hi] = c.columns
-        np.matmul(c.columns.astype(np.float64), per_ns, out=time[lo:hi].reshape(hi - lo, n_v * n_p))
+        # columns that are zero in this whole step (no device pages, no range flush, ...) add
+        # nothing: the product runs over the others only
+        used = np.flatnonzero(c.columns.any(axis=0))
+        np.matmul(c.columns[:, used].astype(np.float64), per_ns[used],
+                  out=time[lo:hi].reshape(hi - lo, n_v * n_p))
         if c.segments is not None:
             segments.extend(c.segments)
     assert columns is not None and coefficients is not None and rows is not None

@@ -279,38 +279,87 @@ def pass_quantities_chunked(
         level_visits = union_length(in_lo, in_hi, presorted=True)
     q = PassQuantities(pte, pte_dev, pmd, pud, freed, top + level_visits.sum(axis=0))
     chunked: dict[int, I64] = {}
-    x_lo, x_hi = np.where(nonempty, lo, 0), np.where(nonempty, hi, 0)
     if chunks:
-        unit = ext.unit[..., None]
-        pb_lo, pb_hi = pieces[0] * unit, pieces[1] * unit  # surviving pieces in bytes
-        lo_leaf = floor_div(lo[..., None, None], unit, ext.shift[..., None]) * unit  # its leaf's start
-    for chunk in chunks:
-        shared = [k for k in range(len(g.spans) - 1) if g.spans[k] > chunk]  # tables > a chunk
-        visits = chunks_spanned(x_lo, x_hi, chunk) + level_visits[len(shared):].sum(axis=0)
-        if shared:
-            # (every leaf is smaller than these tables: a leaf is no larger than a chunk; an
-            # empty piece, [-1, -1) in leaf units, gives an empty interval below)
-            per = (-1,) + (1,) * pb_lo.ndim
-            tt, tk = t[: len(shared)].reshape(per), t_shift[: len(shared)].reshape(per)
-            start = floor_div(pb_lo, tt, tk) * tt
-            # alive to the chunk holding the last leaf; a piece's leaves left of lo: its last table
-            alive_hi = ceil_div(pb_hi, chunk) * chunk
-            left_end = np.minimum(pb_hi, lo_leaf)
-            alive_hi = np.where(left_end > pb_lo, np.maximum(alive_hi, ceil_div(left_end, tt, tk) * tt), alive_hi)
-            a_lo = np.maximum(start, x_lo[..., None, None])
-            a_hi = np.minimum(alive_hi, x_hi[..., None, None])
-            live = a_hi > a_lo
-            cu = np.minimum(entry[: len(shared)], chunk).reshape(per)
-            ck = np.minimum(e_shift[: len(shared)], chunk.bit_length() - 1).reshape(per)
-            # in units of an entry (or of a chunk, for entries larger than one), outward; a dead
-            # interval becomes [0, 0), which the union ignores
-            v_lo = np.where(live, floor_div(a_lo, cu, ck), 0)
-            v_hi = np.where(live, ceil_div(a_hi, cu, ck), 0)
-            flat = v_lo.shape[:-2] + (v_lo.shape[-2] * v_lo.shape[-1],)
-            # pieces come extent by extent in address order, their table starts too: sorted
-            visits = visits + union_length(v_lo.reshape(flat), v_hi.reshape(flat), presorted=True).sum(axis=0)
-        chunked[chunk] = visits
+        # one scenario (an estimate): plain integers beat numpy's per-call overhead several times
+        visits_of = _chunked_visits_one if lo.shape == (1,) else _chunked_visits
+        for chunk in chunks:
+            chunked[chunk] = visits_of(g, ext, pieces, lo, hi, level_visits, chunk)
     return q, new_lo, new_hi, chunked
+
+
+def _chunked_visits(
+    g: Geometry, ext: _Extents, pieces: tuple[I64, I64], lo: I64, hi: I64, level_visits: I64, chunk: int
+) -> I64:
+    """`pass_quantities_chunked`'s visits of the chunk-walks of ``chunk`` bytes, on arrays."""
+    t, entry, t_shift, e_shift = _levels(g)
+    nonempty = hi > lo
+    x_lo, x_hi = np.where(nonempty, lo, 0), np.where(nonempty, hi, 0)
+    shared = sum(1 for span in g.spans[:-1] if span > chunk)  # the tables larger than a chunk
+    visits = chunks_spanned(x_lo, x_hi, chunk) + level_visits[shared:].sum(axis=0)
+    if not shared:
+        return visits  # type: ignore[no-any-return]
+    unit = ext.unit[..., None]
+    pb_lo, pb_hi = pieces[0] * unit, pieces[1] * unit  # surviving pieces in bytes
+    lo_leaf = floor_div(lo[..., None, None], unit, ext.shift[..., None]) * unit  # its leaf's start
+    # (every leaf is smaller than these tables: a leaf is no larger than a chunk; an empty piece,
+    # [-1, -1) in leaf units, gives an empty interval below)
+    per = (-1,) + (1,) * pb_lo.ndim
+    tt, tk = t[:shared].reshape(per), t_shift[:shared].reshape(per)
+    start = floor_div(pb_lo, tt, tk) * tt
+    # alive to the chunk holding the last leaf; a piece's leaves left of lo: its last table
+    alive_hi = ceil_div(pb_hi, chunk) * chunk
+    left_end = np.minimum(pb_hi, lo_leaf)
+    alive_hi = np.where(left_end > pb_lo, np.maximum(alive_hi, ceil_div(left_end, tt, tk) * tt), alive_hi)
+    a_lo = np.maximum(start, x_lo[..., None, None])
+    a_hi = np.minimum(alive_hi, x_hi[..., None, None])
+    live = a_hi > a_lo
+    cu = np.minimum(entry[:shared], chunk).reshape(per)
+    ck = np.minimum(e_shift[:shared], chunk.bit_length() - 1).reshape(per)
+    # in units of an entry (or of a chunk, for entries larger than one), outward; a dead interval
+    # becomes [0, 0), which the union ignores
+    v_lo = np.where(live, floor_div(a_lo, cu, ck), 0)
+    v_hi = np.where(live, ceil_div(a_hi, cu, ck), 0)
+    flat = v_lo.shape[:-2] + (v_lo.shape[-2] * v_lo.shape[-1],)
+    # pieces come extent by extent in address order, their table starts too: sorted
+    return visits + union_length(v_lo.reshape(flat), v_hi.reshape(flat), presorted=True).sum(axis=0)  # type: ignore[no-any-return]
+
+
+def _chunked_visits_one(
+    g: Geometry, ext: _Extents, pieces: tuple[I64, I64], lo: I64, hi: I64, level_visits: I64, chunk: int
+) -> I64:
+    """`_chunked_visits` of a one-scenario batch, the same arithmetic on Python integers
+    (`test_chunked_visits_one_equals_arrays` checks the two against each other)."""
+    spans = g.spans
+    shared = sum(1 for span in spans[:-1] if span > chunk)
+    visits = int(level_visits[shared:].sum())
+    x_lo, x_hi = int(lo[0]), int(hi[0])
+    if x_hi <= x_lo:
+        return np.array([visits], dtype=np.int64)
+    visits += -(-x_hi // chunk) - x_lo // chunk
+    units = ext.unit.reshape(-1).tolist()
+    p_lo, p_hi = pieces[0][0].tolist(), pieces[1][0].tolist()  # (E, q + 1) of the one scenario
+    for k in range(shared):
+        table, cu = spans[k], min(spans[k + 1], chunk)
+        alive: list[tuple[int, int]] = []
+        for unit, los, his in zip(units, p_lo, p_hi, strict=True):
+            lo_leaf = x_lo // unit * unit
+            for a, z in zip(los, his, strict=True):
+                if z <= a:
+                    continue
+                b_lo, b_hi = a * unit, z * unit
+                end = -(-b_hi // chunk) * chunk
+                left_end = min(b_hi, lo_leaf)
+                if left_end > b_lo:
+                    end = max(end, -(-left_end // table) * table)
+                s_, e_ = max(b_lo // table * table, x_lo), min(end, x_hi)
+                if e_ > s_:
+                    alive.append((s_ // cu, -(-e_ // cu)))
+        run = None
+        for s_, e_ in sorted(alive):
+            start = s_ if run is None else max(s_, run)
+            visits += max(e_ - start, 0)
+            run = e_ if run is None else max(run, e_)
+    return np.array([visits], dtype=np.int64)
 
 
 def range_flush_columns(g: Geometry, lo: I64, hi: I64, chunk: int | None) -> tuple[I64, I64]:

@@ -203,3 +203,53 @@ def test_compact_keeps_every_set() -> None:
             w_ = sorted((int(x), int(y)) for x, y in zip(want[0][s_, e], want[1][s_, e], strict=True) if y > x)
             g_ = sorted((int(x), int(y)) for x, y in zip(got[0][s_, e], got[1][s_, e], strict=True) if y > x)
             assert w_ == g_
+
+
+@settings(max_examples=EXAMPLES, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_chunked_visits_one_equals_arrays(data: st.DataObject) -> None:
+    """The chunked walks' visits of a one-scenario batch, on Python integers, equal the array
+    arithmetic used for larger batches, pass by pass, for every chunk size of the schema."""
+    from s2teardown.counts import (
+        _chunked_visits,
+        _chunked_visits_one,
+        _Extents,
+        pass_quantities,
+    )
+    from s2teardown.intervals import complement_within
+
+    lay = data.draw(layouts())
+    event = data.draw(events(lay))
+    b = batch_from_layout(lay, event)
+    g = b.geometry
+    ext = _Extents(b, 0)
+    prev_lo = np.zeros((1, b.ext_lo.shape[1], 0), dtype=np.int64)
+    prev_hi = prev_lo.copy()
+    for j in range(len(b.pass_inv)):
+        lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
+        pieces = complement_within(ext.a, ext.b, prev_lo, prev_hi)
+        levels = np.arange(1, g.levels)[:, None] * 7 + np.array([3])  # any per-level visits
+        for chunk in sorted({g.min_block_chunk, G, g.top_entry_size}):
+            if chunk < g.span(0):
+                want = _chunked_visits(g, ext, pieces, lo, hi, levels, chunk)
+                got = _chunked_visits_one(g, ext, pieces, lo, hi, levels, chunk)
+                assert got.tolist() == want.tolist(), (j, chunk)
+        _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
+
+
+def test_four_level_batch_equals_its_scenarios() -> None:
+    """A batch of 4-level guests (arrays) gives each scenario's counts alone (integers)."""
+    from s2teardown.variants import load_variants
+    from s2teardown.workload import Workload, uniform_batch
+
+    behs = [v.behaviours for v in load_variants().variants]
+    ws = [Workload(vm_bytes=(1 + 37 * i) * G, backing=((2 * M, 70.0), (4 * K, 30.0)), mapped=0.5 + 0.05 * i,
+                   ipa_bits=44, memslots=1, event=ev, range=(5 * M + 4 * K * i, (i + 1) * G))
+          for ev in ("exit", "munmap") for i in range(6)]
+    for event in ("exit", "munmap"):
+        group = [w for w in ws if w.event == event]
+        together = count(uniform_batch(group), behs, fwb=False, cache_line=64, tlbi_range=True).events
+        for s, w in enumerate(group):
+            alone = count(uniform_batch([w]), behs, fwb=False, cache_line=64, tlbi_range=True).events
+            assert alone[0].tolist() == together[s].tolist(), (event, s)

@@ -616,7 +616,7 @@ def chunk_quantities(
     return q
 
 
-def chunked_pass_quantities(
+def chunk_run_quantities(
     g: Geometry,
     ext: _Extents,
     prev_lo: I64,
@@ -729,7 +729,7 @@ class _Linear:
     """Columns of quantities, each computed once (by key), and coefficients per behaviour set."""
 
     def __init__(self, n_sets: int) -> None:
-        self.index: dict[tuple[object, ...], int] = {}
+        self.index: dict[tuple[object, ...], range] = {}  # key -> its column indices
         self.arrays: list[I64] = []
         self.terms: list[tuple[int, int, I64]] = []  # (set, column, coefficient row)
         self.n_sets = n_sets
@@ -739,13 +739,11 @@ class _Linear:
 
     def put(self, key: tuple[object, ...], arrays: Sequence[I64]) -> None:
         """Columns for ``key`` (computed once: callers test ``key in`` first)."""
-        self.index[key] = len(self.arrays)
-        self.index[(*key, "n")] = len(arrays)
+        self.index[key] = range(len(self.arrays), len(self.arrays) + len(arrays))
         self.arrays.extend(arrays)
 
     def columns(self, key: tuple[object, ...]) -> list[int]:
-        first, n = self.index[key], self.index[(*key, "n")]
-        return list(range(first, first + n))
+        return list(self.index[key])
 
     def add(self, u: int, cols: list[int], coefficients: I64) -> None:
         """Set ``u`` gets ``coefficients`` (len(cols), EVENTS) on the columns ``cols``."""
@@ -876,11 +874,11 @@ class _ChunkedPasses:
             if int(hi[0]) > int(lo[0]):
                 kind = one.inv_kind[i]
                 sizes = sorted({walk_chunk(g, beh[kind]) or g.ipa_size for beh in behs})
-                # a chunk size the pass fits in walks it whole: chunked_pass_quantities' first
+                # a chunk size the pass fits in walks it whole: chunk_run_quantities' first
                 one_walk = {c for c in sizes if int(chunks_spanned(lo, hi, c)[0]) == 1}
                 split = [c for c in sizes if c not in one_walk]
                 runs = [chunk_runs(one, j, c) for c in split]
-                whole, parts = chunked_pass_quantities(g, ext_c, prev_lo, prev_hi, lo, hi,
+                whole, parts = chunk_run_quantities(g, ext_c, prev_lo, prev_hi, lo, hi,
                                                        [r[:2] for r in runs])
                 for c, r, qm in zip(split, runs, parts, strict=True):
                     self.cache[(j, c)] = (*r, qm)

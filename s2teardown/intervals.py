@@ -17,18 +17,14 @@ _EMPTY = np.int64(-1)
 _COLUMN_LOOP = 16
 
 
-def _shift_of(unit: int | I64) -> int | I64 | None:
-    """log2 of ``unit`` if it is a power of two (an int, or a small array of them), else None.
+def _shift_of(unit: int | I64) -> int | None:
+    """log2 of ``unit`` if it is an int power of two, else None (array units pass their shift).
 
     Every unit of the model (granule, leaf sizes, table spans, chunks) is a power of two, and a
     shift is several times faster than numpy's int64 floor division."""
     if isinstance(unit, int | np.integer):
         u = int(unit)
         return u.bit_length() - 1 if u > 0 and u & (u - 1) == 0 else None
-    if unit.size <= 64:
-        values = unit.ravel().tolist()
-        if all(v > 0 and v & (v - 1) == 0 for v in values):
-            return np.array([v.bit_length() - 1 for v in values], dtype=np.int64).reshape(unit.shape)
     return None
 
 

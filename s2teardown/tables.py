@@ -54,7 +54,7 @@ from .resources import bundled_names, bundled_root
 from .units import format_ns, format_size
 from .variants import Variant, VariantSet, load_variants
 from .workload import EVENTS_SUPPORTED, Workload
-from .yamlio import did_you_mean, line_of, read_yaml
+from .yamlio import did_you_mean, line_of, read_yaml, refuse_binary
 
 __all__ = [
     "DEFAULT_ATOL_NS",
@@ -902,15 +902,7 @@ def read_table(path: str | Path) -> dict[str, Any]:
         ) from None
     if not text.strip():
         raise UserError(name, 1, None, "a JSON cost table", "an empty file")
-    nul = text.find("\x00")
-    if nul >= 0:
-        raise UserError(
-            name,
-            text.count("\n", 0, nul) + 1,
-            None,
-            "a JSON cost table (text)",
-            f"binary data (NUL byte at offset {nul})",
-        )
+    refuse_binary(text, name, "a JSON cost table (text)")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

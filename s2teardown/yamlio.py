@@ -58,6 +58,7 @@ from .errors import UserError, describe
 __all__ = [
     "check_name",
     "check_schema_version",
+    "refuse_binary",
     "one_line_text",
     "MAX_BYTES",
     "YamlDocument",
@@ -465,20 +466,21 @@ def _read_bytes(path: Path, name: str) -> bytes:
         raise UserError(name, None, None, "a readable file", reason.lower()) from None
 
 
+def refuse_binary(text: str, name: str, expected: str) -> None:
+    """A one-line UserError (file, line, offset) if ``text`` holds a NUL byte: binary data."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise UserError(
+            name, text.count("\n", 0, nul) + 1, None, expected, f"binary data (NUL byte at offset {nul})"
+        )
+
+
 def read_yaml_text(text: str, name: str = "<string>") -> YamlDocument:
     """Parse ``text`` (errors are reported against ``name``) into a :class:`YamlDocument`."""
     raw = text.encode("utf-8", errors="surrogatepass")
     if len(raw) > MAX_BYTES:
         raise UserError(name, None, None, f"a file of at most {_MAX_DESC}", f"{len(raw)} bytes")
-    if "\x00" in text:
-        nul = text.index("\x00")
-        raise UserError(
-            name,
-            text.count("\n", 0, nul) + 1,
-            None,
-            "a UTF-8 text file",
-            f"binary data (NUL byte at offset {nul})",
-        )
+    refuse_binary(text, name, "a UTF-8 text file")
     data = _parse(text, name)
     return YamlDocument(data, text, hashlib.sha256(raw).hexdigest(), name)
 

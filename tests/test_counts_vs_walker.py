@@ -123,7 +123,8 @@ def test_repeated_table_regions_collapse_and_agree() -> None:
 def test_chunked_walk_closed_form_equals_chunk_by_chunk(data: st.DataObject) -> None:
     """The totals' closed form of a chunked walk (visits from alive chunks per table, one range
     flush per chunk from the chunk count) equals evaluating the representative chunks one by
-    one from the state each starts in (`chunk_runs` + `chunk_quantities`, what the segments use)."""
+    one from the state each starts in (`chunk_runs` + `chunk_quantities`, what the segments use)
+    — both of its paths: Python integers for one scenario, arrays for the same scenario twice."""
     from s2teardown.counts import (
         EVENT_INDEX,
         _Extents,
@@ -140,18 +141,23 @@ def test_chunked_walk_closed_form_equals_chunk_by_chunk(data: st.DataObject) -> 
     b = batch_from_layout(lay, event)
     g = b.geometry
     ext, ext_c = _Extents(b, 0), _Extents(b, 1)
+    b2 = _twice(b)  # two scenarios: the array path
+    ext2 = _Extents(b2, 0)
     prev_lo = np.zeros((1, b.ext_lo.shape[1], 0), dtype=np.int64)
     prev_hi = prev_lo.copy()
     for j in range(len(b.pass_inv)):
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
+        prev2 = (np.concatenate([prev_lo, prev_lo]), np.concatenate([prev_hi, prev_hi]))
         for chunk in sorted({g.min_block_chunk, G, g.top_entry_size}):
             c_lo, c_hi, mult, times = chunk_runs(b, j, chunk)
             m = mult * times
             if chunk < g.span(0):
                 qc = chunk_quantities(g, ext_c, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi)
-                by_chunk = (qc.visits * m).sum(axis=1)
-                closed = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, [chunk])[3][chunk]
-                assert closed.tolist() == by_chunk.tolist(), (j, chunk)
+                by_chunk = (qc.visits * m).sum(axis=1).tolist()
+                one = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, [chunk])[3][chunk]
+                arrays = pass_quantities_chunked(g, ext2, *prev2, b2.pass_lo[:, j], b2.pass_hi[:, j],
+                                                 [chunk])[3][chunk]
+                assert one.tolist() == by_chunk and arrays.tolist() == by_chunk * 2, (j, chunk)
             per_chunk = (_range_events(g, c_lo, c_hi) * m[..., None]).sum(axis=1)
             calls, ops = range_flush_columns(g, lo, hi, chunk)
             assert calls.tolist() == per_chunk[:, EVENT_INDEX["range_flush_call"]].tolist()
@@ -205,37 +211,14 @@ def test_compact_keeps_every_set() -> None:
             assert w_ == g_
 
 
-@settings(max_examples=EXAMPLES, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.data())
-def test_chunked_visits_one_equals_arrays(data: st.DataObject) -> None:
-    """The chunked walks' visits of a one-scenario batch, on Python integers, equal the array
-    arithmetic used for larger batches, pass by pass, for every chunk size of the schema."""
-    from s2teardown.counts import (
-        _chunked_visits,
-        _chunked_visits_one,
-        _Extents,
-        pass_quantities,
-    )
-    from s2teardown.intervals import complement_within
+def _twice(b):
+    """The one-scenario batch ``b`` as a batch of that scenario twice."""
+    import dataclasses
 
-    lay = data.draw(layouts())
-    event = data.draw(events(lay))
-    b = batch_from_layout(lay, event)
-    g = b.geometry
-    ext = _Extents(b, 0)
-    prev_lo = np.zeros((1, b.ext_lo.shape[1], 0), dtype=np.int64)
-    prev_hi = prev_lo.copy()
-    for j in range(len(b.pass_inv)):
-        lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
-        pieces = complement_within(ext.a, ext.b, prev_lo, prev_hi)
-        levels = np.arange(1, g.levels)[:, None] * 7 + np.array([3])  # any per-level visits
-        for chunk in sorted({g.min_block_chunk, G, g.top_entry_size}):
-            if chunk < g.span(0):
-                want = _chunked_visits(g, ext, pieces, lo, hi, levels, chunk)
-                got = _chunked_visits_one(g, ext, pieces, lo, hi, levels, chunk)
-                assert got.tolist() == want.tolist(), (j, chunk)
-        _, prev_lo, prev_hi = pass_quantities(g, ext, prev_lo, prev_hi, lo, hi)
+    return dataclasses.replace(b, **{
+        f.name: np.concatenate([getattr(b, f.name)] * 2) for f in dataclasses.fields(b)
+        if isinstance(getattr(b, f.name), np.ndarray)
+    })
 
 
 def test_four_level_batch_equals_its_scenarios() -> None:

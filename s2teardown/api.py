@@ -8,6 +8,7 @@ every view must show — the inputs as understood, assumptions, warnings, and wh
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 
 from .counts import Batch, batch_from_layout, linear_from_events
 from .geometry import Geometry
-from .instructions import Features
+from .instructions import DEFAULT_FRAME, Features, Frame, frame_for
 from .machine import THETA_FIELDS, Machine
 from .model import Breakdown, MachineInputs, VariantSpec, evaluate
 from .ops import PHASE_INDEX, PHASES
@@ -106,6 +107,44 @@ class Estimate:
         )
 
 
+@functools.lru_cache(maxsize=1)
+def _bundled_variants() -> dict[str, Variant]:
+    from .variants import load_variants
+
+    return {v.name: v for v in load_variants().variants}
+
+
+def frame_of(v: Variant, others: Sequence[Variant] = ()) -> Frame:
+    """The instruction frame of a variant: from its own kernel version, else its base's (the
+    series' patches inherit v5.5's), else the oldest frame."""
+    from .variants import parse_version
+
+    known = {**_bundled_variants(), **{o.name: o for o in others}}
+    seen: set[str] = set()
+    cur: Variant | None = v
+    while cur is not None and cur.name not in seen:
+        seen.add(cur.name)
+        version = parse_version(cur.kernel or "")
+        if version:
+            return frame_for(version)
+        cur = known.get(cur.base or "")
+    return DEFAULT_FRAME
+
+
+def variant_specs(variants: Sequence[Variant]) -> list[VariantSpec]:
+    """What the model needs of each variant: behaviours and its kernel's instruction frame."""
+    return [VariantSpec(v.name, v.behaviours, frame_of(v, variants)) for v in variants]
+
+
+def machine_features(machine: Machine) -> Features:
+    return Features(
+        vhe=machine.feature("vhe"),
+        tlbi_repeat=machine.feature("tlbi_repeat"),
+        speculative_at=machine.feature("speculative_at"),
+        tlbi_sync_erratum=machine.feature("tlbi_sync_erratum"),
+    )
+
+
 def machine_prices(machine: Machine, placement: Placement | None = None) -> tuple[Prices, Placement]:
     pl = placement or Placement(
         float(machine.value("local_node")),
@@ -132,7 +171,7 @@ def machine_prices(machine: Machine, placement: Placement | None = None) -> tupl
 def machine_inputs(machine: Machine, placement: Placement | None = None) -> tuple[MachineInputs, Placement]:
     prices, pl = machine_prices(machine, placement)
     mi = MachineInputs(
-        features=Features(vhe=machine.feature("vhe"), tlbi_repeat=machine.feature("tlbi_repeat")),
+        features=machine_features(machine),
         fwb=machine.feature("s2fwb"),
         cache_line=int(machine.value("cache_line_bytes")),
         prices=prices,
@@ -313,7 +352,7 @@ def _estimate_batch(
     watchdog_thresh_s: float,
 ) -> Estimate:
     mi, placement = machine_inputs(machine, placement_in)
-    specs = [VariantSpec(v.name, v.behaviours) for v in variants]
+    specs = variant_specs(variants)
     names = [v.name for v in variants]
     base_idx = names.index(baseline) if baseline in names else 0
     b = evaluate(batch, specs, mi, baseline=base_idx, with_segments=with_segments)
@@ -386,7 +425,7 @@ def evaluate_workloads(
     """
     if not workloads:
         raise ValueError("workloads: expected at least one")
-    specs = [VariantSpec(v.name, v.behaviours) for v in variants]
+    specs = variant_specs(variants)
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, w in enumerate(workloads):
         w.check()

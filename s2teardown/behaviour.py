@@ -39,8 +39,21 @@ CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "resched": ("top_level", "largest_block", "1g", "none"),
     # Whether resched points are taken always (v5.5..v5.8) or only if the notifier may block (v5.9+).
     "resched_when": ("always", "blockable"),
-    # Whether the walk holds mmu_lock (v5.10's destroy walk runs unlocked on a detached table).
-    "lock": ("held", "unlocked"),
+    # Whether the walk holds mmu_lock: exclusively ("held": a spinlock before v5.15, the rwlock
+    # for write after), not at all (v5.10's destroy walk runs unlocked on a detached table), or
+    # for read (v6.2+ fault path: user_mem_abort takes read_lock(&kvm->mmu_lock) for every
+    # stage-2 fault, "KVM: arm64: Handle stage-2 faults in parallel", Oliver Upton, v6.2).
+    # A read holder is still non-preemptible (read_lock disables preemption), so "read"
+    # segments count as holding mmu_lock; what changes is that other faults run beside it.
+    "lock": ("held", "unlocked", "read"),
+    # How the subtree under a table entry replaced by a block (block_retry only) is freed:
+    # in the fault, under mmu_lock ("inline": v5.5 unmap_stage2_range, v5.10
+    # stage2_map_walk_table_pre / stage2_map_walk_leaf), or after an RCU grace period ("rcu":
+    # v6.2+ stage2_map_walk_table_pre -> mm_ops->free_removed_table, from v6.5 named
+    # free_unlinked_table -> stage2_free_unlinked_table -> call_rcu; the callback walks the
+    # unlinked table with stage2_free_walker).  With "rcu" the last-level work (entry visits,
+    # leaves, the freeing of last-level tables) is counted in the totals but in no segment.
+    "free": ("inline", "rcu"),
 }
 
 
@@ -54,6 +67,7 @@ class Behaviour:
     resched: str = "top_level"
     resched_when: str = "always"
     lock: str = "held"
+    free: str = "inline"
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -125,9 +125,11 @@ class Measurement:
 
 
 def _kernel_version(text: str) -> str:
-    """``6.8.0-47-generic`` -> ``6.8.0``; the version a distribution kernel is based on."""
-    m = re.match(r"^\s*v?(\d+\.\d+(?:\.\d+)?)", text)
-    return m.group(1) if m else text
+    """The ``kernel`` cell as typed (``6.8.0-47-generic``, ``6.1.0-57-cloud-arm64``, ``6.6.47``,
+    ``v6.6``), for `VariantSet.for_kernel`, which parses it with `variants.parse_kernel`: the
+    one parser of ``--kernel`` and of this column (a distribution ABI name keeps its meaning,
+    stable sublevel unknown, docs/model.md §13)."""
+    return text.strip()
 
 
 def _cell_error(file: str, line: int, column: str, expected: str, got: str,
@@ -367,7 +369,7 @@ def design(machine: Machine, measurements: Sequence[Measurement]) -> Design:
         est = estimate(machine, [m.variant], m.workload, with_segments=False)
         b = est.breakdown
         ev = np.asarray(b.events, dtype=np.float64)[0, 0]  # (E,): read once
-        x = np.asarray(b.expansion, dtype=np.float64)  # (E, P, O)
+        x = np.asarray(b.expansion, dtype=np.float64)[0]  # (E, P, O): the one variant's frame
         phases = [*stage2, host] if m.host_free_included else stage2
         op_counts = np.einsum("e,epo->po", ev, x)[phases].sum(axis=0)  # (O,)
         fields = tuple(est.prices.theta_fields)

@@ -46,7 +46,15 @@ from .intervals import (
     to_units,
     union_length,
 )
-from .layout import FREES_HOST_PAGES, ITERATES_MEMSLOTS, RESET, TEARDOWN, Invocation, Layout
+from .layout import (
+    BLOCK_RETRY,
+    FREES_HOST_PAGES,
+    ITERATES_MEMSLOTS,
+    RESET,
+    TEARDOWN,
+    Invocation,
+    Layout,
+)
 from .ops import EVENT_INDEX, EVENTS
 
 N_EVENTS = len(EVENTS)
@@ -148,6 +156,10 @@ class PassQuantities:
     pud: I64  # PUD blocks cleared
     freed: I64  # table pages emptied and freed (all levels)
     visits: I64  # entries loaded (all levels)
+    # the part of ``visits`` and ``freed`` at the last level (PTE tables): what a v6.2+ block
+    # retry frees in an RCU callback (`segment_coefficients`); only the segments use them
+    last_visits: I64
+    last_freed: I64
 
 
 class _Extents:
@@ -266,18 +278,19 @@ def pass_quantities_chunked(
     before = union_length(b_lo, b_hi, presorted=True, normalised=True)  # (levels - 1, ...)
     if bool(np.all(lo <= 0)) and bool(np.all(hi >= g.ipa_size)):
         # a pass over the whole IPA space (a teardown) leaves no survivor: skip computing them
-        freed = before.sum(axis=0)
+        freed_per_level = before
         level_visits = before * ratio
     else:
         a_lo, a_hi = _survivor_slots(ext, complement_within(ext.a, ext.b, new_lo, new_hi), g)
-        freed = (before - union_length(a_lo, a_hi, presorted=True, normalised=True)).sum(axis=0)
+        freed_per_level = before - union_length(a_lo, a_hi, presorted=True, normalised=True)
         # entries of each level inside the pass whose table exists when the pass starts:
         # |X ∩ S|, the survivors' slots clipped to the pass (still sorted)
         x_lo, x_hi = to_units(lo, hi, entry.reshape(per_level), e_shift.reshape(per_level))
         in_lo = np.maximum(b_lo * ratio[..., None], x_lo[..., None])
         in_hi = np.minimum(b_hi * ratio[..., None], x_hi[..., None])
         level_visits = union_length(in_lo, in_hi, presorted=True)
-    q = PassQuantities(pte, pte_dev, pmd, pud, freed, top + level_visits.sum(axis=0))
+    q = PassQuantities(pte, pte_dev, pmd, pud, freed_per_level.sum(axis=0), top + level_visits.sum(axis=0),
+                       level_visits[-1], freed_per_level[-1])
     chunked: dict[int, I64] = {}
     if chunks:
         # one scenario (an estimate): plain integers beat numpy's per-call overhead several times
@@ -442,11 +455,15 @@ def range_flush(pages: I64) -> tuple[I64, I64]:
 QUANTITIES: tuple[str, ...] = ("pte", "pte_dev", "pmd", "pud", "freed", "visits")
 _PTE, _DEV, _PMD, _PUD, _FREED, _VISITS = range(len(QUANTITIES))
 _LEAVES = [_PTE, _DEV, _PMD, _PUD]
+#: The quantities of a chunk in the segments (rows of `segment_coefficients`): the totals' six,
+#: then the last-level parts that a deferred (RCU) free takes out of the fault's stretch.
+SEGMENT_QUANTITIES: tuple[str, ...] = (*QUANTITIES, "last_visits", "last_freed")
+_LAST_VISITS, _LAST_FREED = len(QUANTITIES), len(QUANTITIES) + 1
 
 
-def quantity_matrix(q: PassQuantities) -> I64:
-    """The quantities stacked on a last axis, in `QUANTITIES` order."""
-    return np.stack([getattr(q, f) for f in QUANTITIES], axis=-1)
+def quantity_matrix(q: PassQuantities, names: tuple[str, ...] = QUANTITIES) -> I64:
+    """The quantities ``names`` (default: `QUANTITIES`) stacked on a last axis, in that order."""
+    return np.stack([getattr(q, f) for f in names], axis=-1)
 
 
 @lru_cache(maxsize=4096)
@@ -493,6 +510,46 @@ def pass_coefficients(
         a[_PMD, ix["dc_civac_line"]] = g.leaf_sizes[1] // cache_line
         if len(g.leaf_sizes) > 2:
             a[_PUD, ix["dc_civac_line"]] = g.leaf_sizes[2] // cache_line
+    a.setflags(write=False)
+    return a
+
+
+def rcu_deferred(behaviour: Behaviour, kind: str) -> bool:
+    """Whether the pass's last-level work is freed in an RCU callback, outside the fault's
+    stretch: only a v6.2+ table->block retry (``free: rcu``).  ``stage2_map_walk_table_pre``
+    breaks the table entry (its TLBI and the ``put_page`` on the parent stay in the fault), then
+    ``free_unlinked_table`` -> ``call_rcu``; the callback (``kvm_pgtable_stage2_free_unlinked``,
+    ``stage2_free_walker``) loads the subtree's entries, drops a reference per valid one and
+    frees the table page."""
+    return kind == BLOCK_RETRY and behaviour.free == "rcu"
+
+
+@lru_cache(maxsize=4096)
+def segment_coefficients(
+    g: Geometry,
+    behaviour: Behaviour,
+    *,
+    fwb: bool,
+    tlbi_range: bool,
+    cache_line: int,
+    kind: str,
+) -> I64:
+    """(SEGMENT_QUANTITIES, EVENTS): `pass_coefficients` as charged to the segments.
+
+    The same rows, plus two for the last-level parts of visits and frees.  Where the free is
+    deferred to RCU (`rcu_deferred`) the work of the unlinked last-level tables leaves the
+    segment: every event of a PTE (the callback's ``put_page`` per valid entry; in an unmap walk
+    also its clear, TLBI and CMO), the entry visits of the last level, and the freeing of a
+    last-level table (its ``table_free``; the ``put_page`` on its parent, the table entry's
+    clear and TLBI stay).  They stay in the totals (`pass_coefficients`), like the host frees.
+    """
+    a = np.zeros((len(SEGMENT_QUANTITIES), N_EVENTS), dtype=np.int64)
+    a[: len(QUANTITIES)] = pass_coefficients(g, behaviour, fwb=fwb, tlbi_range=tlbi_range,
+                                             cache_line=cache_line, kind=kind)
+    if rcu_deferred(behaviour, kind):
+        a[[_PTE, _DEV]] = 0
+        a[_LAST_VISITS, EVENT_INDEX["entry_visit"]] = -1
+        a[_LAST_FREED, EVENT_INDEX["table_free"]] = -1
     a.setflags(write=False)
     return a
 
@@ -627,10 +684,12 @@ def chunk_run_quantities(
 ) -> tuple[I64, list[I64]]:
     """The whole passes ``[lo, hi)`` (S,) and their chunk-walks ``runs`` (each (S, K_i) bounds)
     in one evaluation: the whole pass is one more chunk, with nothing of the pass done before
-    it.  Returns the quantity matrices, (S, 6) and one (S, K_i, 6) per run."""
+    it.  Returns the quantity matrices in `SEGMENT_QUANTITIES` order, (S, 8) and one (S, K_i, 8)
+    per run."""
     c_lo = np.concatenate([lo[:, None], *(r[0] for r in runs)], axis=1)
     c_hi = np.concatenate([hi[:, None], *(r[1] for r in runs)], axis=1)
-    qm = quantity_matrix(chunk_quantities(g, ext, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi))
+    qm = quantity_matrix(chunk_quantities(g, ext, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi),
+                         SEGMENT_QUANTITIES)
     ends = np.cumsum([1, *(r[0].shape[1] for r in runs)])
     return qm[:, 0, :], [qm[:, a:z, :] for a, z in zip(ends[:-1], ends[1:], strict=True)]
 
@@ -650,7 +709,8 @@ def _range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:
 
 @dataclass(frozen=True)
 class Segments:
-    """Event counts between consecutive resched points, in execution order (host frees excluded).
+    """Event counts between consecutive resched points, in execution order (host frees and a
+    v6.2+ block retry's RCU-deferred subtree free excluded).
 
     Run-length form: segment ``k`` of ``rows`` stands for ``repeat[k]`` identical consecutive
     segments (the interior chunks of a long run), and a cycle ``(first, n, times)`` says that
@@ -816,7 +876,7 @@ def count(
             q, new_lo, new_hi, chunked = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, finer)
         else:  # empty in every scenario (a memslot the range misses): nothing, state unchanged
             zero = np.zeros(b.size, dtype=np.int64)
-            q, new_lo, new_hi = PassQuantities(zero, zero, zero, zero, zero, zero), prev_lo, prev_hi
+            q, new_lo, new_hi = PassQuantities(zero, zero, zero, zero, zero, zero, zero, zero), prev_lo, prev_hi
             chunked = {c: zero for c in finer}
         lin.put(("pass", j), [getattr(q, f) for f in QUANTITIES])
         for c, visits in chunked.items():
@@ -890,7 +950,7 @@ class _ChunkedPasses:
                                            concat_last(prev_hi, x_hi[..., None]))
 
     def runs(self, j: int, chunk: int) -> tuple[I64, I64, I64, I64, I64]:
-        """(c_lo, c_hi, mult, times) of `chunk_runs` and the quantity matrix (1, K, 6)."""
+        """(c_lo, c_hi, mult, times) of `chunk_runs` and the quantity matrix (1, K, 8)."""
         return self.cache[(j, chunk)]
 
 
@@ -906,7 +966,8 @@ def _segments_one(
 ) -> Segments:
     """Event counts between consecutive resched points for scenario ``s``, in execution order.
 
-    Host-side frees happen after the lock is dropped (exit_mmap) and belong to no segment.
+    Host-side frees happen after the lock is dropped (exit_mmap) and belong to no segment; so
+    does the work of a v6.2+ block retry's RCU-deferred subtree free (`segment_coefficients`).
     ``passes`` shares the chunked passes between the behaviour sets of one scenario.
     """
     g = b.geometry
@@ -947,8 +1008,9 @@ def _segments_one(
                 continue
             chunk = walk_chunk(g, beh) or g.ipa_size
             c_lo, c_hi, mult, times, qm = passes.runs(j, chunk)
-            ev = (qm @ pass_coefficients(g, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
-                                         kind=kind))[0]
+            # a deferred (RCU) free leaves the segments but not the totals (segment_coefficients)
+            ev = (qm @ segment_coefficients(g, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
+                                            kind=kind))[0]
             if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
                 ev = ev + _range_events(g, c_lo, c_hi)[0]
             keep = mult[0] > 0

@@ -56,19 +56,92 @@ EVENT_PHASE: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Features:
-    """The machine features that change instruction counts."""
+    """The machine features and CPU errata that change instruction counts."""
 
     vhe: bool = False
-    tlbi_repeat: bool = False
+    tlbi_repeat: bool = False  # old ARM64_WORKAROUND_REPEAT_TLBI: every TLBI doubled
+    speculative_at: bool = False  # ARM64_WORKAROUND_SPECULATIVE_AT (1165522, 1319367, 1530923)
+    tlbi_sync_erratum: bool = False  # erratum 4118414 class: "Broken broadcast TLBI completion"
 
 
-def _hyp_call(f: Features) -> dict[str, int]:
-    """The common frame of a TLB-maintenance hyp call: entry, VMID switch in and out."""
+@dataclass(frozen=True)
+class Frame:
+    """What one kernel era's code executes around the events (docs/model.md §3.1).
+
+    Read from the sources named on each era in `FRAMES`, and checked against Debian's 6.1.192,
+    6.12.117 and 7.2.13 running KVM under QEMU (docs/validation.md).
+    """
+
+    name: str
+    since: tuple[int, ...]  # first mainline release with this frame
+    #: ``kvm_set_pte`` ends in ``dsb ishst`` (v5.5 virt/kvm/arm/mmu.c); from v5.10 the
+    #: kvm_pgtable walkers clear an entry with a plain ``WRITE_ONCE`` (arch/arm64/kvm/hyp/pgtable.c
+    #: ``kvm_set_invalid_pte``, later ``kvm_clear_pte``): no barrier per cleared entry
+    pte_clear_dsb: bool
+    #: the barrier opening a TLB hyp call: ``dsb ishst`` (``__kvm_tlb_flush_vmid_ipa`` to 6.x),
+    #: ``dsb ish`` on nVHE once ``enter_vmid_context`` took over (measured 6.12, 7.2)
+    nvhe_entry_dsb: str
+    #: VHE ``__tlb_switch_to_host`` also reloads VTTBR_EL2 (measured 6.1: 2 writes per call);
+    #: ``exit_vmid_context`` does not (6.12, 7.2: 1 write)
+    vhe_vttbr_restore: bool
+    #: the kernel carries erratum 4118414's workaround (``__repeat_tlbi_sync``): on an affected
+    #: CPU, one more ``tlbi vale2is, xzr; dsb ish`` after each hyp call's completing DSB.
+    #: Stable backports put it in every maintained series (5.10.262, 6.1.192, 6.12.117+, 7.2);
+    #: the frames of v5.10 on describe those maintained releases
+    tlbi_sync_workaround: bool
+
+
+#: Kernel eras, oldest first (`frame_for` picks the newest whose ``since`` is not after a
+#: version).  docs/model.md §3.1 gives each count's source.
+FRAMES: tuple[Frame, ...] = (
+    Frame("v5.5", (5, 5), pte_clear_dsb=True, nvhe_entry_dsb="ishst", vhe_vttbr_restore=True,
+          tlbi_sync_workaround=False),
+    Frame("v5.10", (5, 10), pte_clear_dsb=False, nvhe_entry_dsb="ishst", vhe_vttbr_restore=True,
+          tlbi_sync_workaround=True),
+    Frame("v6.9", (6, 9), pte_clear_dsb=False, nvhe_entry_dsb="ish", vhe_vttbr_restore=False,
+          tlbi_sync_workaround=True),
+)
+
+#: The frame every variant without a known kernel version gets (the series' base).
+DEFAULT_FRAME: Frame = FRAMES[0]
+
+
+def frame_for(version: tuple[int, ...]) -> Frame:
+    """The frame of a mainline kernel version (major, minor, ...)."""
+    out = FRAMES[0]
+    for fr in FRAMES:
+        if tuple(version[:2]) >= fr.since:
+            out = fr
+    return out
+
+
+def _hyp_call(f: Features, fr: Frame) -> dict[str, int]:
+    """The common frame of a TLB-maintenance hyp call: entry, VMID switch in and out.
+
+    ``__load_stage2`` (``__load_guest_stage2`` in v5.5) writes VTCR_EL2 and VTTBR_EL2; the way
+    out reloads the host's VTTBR_EL2 (nVHE ``__load_host_stage2``; VHE to 6.x only).
+    """
     if f.vhe:
-        # kvm_call_hyp's isb, the switch-in isb(s), the final isb: 4 (DOMAIN.md §3); VTTBR and
-        # HCR_EL2 written on the way in and restored on the way out: 4
-        return {"isb": 4, "sysreg_write": 4}
-    return {"hvc": 1, "isb": 2, "sysreg_write": 2}
+        # kvm_call_hyp's isb, the isb after HCR_EL2.TGE is cleared, the flush's final isb, the
+        # isb after HCR_EL2 is restored: 4.  VTCR + VTTBR + HCR in, HCR (+ VTTBR) out
+        out = {"isb": 4, "sysreg_write": 4 + (1 if fr.vhe_vttbr_restore else 0)}
+        if f.speculative_at:
+            # TCR_EL12 (EPD bits) and SCTLR_EL12.M set on the way in and restored on the way
+            # out (4 writes), one more isb  [read from the 6.12/7.2 Images' disassembly; no
+            # emulated CPU of the matrix has both VHE and this erratum]
+            out = _merge(out, {"isb": 1, "sysreg_write": 4})
+        return _merge(out, {"dsb_ishst": 1})
+    # nVHE: one HVC (and its ERET); VTCR + VTTBR in, VTTBR out; the isb after the switch in
+    # (replaced, under the speculative-AT workaround, by an isb after the TCR_EL1 write and one
+    # at the end of __load_stage2) and the flush's final isb
+    # (exit_vmid_context, v6.9 frame: an unconditional isb after the switch back, so 3 ISBs
+    # without the workaround and 4 with it; the older frame: 2 and 4)
+    newer = fr.nvhe_entry_dsb == "ish"
+    out = {"hvc": 1, "isb": 3 if newer else 2, "sysreg_write": 3}
+    if f.speculative_at:
+        # TCR_EL1 written in (EPD0/EPD1 set) and restored out, with their isbs
+        out = _merge(out, {"isb": 1 if newer else 2, "sysreg_write": 2})
+    return _merge(out, {f"dsb_{fr.nvhe_entry_dsb}": 1})
 
 
 def _tlbi(op: str, n: int, f: Features) -> dict[str, int]:
@@ -76,6 +149,14 @@ def _tlbi(op: str, n: int, f: Features) -> dict[str, int]:
     if f.tlbi_repeat:
         return {op: 2 * n, "dsb_ish": 2 * n}
     return {op: n, "dsb_ish": n}
+
+
+def _sync(f: Features, fr: Frame) -> dict[str, int]:
+    """Erratum 4118414's workaround: one broadcast ``tlbi vale2is, xzr`` and ``dsb ish`` after
+    the hyp call's completing DSB (measured: one per call on Cortex-A76, 6.1/6.12/7.2)."""
+    if f.tlbi_sync_erratum and fr.tlbi_sync_workaround:
+        return {"tlbi_is": 1, "dsb_ish": 1}
+    return {}
 
 
 def _merge(*parts: dict[str, int]) -> dict[str, int]:
@@ -86,16 +167,17 @@ def _merge(*parts: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def event_ops(f: Features) -> dict[str, dict[str, int]]:
-    """For each event, the operations one occurrence executes."""
-    tlb_ipa = _merge(_hyp_call(f), {"dsb_ishst": 1}, _tlbi("tlbi_is", 2, f))
-    flush_vmid = _merge(_hyp_call(f), {"dsb_ishst": 1}, _tlbi("tlbi_vmall", 1, f))
-    range_call = _merge(_hyp_call(f), {"dsb_ishst": 1, "dsb_ish": 1}, _tlbi("tlbi_is", 1, f))
+def event_ops(f: Features, fr: Frame = DEFAULT_FRAME) -> dict[str, dict[str, int]]:
+    """For each event, the operations one occurrence executes under one kernel frame."""
+    tlb_ipa = _merge(_hyp_call(f, fr), _tlbi("tlbi_is", 2, f), _sync(f, fr))
+    flush_vmid = _merge(_hyp_call(f, fr), _tlbi("tlbi_vmall", 1, f), _sync(f, fr))
+    # __kvm_tlb_flush_vmid_range: the range ops (counted per op below), dsb ish, vmalle1is
+    range_call = _merge(_hyp_call(f, fr), {"dsb_ish": 1}, _tlbi("tlbi_is", 1, f), _sync(f, fr))
     return {
         "notifier_call": {"notifier_call": 1},
         "memslot_visit": {"memslot_visit": 1},
         "entry_visit": {"entry_visit": 1},
-        "pte_clear": {"entry_clear": 1, "dsb_ishst": 1},
+        "pte_clear": {"entry_clear": 1, "dsb_ishst": 1} if fr.pte_clear_dsb else {"entry_clear": 1},
         "block_clear": {"entry_clear": 1},
         "table_clear": {"entry_clear": 1},
         "put_page": {"put_page": 1},
@@ -113,15 +195,17 @@ def event_ops(f: Features) -> dict[str, dict[str, int]]:
     }
 
 
-def expansion(f: Features) -> npt.NDArray[np.int64]:
+def expansion(f: Features, fr: Frame = DEFAULT_FRAME) -> npt.NDArray[np.int64]:
     """Tensor X[event, phase, op]: ops per occurrence of each event, at the event's phase."""
     x = np.zeros((len(EVENTS), len(PHASES), len(OPS)), dtype=np.int64)
-    for ev, ops in event_ops(f).items():
+    for ev, ops in event_ops(f, fr).items():
         for op, n in ops.items():
             x[EVENT_INDEX[ev], PHASE_INDEX[EVENT_PHASE[ev]], OP_INDEX[op]] = n
     return x
 
 
-def op_counts(events: npt.NDArray[np.int64], f: Features) -> npt.NDArray[np.int64]:
+def op_counts(
+    events: npt.NDArray[np.int64], f: Features, fr: Frame = DEFAULT_FRAME
+) -> npt.NDArray[np.int64]:
     """Exact operation counts ``[..., phase, op]`` from event counts ``[..., event]``."""
-    return np.einsum("...e,epo->...po", events, expansion(f))  # type: ignore[no-any-return]
+    return np.einsum("...e,epo->...po", events, expansion(f, fr))  # type: ignore[no-any-return]

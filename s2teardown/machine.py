@@ -364,8 +364,22 @@ _MACHINE_FIELDS: tuple[Field, ...] = (
     ),
     _feature(
         "tlbi_repeat",
-        "The CPU needs ARM64_WORKAROUND_REPEAT_TLBI: every broadcast TLBI "
-        "is issued twice (counts double, not prices). unknown: taken as absent.",
+        "The CPU needs the old ARM64_WORKAROUND_REPEAT_TLBI (Qualcomm Falkor E1009, "
+        "Cortex-A76 r0p0-r3p0 erratum 1286807): every broadcast TLBI is issued twice (counts "
+        "double, not prices). unknown: taken as absent.",
+    ),
+    _feature(
+        "tlbi_sync_erratum",
+        "The CPU has erratum 4118414's class, 'Broken broadcast TLBI completion' (Neoverse "
+        "N1/N2/V1/V2/V3, Cortex-A76 and later cores): kernels that carry the workaround "
+        "(__repeat_tlbi_sync) add one TLBI and one DSB ISH after each completing DSB. unknown: "
+        "taken as absent.",
+    ),
+    _feature(
+        "speculative_at",
+        "The CPU needs ARM64_WORKAROUND_SPECULATIVE_AT (Cortex-A55/A57/A72/A76 errata 1165522, "
+        "1319367, 1530923): an nVHE guest-context switch also writes TCR_EL1 and adds ISBs. "
+        "unknown: taken as absent.",
     ),
     # --- placement --------------------------------------------------------------------------
     _fraction(

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from .behaviour import Behaviour
 from .counts import Batch, Segments, count, expand_linear, slice_batch
-from .instructions import Features, expansion
+from .instructions import DEFAULT_FRAME, Features, Frame, expansion
 from .ops import OP_INDEX, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
 from .prices import Prices
 
@@ -51,6 +51,7 @@ class VariantSpec:
 
     name: str
     behaviours: Mapping[str, Behaviour]
+    frame: Frame = DEFAULT_FRAME  # the kernel era's instruction frame (instructions.FRAMES)
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,10 @@ class Breakdown:
     columns: I64  # (S, C) structural quantities (counts.py)
     coefficients: I64  # (U, C, EVENTS): events per unit of each, per distinct behaviour set
     variant_row: npt.NDArray[np.intp]  # (V,) the behaviour set of each variant
-    expansion: I64  # (EVENTS, PHASES, OPS)
+    expansion: I64  # (V, EVENTS, PHASES, OPS): each variant's kernel frame
     op_prices: F64  # (OPS,)
     time_ns: F64  # (S, V, PHASES)
-    assumed_weights: npt.NDArray[np.bool_]  # (EVENTS, PHASES): the event's cost there is assumed
+    assumed_weights: npt.NDArray[np.bool_]  # (V, EVENTS, PHASES): the event's cost there is assumed
     baseline: int  # index of the variant speedups are relative to
     stretch_ns: F64 | None = None  # (S, V) longest Stage-2 stretch between resched points
     stretch_locked: F64 | None = None  # (S, V) longest stretch holding mmu_lock (0: none)
@@ -90,9 +91,8 @@ class Breakdown:
     @property
     def assumed(self) -> npt.NDArray[np.bool_]:
         """(S, V, PHASES): the phase's time rests on an assumed parameter value (on demand)."""
-        present = (self.unique_events > 0).astype(np.float64)
-        flags = present @ self.assumed_weights.astype(np.float64) > 0
-        return flags[:, self.variant_row]
+        present = (self.events > 0).astype(np.float64)  # (S, V, E)
+        return np.einsum("sve,vep->svp", present, self.assumed_weights.astype(np.float64)) > 0  # type: ignore[no-any-return]
 
     @property
     def events(self) -> I64:
@@ -102,7 +102,7 @@ class Breakdown:
     @property
     def op_counts(self) -> I64:
         """Exact operation counts (S, V, PHASES, OPS)."""
-        return np.einsum("sve,epo->svpo", self.events, self.expansion)  # type: ignore[no-any-return]
+        return np.einsum("sve,vepo->svpo", self.events, self.expansion)  # type: ignore[no-any-return]
 
     @property
     def stage2_ns(self) -> F64:
@@ -127,13 +127,14 @@ class Breakdown:
     def phase_ops(self, s: int, v: int, phase: str) -> list[tuple[str, int, float]]:
         """(op, count, unit price) of the operations a phase is made of (non-zero counts)."""
         ev = self.unique_events[s, self.variant_row[v]]
-        oc = np.einsum("e,eo->o", ev, self.expansion[:, PHASE_INDEX[phase], :])
+        oc = np.einsum("e,eo->o", ev, self.expansion[v, :, PHASE_INDEX[phase], :])
         return [(OPS[o], int(oc[o]), float(self.op_prices[o])) for o in range(len(OPS)) if oc[o]]
 
 
 def weights(x: I64, op_prices: F64) -> F64:
-    """W[event, phase]: ns per occurrence of each event, charged to its phase."""
-    return np.einsum("epo,o->ep", x.astype(np.float64), op_prices)  # type: ignore[no-any-return]
+    """W[..., event, phase]: ns per occurrence of each event, charged to its phase (``x`` is one
+    expansion (E, P, O) or one per variant (V, E, P, O))."""
+    return np.einsum("...epo,o->...ep", x.astype(np.float64), op_prices)  # type: ignore[no-any-return]
 
 
 #: Scenarios evaluated per step: one step's intermediate arrays stay in the CPU caches.
@@ -141,9 +142,10 @@ STEP = 16384
 
 
 def price_map(coefficients: I64, variant_row: npt.NDArray[np.intp], w: F64) -> F64:
-    """(C, V·PHASES): ns per unit of each quantity column, per variant and phase."""
-    per_set = np.einsum("uce,ep->ucp", coefficients.astype(np.float64), w)  # (U, C, PHASES)
-    per_variant = per_set[variant_row].transpose(1, 0, 2)  # (C, V, PHASES)
+    """(C, V·PHASES): ns per unit of each quantity column, per variant and phase (``w`` is
+    W[variant, event, phase])."""
+    coef = coefficients.astype(np.float64)[variant_row]  # (V, C, EVENTS)
+    per_variant = np.einsum("vce,vep->cvp", coef, w)  # (C, V, PHASES)
     return np.ascontiguousarray(per_variant).reshape(coefficients.shape[1], -1)
 
 
@@ -160,7 +162,8 @@ def evaluate(
     """Counts × prices for every scenario of ``batch`` and every variant, in steps of `STEP`
     scenarios written straight into the (S, V, PHASES) breakdown (``out`` if given: a
     C-contiguous float64 array of that shape, as numpy's ``out=``, reused across calls)."""
-    x = expansion(machine.features)
+    x = np.stack([expansion(machine.features, v.frame) for v in variants]) if variants else \
+        np.zeros((0, *expansion(machine.features).shape), dtype=np.int64)
     prices = machine.prices.ops
     w = weights(x, prices)
     n_s, n_v, n_p = batch.size, len(variants), len(PHASES)
@@ -203,13 +206,13 @@ def evaluate(
     assumed_op = np.zeros(len(OPS), dtype=bool)
     for op in machine.prices.assumed_ops:
         assumed_op[OP_INDEX[op]] = True
-    w_assumed = np.einsum("epo,o->ep", x, assumed_op.astype(np.int64)) > 0
+    w_assumed = np.einsum("vepo,o->vep", x, assumed_op.astype(np.int64)) > 0
     stretch = None
     stretch_locked = None
     segs = tuple(segments) if with_segments else None
     if segs is not None:
-        w2 = w[:, _STAGE2].sum(axis=1)
-        times = [[seg.rows.astype(np.float64) @ w2 for seg in per_v] for per_v in segs]
+        w2 = w[:, :, _STAGE2].sum(axis=2)  # (V, EVENTS)
+        times = [[seg.rows.astype(np.float64) @ w2[v] for v, seg in enumerate(per_v)] for per_v in segs]
         stretch = np.array([[float(t.max()) for t in per_v] for per_v in times])
         stretch_locked = np.array(
             [

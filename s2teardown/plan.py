@@ -422,8 +422,8 @@ def plan(
     base = np.asarray(b.op_prices, dtype=np.float64)
     adjusted = conc.adjust(base)
     events = np.asarray(b.events)
-    time = events.astype(np.float64) @ weights(b.expansion, adjusted)
-    tlbi_ops = np.einsum("sve,eo->svo", events, b.expansion.sum(axis=1)[:, _TLBI_IDX])
+    time = np.einsum("sve,vep->svp", events.astype(np.float64), weights(b.expansion, adjusted))
+    tlbi_ops = np.einsum("sve,veo->svo", events, b.expansion.sum(axis=2)[:, :, _TLBI_IDX])
     tlbi_ops = tlbi_ops.astype(np.float64)
     other = tlbi_ops @ base[_TLBI_IDX] * remote_tlbi_fraction * (fleet.machine.pes - 1)
     warns = []

@@ -179,7 +179,7 @@ def linear_form(b: Breakdown, prices: Prices, machine: Machine) -> LinearForm:
     carry the placement's design matrix D.  Reads ``b.events`` once.
     """
     events = np.asarray(b.events, dtype=np.float64)  # (S, V, E): read once
-    x = np.asarray(b.expansion, dtype=np.float64)  # (E, P, O)
+    x = np.asarray(b.expansion, dtype=np.float64)  # (V, E, P, O)
     fields = tuple(prices.theta_fields)
     d = np.array(prices.design, dtype=np.float64, copy=True)  # (O, F)
     line = OP_INDEX["dc_civac_line"]
@@ -211,8 +211,8 @@ def linear_form(b: Breakdown, prices: Prices, machine: Machine) -> LinearForm:
         num.append(ic)
         den.append(len(params) - 1)
     d_ext = np.concatenate(columns, axis=1)  # (O, K)
-    w_ext = np.einsum("epo,ok->epk", x, d_ext)  # (E, P, K): ns per event per unit of each term
-    coef = np.einsum("sve,epk->svpk", events, w_ext)
+    w_ext = np.einsum("vepo,ok->vepk", x, d_ext)  # (V, E, P, K): ns per event per unit of each term
+    coef = np.einsum("sve,vepk->svpk", events, w_ext)
     values = np.array([p.typical for p in params])
     num_a = np.array(num, dtype=np.intp)
     den_a = np.array(den, dtype=np.intp)

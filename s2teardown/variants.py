@@ -7,6 +7,7 @@ behaviour per kind, and remembers which variant set each field (so a view can sa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -35,6 +36,11 @@ _META = ("name", "base", "title", "kernel", "patch", "provenance", "description"
          "backports")
 _KEYS = _META + PASS_KINDS
 _BEHAVIOUR_FIELDS = tuple(f.name for f in fields(Behaviour))
+#: Behaviour fields added after schema 1 was published: a variant without a base may leave them
+#: out and gets the `Behaviour` default (v5.5's value), so existing variants files stay valid.
+_OPTIONAL_FIELDS = frozenset({"free"})
+#: Behaviour values that exist for one invocation kind only.
+_ONLY_FOR_KIND = {("free", "rcu"): "block_retry"}
 
 
 @dataclass(frozen=True)
@@ -77,25 +83,75 @@ class VariantSet:
         return sorted(vs, key=lambda v: parse_version(v.kernel or "0") or (0,))
 
     def for_kernel(self, version: str, flag: str = "--kernel") -> Variant:
-        """The mainline variant in force at ``version`` (e.g. "6.8", "6.6.50", "5.4")."""
-        want = parse_version(version)
+        """The mainline variant in force at ``version`` (e.g. "6.8", "6.6.50", "6.8.0-47-generic");
+        `match_kernel` also gives the warnings that go with the choice."""
+        return self.match_kernel(version, flag).variant
+
+    def match_kernel(self, version: str, flag: str = "--kernel") -> KernelMatch:
+        """The mainline variant in force at ``version``, as a user types it (`parse_kernel`), and
+        the warnings a view must show with it (`KernelMatch`).
+
+        A row applies from its ``kernel`` release on, and from each ``backports`` entry on within
+        that stable series; of the rows that apply, the newest (by ``kernel``) wins.  A version
+        whose stable sublevel is unknown (a distribution ABI name such as ``6.1.0-57-cloud-arm64``)
+        is taken as its series' base release, with a warning when a backport inside that series
+        would change the answer; a version of a series newer than the newest row's gets that row,
+        with a warning naming it.  Older than the oldest row: an input error.
+        """
+        want = parse_kernel(version)
         if want is None:
+            # (the wording is the one the bad-input corpus pins; uname -r strings parse too)
             raise UserError(flag, None, None, "a kernel version such as 6.8 or 6.6.47", repr(version))
+        rows = self.mainline()
+        if not rows:
+            raise UserError(flag, None, None, "a variants file with a mainline row (one with kernel)",
+                            "none")
+        at = want.release
         best: Variant | None = None
-        for v in self.mainline():
-            since = [parse_version(v.kernel or "")]
-            since += [parse_version(b) for b in v.backports]
-            for s in since:
-                if s is None:
-                    continue
-                same_series = len(s) > 2 and want[:2] == s[:2]
-                if (len(s) <= 2 and want >= s) or (same_series and want >= s):
-                    best = v
+        for v in rows:
+            if _release(v.kernel) <= at:
+                best = v
+            for b in v.backports:
+                rel = _release(b)
+                if rel[:2] == at[:2] and rel <= at:
+                    best = v  # rows are oldest first: a later row's backport wins
         if best is None:
-            oldest = self.mainline()[0]
-            raise UserError(flag, None, None, f"a kernel version from {oldest.kernel} on (the oldest modelled)",
+            raise UserError(flag, None, None, f"a kernel version from {rows[0].kernel} on (the oldest modelled)",
                             repr(version))
-        return best
+        warnings: list[str] = []
+        if not want.sublevel_known:
+            # the stable sublevel is not in the string: name what a backport in the series would do
+            later = sorted(
+                ((_release(b), v) for v in rows for b in v.backports
+                 if _release(b)[:2] == at[:2] and _release(b) > at),
+                key=lambda rv: rv[0],
+            )
+            if later:
+                rel, v = later[0]
+                warnings.append(
+                    f"kernel {want.text}: a distribution ABI name without the stable sublevel, taken as "
+                    f"{at[0]}.{at[1]}.0 ({best.name}); from {'.'.join(map(str, rel))} on the series "
+                    f"carries {v.name} ({v.title})"
+                )
+        newer = self.newer_than_modelled(want)
+        if newer is not None:
+            warnings.append(newer)
+        return KernelMatch(best, want, tuple(warnings))
+
+    def newer_than_modelled(self, version: str | KernelVersion) -> str | None:
+        """A warning if ``version`` is of a newer series than the newest mainline row (whose
+        behaviour is then assumed unchanged), else None (also for a version that does not parse)."""
+        want = parse_kernel(version) if isinstance(version, str) else version
+        rows = self.mainline()
+        if want is None or not rows:
+            return None
+        newest = rows[-1]
+        if want.release[:2] <= _release(newest.kernel)[:2]:
+            return None
+        return (
+            f"kernel {want.text} is newer than the newest modelled behaviour, {newest.name} "
+            f"({newest.title}): its behaviour is assumed unchanged since Linux {newest.kernel}"
+        )
 
     def select(self, names: Sequence[str] | None, flag: str = "--variants") -> list[Variant]:
         if not names:
@@ -109,11 +165,76 @@ class VariantSet:
 
 
 def parse_version(text: str) -> tuple[int, ...] | None:
-    """"6.6.47" -> (6, 6, 47); "6.8" -> (6, 8); None if not a version."""
+    """"6.6.47" -> (6, 6, 47); "6.8" -> (6, 8); None if not a version.  The strict form of a
+    variants file's ``kernel`` and ``backports``; what users type goes through `parse_kernel`."""
     parts = str(text).strip().split(".")
     if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
         return None
     return tuple(int(p) for p in parts)
+
+
+def _release(text: str | None) -> tuple[int, int, int]:
+    """A variants file's strict version as (major, minor, sublevel): "6.6" is 6.6.0."""
+    parts = parse_version(text or "") or (0, 0)
+    return (parts[0], parts[1], parts[2] if len(parts) > 2 else 0)
+
+
+@dataclass(frozen=True)
+class KernelVersion:
+    """A kernel version as a user typed it, understood (`parse_kernel`).
+
+    ``release`` is (major, minor, sublevel); ``sublevel_known`` is False for a distribution ABI
+    name, ``X.Y.0-N...``, whose 0 is not the stable sublevel (Debian's ``6.1.0-57-cloud-arm64``
+    runs a 6.1.y stable kernel, Ubuntu's ``5.15.0-1050-aws`` a 5.15.y): the release is then
+    the series' base, ``X.Y.0``.
+    """
+
+    text: str
+    release: tuple[int, int, int]
+    sublevel_known: bool = True
+
+
+@dataclass(frozen=True)
+class KernelMatch:
+    """`VariantSet.match_kernel`: the variant in force, the version as understood, and the
+    warnings (unknown stable sublevel, newer than modelled) every view must show with it."""
+
+    variant: Variant
+    version: KernelVersion
+    warnings: tuple[str, ...] = ()
+
+
+#: ``uname -r`` and the other ways a kernel version is written: an optional v, X.Y, an optional
+#: .Z, then an optional suffix that starts with - + ~ or _ (local version, distribution release).
+_KERNEL_RE = re.compile(r"^[vV]?(\d{1,3})\.(\d{1,3})(?:\.(\d{1,4}))?(?:([-+~_]).*)?$")
+#: A distribution ABI suffix right after X.Y.0: "-" and digits ("-57-cloud-arm64", "-1050-aws",
+#: "-47-generic", "-427.13.1.el9_4.aarch64"); "-rc3" is a mainline release candidate, not one.
+_ABI_RE = re.compile(r"^-\d+(?:$|[-.+~_])")
+
+
+def parse_kernel(text: str) -> KernelVersion | None:
+    """A kernel version as users type it, or None: ``6.1``, ``6.1.192``, ``v6.6``, and
+    ``uname -r`` strings (``6.8.0-47-generic``, ``6.1.0-57-cloud-arm64``,
+    ``6.12.117+deb13-cloud-arm64``, ``5.15.0-1050-aws``).  The one parser of ``--kernel`` and of
+    the measurements CSV's ``kernel`` column.
+
+    Choices (docs/model.md §13): ``X.Y`` is the release X.Y.0; ``X.Y.Z`` and ``X.Y.Z`` with any
+    suffix are X.Y.Z (Debian from 13 and Amazon Linux put the real sublevel there:
+    ``6.12.117+deb13-...``, ``6.1.112-122...``); ``X.Y.0-N...`` is a distribution ABI name whose
+    stable sublevel is not in the string: X.Y.0, sublevel unknown (the series' base release, the
+    conservative reading: a backport is not assumed); ``X.Y-rcN`` / ``X.Y.0-rcN`` is X.Y.0.
+    """
+    raw = str(text).strip()
+    m = _KERNEL_RE.match(raw)
+    if m is None:
+        return None
+    major, minor = int(m.group(1)), int(m.group(2))
+    sub = m.group(3)
+    if sub is None:
+        return KernelVersion(raw, (major, minor, 0))
+    if int(sub) == 0 and _ABI_RE.match(raw[m.end(3):]):
+        return KernelVersion(raw, (major, minor, 0), sublevel_known=False)
+    return KernelVersion(raw, (major, minor, int(sub)))
 
 
 def default_path() -> Path:
@@ -201,10 +322,15 @@ def _check_entry(doc: YamlDocument, item: dict[str, Any], i: int) -> dict[str, A
             if fv not in CHOICES[fk]:
                 raise _err(doc, block, fk, f"{where}.{kind}.{fk}", "one of " + ", ".join(CHOICES[fk]),
                            describe(fv), did_you_mean(fv, CHOICES[fk]) if isinstance(fv, str) else None)
+            only = _ONLY_FOR_KIND.get((fk, fv))
+            if only is not None and kind != only:
+                raise _err(doc, block, fk, f"{where}.{kind}.{fk}",
+                           f"{fk}: {fv} only under {only} (the fault path's table->block retry)",
+                           f"{fk}: {fv} under {kind}")
     if item.get("base") is None:
         for kind in PASS_KINDS:
             block = item.get(kind) or {}
-            missing = [f for f in _BEHAVIOUR_FIELDS if f not in block]
+            missing = [f for f in _BEHAVIOUR_FIELDS if f not in block and f not in _OPTIONAL_FIELDS]
             if missing:
                 raise _err(doc, item, kind if kind in item else "name", f"{where}.{kind}",
                            "every behaviour field in a variant without a base",
@@ -277,8 +403,9 @@ def variants_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {f: {"enum": list(c)} for f, c in CHOICES.items()},
     }
-    props: dict[str, Any] = {k: {"type": "string"} for k in _META if k != "aliases"}
+    props: dict[str, Any] = {k: {"type": "string"} for k in _META if k not in ("aliases", "backports")}
     props["aliases"] = {"type": "array", "items": {"type": "string"}}
+    props["backports"] = {"type": "array", "items": {"type": "string"}}  # stable versions, "6.6.47"
     for k in PASS_KINDS:
         props[k] = behaviour
     return {

@@ -90,13 +90,22 @@ Modelling conventions that the kernel does not fix (see also `walk`):
   between segments and, when a freed table is not walked again, the entry visits.
 * Lock flags: a segment is reported as holding ``mmu_lock`` unless some chunk-walk of an
   invocation whose behaviour has ``lock="unlocked"`` ran in it (so a segment that also holds
-  locked work, e.g. the tail of a previous invocation, is reported unlocked).
+  locked work, e.g. the tail of a previous invocation, is reported unlocked).  ``lock="read"``
+  (the v6.2+ fault path, ``read_lock(&kvm->mmu_lock)``) holds it: a read holder is not
+  preemptible either.
+* v6.2+ table->block retry (``free="rcu"``, block_retry invocations only):
+  ``stage2_map_walk_table_pre`` breaks the table entry (TLBI, ``put_page`` on the parent) and
+  hands the unlinked table to ``free_unlinked_table`` -> ``call_rcu``; the RCU callback walks it
+  (``kvm_pgtable_stage2_free_unlinked`` with ``stage2_free_walker``: a load per entry, a
+  ``put_page`` per valid one) and frees the page.  Here everything done at the last level
+  (``unmap_ptes``: visits and leaves) and the ``table_free`` of a last-level table are counted
+  into a deferred vector: in the totals, in no segment (like the host frees).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 import numpy as np
@@ -314,14 +323,17 @@ class WalkResult:
 
     ``segments[k]`` counts the events between resched points ``k - 1`` and ``k`` in execution
     order (a resched point belongs to the segment it ends); they sum to ``events`` less the
-    host-side frees.
+    host-side frees and less ``deferred``.
     ``lock_held_segments[k]`` says whether ``mmu_lock`` was held during segment ``k``: False as
     soon as a chunk-walk of an ``lock="unlocked"`` invocation ran in it.
+    ``deferred`` counts the work of RCU callbacks (a v6.2+ block retry's unlinked subtree):
+    in ``events``, in no segment.
     """
 
     events: npt.NDArray[np.int64]
     segments: tuple[npt.NDArray[np.int64], ...]
     lock_held_segments: tuple[bool, ...]
+    deferred: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(EVENTS), dtype=np.int64))
 
     def count(self, event: str) -> int:
         return int(self.events[EVENT_INDEX[event]])
@@ -366,6 +378,7 @@ class _Run:
         self.seg = self.segments[0]  # the current segment
         self.unlocked: list[bool] = [False]  # per segment: an unlocked chunk-walk ran in it
         self.host = [0] * len(EVENTS)  # host-side frees: counted in totals, in no segment
+        self.deferred = [0] * len(EVENTS)  # RCU-deferred subtree frees: totals, no segment
         # Per-invocation state, set by `set_behaviour`.
         self.behaviour = Behaviour()
         self.chunk: int | None = g.top_entry_size
@@ -375,6 +388,7 @@ class _Run:
         self.table_tlbi = True  # one kvm_tlb_flush_vmid_ipa per emptied table
         self.range_flush = False  # one kvm_tlb_flush_vmid_range per chunk-walk
         self.cmo = True  # kvm_flush_dcache_* per cleared (non-device) leaf
+        self.rcu_free = False  # v6.2+ block retry: the last-level subtree freed via call_rcu
         self.freed_pages = 0  # non-device page leaves removed by the current invocation
         self.freed_folios = 0  # non-device block leaves removed by the current invocation
 
@@ -395,6 +409,8 @@ class _Run:
             b.table_tlbi == "per_entry" or (b.table_tlbi == "deferred" and not self.range_flush)
         )
         self.cmo = unmap and b.cmo == "per_leaf" and not self.fwb
+        # v6.2+ stage2_map_walk_table_pre -> free_unlinked_table -> call_rcu (block retry only)
+        self.rcu_free = inv.kind == BLOCK_RETRY and b.free == "rcu"
 
     # -- segments --------------------------------------------------------------------------
 
@@ -520,13 +536,21 @@ class _Run:
         if entry is None:
             return
         if isinstance(entry, TablePage):
+            deferred = self.rcu_free and entry.level == self.last_level
             if entry.level == self.last_level:
-                self.unmap_ptes(entry, addr, end)
+                if deferred:
+                    # the RCU callback walks the unlinked table: its counts go to `deferred`
+                    # (no resched point can fall inside one table's walk)
+                    live, self.seg = self.seg, self.deferred
+                    self.unmap_ptes(entry, addr, end)
+                    self.seg = live
+                else:
+                    self.unmap_ptes(entry, addr, end)
             else:
                 self.unmap_table(entry, addr, end)
             # stage2_p*_table_empty at the end of the child's loop (post-order)
             if entry.refcount == 1:
-                self.clear_table_entry(table, index)
+                self.clear_table_entry(table, index, deferred_free=deferred)
         else:
             self.clear_leaf(table, index, entry)
 
@@ -589,11 +613,12 @@ class _Run:
             else:
                 self.freed_folios += 1
 
-    def clear_table_entry(self, table: TablePage, index: int) -> None:
+    def clear_table_entry(self, table: TablePage, index: int, *, deferred_free: bool = False) -> None:
         """``clear_stage2_{pgd,pud,pmd}_entry``: unhook and free a table the walk emptied.
 
         A destroy walk frees the child (``put_page`` of the child page) and drops the parent's
-        reference, without clearing the entry or invalidating anything.
+        reference, without clearing the entry or invalidating anything.  ``deferred_free``: the
+        page is freed by the RCU callback (v6.2+ block retry), outside the segment.
         """
         seg = self.seg
         table.entries[index] = None
@@ -601,7 +626,8 @@ class _Run:
             seg[_TABLE_CLEAR] += 1  # stage2_pgd_clear / stage2_pud_clear / pmd_clear
             if self.table_tlbi:
                 seg[_TLB_FLUSH_VMID_IPA] += 1  # kvm_tlb_flush_vmid_ipa
-        seg[_TABLE_FREE] += 1  # stage2_pud_free / stage2_pmd_free / free_page
+        # stage2_pud_free / stage2_pmd_free / free_page; v6.2+ retry: the callback's put_page
+        (self.deferred if deferred_free else seg)[_TABLE_FREE] += 1
         table.refcount -= 1
         seg[_PUT_PAGE] += 1  # put_page(virt_to_page(parent entry))
 
@@ -637,13 +663,14 @@ def run_event(
         run.invoke(inv, b, memslot_order)
 
     segments = tuple(np.array(s, dtype=np.int64) for s in run.segments)
-    events = np.array(run.host, dtype=np.int64)
+    events = np.array(run.host, dtype=np.int64) + np.array(run.deferred, dtype=np.int64)
     for segment in segments:
         events += segment
     return WalkResult(
         events=events,
         segments=segments,
         lock_held_segments=tuple(not u for u in run.unlocked),
+        deferred=np.array(run.deferred, dtype=np.int64),
     )
 
 

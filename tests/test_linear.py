@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import s2teardown.model as model
-from s2teardown.api import machine_inputs
+from s2teardown.api import machine_inputs, variant_specs
 from s2teardown.counts import count, expand_linear, linear_from_events
 from s2teardown.instructions import expansion
 from s2teardown.machine import load_machine
@@ -20,7 +20,7 @@ from s2teardown.variants import load_variants
 from s2teardown.workload import Workload, uniform_batch
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
-SPECS = [VariantSpec(v.name, v.behaviours) for v in load_variants().variants]
+SPECS: list[VariantSpec] = variant_specs(load_variants().variants)  # each with its kernel frame
 
 
 def workloads(event: str, n: int = 7) -> list[Workload]:
@@ -48,9 +48,10 @@ def test_time_is_events_times_weights(machine: str, event: str) -> None:
     mi, _ = machine_inputs(load_machine(machine))
     batch = uniform_batch(workloads(event))
     bd = evaluate(batch, SPECS, mi)
-    w = weights(expansion(mi.features), mi.prices.ops)
-    by_definition = bd.events.astype(np.float64) @ w  # (S, V, PHASES)
-    assert bd.events.shape == (batch.size, len(SPECS), w.shape[0])
+    x = np.stack([expansion(mi.features, s.frame) for s in SPECS])  # (V, E, P, O)
+    w = weights(x, mi.prices.ops)  # (V, E, PHASES)
+    by_definition = np.einsum("sve,vep->svp", bd.events.astype(np.float64), w)
+    assert bd.events.shape == (batch.size, len(SPECS), w.shape[1])
     assert bd.events.sum() > 0
     np.testing.assert_allclose(bd.time_ns, by_definition, rtol=1e-12, atol=0)
 

@@ -128,7 +128,8 @@ def test_d05_average_line_price_by_hand() -> None:
 
 def test_d05_features_and_kinds() -> None:
     m = load_machine("d05.yaml")
-    assert not any(m.feature(f) for f in m.features)
+    # Cortex-A72: no VHE/FWB/TLBIRANGE, but erratum 1319367 (ARM64_WORKAROUND_SPECULATIVE_AT)
+    assert [f for f in m.features if m.feature(f)] == ["speculative_at"]
     assert m.unknown_features() == []
     assert m.param_kind("sockets") == "sourced"
     assert m.param_kind("interconnect_latency_ns") == "assumed"
@@ -408,7 +409,7 @@ def test_base_text_is_valid() -> None:
     assert extra.kind == "assumed" and extra.line is None and extra.value == 2.0
     assert (extra.min, extra.max) == (0.0, 10.0)
     assert m.value("tlbi_repeat") == "unknown"
-    assert m.unknown_features() == ["s2fwb", "tlbi_range", "tlbi_repeat"]
+    assert m.unknown_features() == ["s2fwb", "tlbi_range", "tlbi_repeat", "tlbi_sync_erratum", "speculative_at"]
     assert "parameters.dc_civac_node_extra_ns" in m.assumed_fields()
     assert m.prices == {}
 

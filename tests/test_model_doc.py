@@ -108,7 +108,7 @@ OPS_NVHE = {
     "dc_civac_line": 214_336,
     "dsb_sy": 1_305,
     "hvc": 1_310,
-    "sysreg_write": 2_620,
+    "sysreg_write": 3_930,  # 3 per call: VTCR_EL2 + VTTBR_EL2 in, VTTBR_EL2 out
     "isb": 2_620,
     "tlbi_is": 2_620,
     "dsb_ish": 2_620,

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s2teardown.api import estimate
+from s2teardown.api import estimate, frame_of
 from s2teardown.machine import THETA_FIELDS, load_machine
 from s2teardown.ops import PHASE_INDEX
 from s2teardown.resources import bundled_names
@@ -74,6 +74,10 @@ def test_eliding_variant_never_costs_more_than_its_base(w: Workload, machine: st
         if v.base is None:
             continue
         i, j = names.index(v.name), names.index(v.base)
+        if frame_of(v) != frame_of(by_name[v.base]):
+            # a new kernel era changes what each remaining call executes (instructions.FRAMES:
+            # e.g. erratum 4118414's extra TLBI from v5.10): not an elision, compared elsewhere
+            continue
         for phase in elided_phases(v, by_name[v.base]):
             p = PHASE_INDEX[phase]
             assert b.time_ns[0, i, p] <= b.time_ns[0, j, p] + 1e-9, (v.name, phase)

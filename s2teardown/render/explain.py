@@ -63,7 +63,7 @@ def explain_tree(e: Estimate, v: int) -> dict[str, Any]:
             if EVENT_PHASE[name] != phase or ev[EVENT_INDEX[name]] == 0:
                 continue
             n = int(ev[EVENT_INDEX[name]])
-            ops = b.expansion[EVENT_INDEX[name], p]
+            ops = b.expansion[v, EVENT_INDEX[name], p]
             children = [
                 {"label": OPS[o], "count": n * int(ops[o]), "unit_ns": float(price[o]),
                  "time_ns": n * int(ops[o]) * float(price[o])}

@@ -8,6 +8,7 @@ Heavy modules (numpy, the model) are imported inside the commands, so ``--help``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -245,10 +246,12 @@ def build_estimate(
     vs = load_variants(variants_file)
     names = [n.strip() for item in variants for n in item.split(",") if n.strip()]
     chosen = vs.select(names) if names or not kernels else []
+    kernel_warnings: list[str] = []
     for k in kernels:
-        v = vs.for_kernel(k)
-        if v not in chosen:
-            chosen.append(v)
+        match = vs.match_kernel(k)
+        kernel_warnings.extend(w for w in match.warnings if w not in kernel_warnings)
+        if match.variant not in chosen:
+            chosen.append(match.variant)
     if baseline is not None:
         b = vs.lookup(baseline, "--baseline")
         if b not in chosen:
@@ -259,15 +262,17 @@ def build_estimate(
         from .scenario import load_scenario
 
         sc = load_scenario(scenario, flag="--scenario")
-        return estimate_scenario(m, chosen, sc, baseline=baseline, placement=pl, preempt=preempt,
-                                 watchdog_thresh_s=watchdog_thresh)
+        est = estimate_scenario(m, chosen, sc, baseline=baseline, placement=pl, preempt=preempt,
+                                watchdog_thresh_s=watchdog_thresh)
+        return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings))
     gran = {"4K": 4096, "16K": 16384, "64K": 65536}[granule]
     w = Workload(vm_bytes=vm_bytes, backing=back, mapped=mapped, device_fraction=device,
                  memslots=memslots, ipa_bits=bits, granule=gran, ram_base=base_b, event=event,
                  range=rng, placement=pl)
     try:
-        return run(m, chosen, w, baseline=baseline, default_backing=backing is None, preempt=preempt,
-                   watchdog_thresh_s=watchdog_thresh)
+        est = run(m, chosen, w, baseline=baseline, default_backing=backing is None, preempt=preempt,
+                  watchdog_thresh_s=watchdog_thresh)
+        return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings))
     except ValueError as exc:
         msg = str(exc)
         flag, _, rest = msg.partition(": ")

@@ -14,12 +14,12 @@ from typing import Any
 
 from .. import __version__
 from ..api import Estimate
-from ..ops import EVENTS, PHASE_INDEX, PHASES, STAGE2_PHASES
+from ..ops import EVENTS, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
 from ..units import format_ns
 
 FORMAT_VERSION = 1
 #: Bumped whenever the model's equations change (docs/model.md keeps the changelog).
-MODEL_VERSION = 2
+MODEL_VERSION = 3
 
 
 def _num(x: float) -> float | None:
@@ -33,6 +33,7 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
     s2 = b.stage2_ns[0]
     speed = b.speedup[0]
     dom = b.dominant[0]
+    ops_total = b.op_counts[0].sum(axis=1)  # (V, OPS)
     for v, var in enumerate(e.variants):
         phases = []
         for phase in PHASES:
@@ -65,6 +66,9 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
                 ),
                 "phases": phases,
                 "events": {ev: int(b.events[0, v, i]) for i, ev in enumerate(EVENTS)},
+                # instructions and priced operations, all phases: what make validate-kernel
+                # compares with the kernel's own counts (docs/validation.md)
+                "operations": {op: int(n) for op, n in zip(OPS, ops_total[v], strict=True)},
             }
         )
     inputs: dict[str, Any] = {"machine": {"name": m.name, "path": m.path, "sha256": m.sha256}}

@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus", default=",".join(cases.CPUS), help="CPU models, comma-separated")
     ap.add_argument("--results", type=Path, default=BUILD / "results.json",
                     help="where to write every comparison as JSON")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="write the summary table into docs/validation.md")
     ap.add_argument("--record", type=Path, default=BUILD / "recorded.json",
                     help="where to write the kernel's counts per case (the Stage-2 path only); "
                          "validation/kernel/recorded.json is the committed copy make test checks")
@@ -250,8 +252,11 @@ def _report(results: list[Result], ks: list[build.Kernel], variants: dict[str, s
              c, variants.get(s, "?"), str(case_names[f"{s}/{c}"]), str(v["rows"]), str(v["equal"]),
              str(v["known"]), str(v["mismatch"])]
             for (s, c), v in sorted(per.items())]
+    summary = _table(rows, ["kernel", "cpu", "variant", "cases", "counts", "equal", "known", "mismatch"])
     print()
-    print(_table(rows, ["kernel", "cpu", "variant", "cases", "counts", "equal", "known", "mismatch"]))
+    print(summary)
+    if getattr(args, "update_docs", False):
+        _update_docs(summary, sum(not r.ok for r in results), elapsed, args.quick)
     bad = [r for r in results if not r.ok]
     if bad:
         print(f"\nvalidate-kernel: FAILED: {len(bad)} count(s) differ from the kernel")
@@ -273,6 +278,23 @@ def _report(results: list[Result], ks: list[build.Kernel], variants: dict[str, s
         "results": [r.__dict__ | {"equal": r.equal} for r in results],
     }
     _write_json(args.results, doc)
+
+
+def _update_docs(summary: str, mismatches: int, elapsed: float, quick: bool) -> None:
+    """Replace the results block of docs/validation.md (written whole or not at all)."""
+    doc = build.REPO / "docs" / "validation.md"
+    text = doc.read_text()
+    start, end = "<!-- validate-kernel:results -->", "<!-- /validate-kernel:results -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    what = "quick subset" if quick else "whole matrix"
+    block = (f"{start}\nLast run ({what}, `make validate-kernel`, {elapsed:.0f} s on 2 cores, "
+             f"{mismatches} mismatch(es)):\n\n{summary}\n{end}")
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(head + block + tail)
+    tmp.replace(doc)
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
-"""Kernel events -> priced primitive operations, per phase, for a machine's features.
+"""Kernel events -> priced primitive operations, per phase, for a machine's features and a
+kernel's frame.
 
 Each kernel event (`ops.EVENTS`) runs a fixed instruction sequence that depends only on the
-features that change the code path: VHE (no HVC; a different VMID switch) and the repeat-TLBI
-erratum workaround (every ``tlbi`` becomes ``tlbi; dsb ish; tlbi``).  Sources (Linux v5.5):
+machine features that change the code path (VHE: no HVC, a different VMID switch; the CPU errata
+of `Features`) and on the kernel era (`Frame`, `FRAMES`; docs/model.md §6.1, checked against
+real kernels by `make validate-kernel`).  The v5.5 sources:
 
 * ``kvm_set_pte`` (arch/arm64/include/asm/kvm_mmu.h): ``WRITE_ONCE`` then ``dsb(ishst)``; block
   and table entries are cleared with ``pmd_clear``/``pud_clear``, which issue no barrier for an
@@ -11,9 +13,10 @@ erratum workaround (every ``tlbi`` becomes ``tlbi; dsb ish; tlbi``).  Sources (L
   (arch/arm64/kvm/hyp/tlb.c): ``dsb ishst``; VMID switch (VTTBR, and HCR_EL2.TGE on VHE) + ``isb``;
   ``tlbi ipas2e1is``; ``dsb ish``; ``tlbi vmalle1is``; ``dsb ish``; ``isb``; switch back.  One HVC
   on nVHE; ``kvm_call_hyp`` adds an ``isb`` on VHE.  Net (DOMAIN.md §3): 2 broadcast TLBIs,
-  1 ``dsb ishst`` + 2 ``dsb ish``, 2 ISBs on nVHE / 4 on VHE; system-register writes: VTTBR in
-  and out on nVHE (2), VTTBR and HCR_EL2 in and out on VHE (4).  CPU-errata paths (1165522,
-  1319367, VPIPT ``ic ialluis``) are not modelled [assumed: they add a few ISBs/sysreg writes].
+  1 ``dsb ishst`` + 2 ``dsb ish``, 2 ISBs on nVHE / 4 on VHE; system-register writes:
+  ``__load_guest_stage2`` writes VTCR_EL2 and VTTBR_EL2, VTTBR is reset on the way out (nVHE 3),
+  plus HCR_EL2 in and out on VHE (5).  The speculative-AT workaround adds to this
+  (`Features.speculative_at`); VPIPT's ``ic ialluis`` is not modelled.
 * ``kvm_flush_remote_tlbs`` -> ``__kvm_tlb_flush_vmid``: ``dsb ishst``; switch + ``isb``;
   ``tlbi vmalls12e1is``; ``dsb ish``; ``isb``; switch back.
 * ``__flush_dcache_area`` (arch/arm64/mm/cache.S): one ``dc civac`` per line, then ``dsb sy``.
@@ -81,6 +84,9 @@ class Frame:
     #: the barrier opening a TLB hyp call: ``dsb ishst`` (``__kvm_tlb_flush_vmid_ipa`` to 6.x),
     #: ``dsb ish`` on nVHE once ``enter_vmid_context`` took over (measured 6.12, 7.2)
     nvhe_entry_dsb: str
+    #: nVHE ``exit_vmid_context`` ends with an unconditional ``isb`` (measured 6.12, 7.2: 3 ISBs
+    #: per call without the speculative-AT workaround, 4 with it; before: 2 and 4)
+    nvhe_exit_isb: bool
     #: VHE ``__tlb_switch_to_host`` also reloads VTTBR_EL2 (measured 6.1: 2 writes per call);
     #: ``exit_vmid_context`` does not (6.12, 7.2: 1 write)
     vhe_vttbr_restore: bool
@@ -94,12 +100,12 @@ class Frame:
 #: Kernel eras, oldest first (`frame_for` picks the newest whose ``since`` is not after a
 #: version).  docs/model.md §3.1 gives each count's source.
 FRAMES: tuple[Frame, ...] = (
-    Frame("v5.5", (5, 5), pte_clear_dsb=True, nvhe_entry_dsb="ishst", vhe_vttbr_restore=True,
-          tlbi_sync_workaround=False),
-    Frame("v5.10", (5, 10), pte_clear_dsb=False, nvhe_entry_dsb="ishst", vhe_vttbr_restore=True,
-          tlbi_sync_workaround=True),
-    Frame("v6.9", (6, 9), pte_clear_dsb=False, nvhe_entry_dsb="ish", vhe_vttbr_restore=False,
-          tlbi_sync_workaround=True),
+    Frame("v5.5", (5, 5), pte_clear_dsb=True, nvhe_entry_dsb="ishst", nvhe_exit_isb=False,
+          vhe_vttbr_restore=True, tlbi_sync_workaround=False),
+    Frame("v5.10", (5, 10), pte_clear_dsb=False, nvhe_entry_dsb="ishst", nvhe_exit_isb=False,
+          vhe_vttbr_restore=True, tlbi_sync_workaround=True),
+    Frame("v6.9", (6, 9), pte_clear_dsb=False, nvhe_entry_dsb="ish", nvhe_exit_isb=True,
+          vhe_vttbr_restore=False, tlbi_sync_workaround=True),
 )
 
 #: The frame every variant without a known kernel version gets (the series' base).
@@ -134,13 +140,12 @@ def _hyp_call(f: Features, fr: Frame) -> dict[str, int]:
     # nVHE: one HVC (and its ERET); VTCR + VTTBR in, VTTBR out; the isb after the switch in
     # (replaced, under the speculative-AT workaround, by an isb after the TCR_EL1 write and one
     # at the end of __load_stage2) and the flush's final isb
-    # (exit_vmid_context, v6.9 frame: an unconditional isb after the switch back, so 3 ISBs
-    # without the workaround and 4 with it; the older frame: 2 and 4)
-    newer = fr.nvhe_entry_dsb == "ish"
-    out = {"hvc": 1, "isb": 3 if newer else 2, "sysreg_write": 3}
+    # (plus the unconditional exit isb of the v6.9 frame, which then stands in for one of the
+    # workaround's two: 3 ISBs without it and 4 with it, against 2 and 4 before)
+    out = {"hvc": 1, "isb": 3 if fr.nvhe_exit_isb else 2, "sysreg_write": 3}
     if f.speculative_at:
         # TCR_EL1 written in (EPD0/EPD1 set) and restored out, with their isbs
-        out = _merge(out, {"isb": 1 if newer else 2, "sysreg_write": 2})
+        out = _merge(out, {"isb": 1 if fr.nvhe_exit_isb else 2, "sysreg_write": 2})
     return _merge(out, {f"dsb_{fr.nvhe_entry_dsb}": 1})
 
 

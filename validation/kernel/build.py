@@ -100,20 +100,25 @@ def _verified_debs(kdir: Path) -> list[Path]:
     return out
 
 
-def _download(series: str, build: Path) -> Path:
-    """apt-get download the newest arm64 cloud kernel of a series (bookworm's archive only)."""
-    prefix, suite = SERIES[series]
+def _apt_download(package: str, build: Path) -> tuple[Path, bool]:
+    """``apt-get download`` one arm64 package into the build's downloads (arm64 added first)."""
     dl = build / "downloads"
     dl.mkdir(parents=True, exist_ok=True)
     _run(["dpkg", "--add-architecture", "arm64"])
     _run(["apt-get", "update", "-qq"])
+    return dl, _run(["apt-get", "download", package], cwd=dl).returncode == 0
+
+
+def _download(series: str, build: Path) -> Path:
+    """apt-get download the newest arm64 cloud kernel of a series (bookworm's archive only)."""
+    prefix, suite = SERIES[series]
     name = {"6.1": "linux-image-cloud-arm64:arm64"}.get(series)
     if name is None:
         raise Unavailable(f"kernel {series}: not in ../shared/kernels and its suite ({suite}) "
                           "needs a private apt configuration this runner does not set up")
-    r = _run(["apt-get", "download", name], cwd=dl)
+    dl, ok = _apt_download(name, build)
     debs = sorted(dl.glob(prefix + "*.deb"))
-    if r.returncode != 0 or not debs:
+    if not ok or not debs:
         raise Unavailable(f"kernel {series}: apt-get download {name} failed")
     return debs[-1]
 
@@ -150,11 +155,7 @@ def busybox(build: Path) -> Path:
     shared = shared_dir()
     debs = sorted((shared / "kernels").glob("busybox-static_*_arm64.deb")) if shared else []
     if not debs:
-        dl = build / "downloads"
-        dl.mkdir(parents=True, exist_ok=True)
-        _run(["dpkg", "--add-architecture", "arm64"])
-        _run(["apt-get", "update", "-qq"])
-        _run(["apt-get", "download", "busybox-static:arm64"], cwd=dl)
+        dl, _ = _apt_download("busybox-static:arm64", build)
         debs = sorted(dl.glob("busybox-static_*_arm64.deb"))
     if not debs:
         raise Unavailable("busybox-static (arm64): not in ../shared/kernels and not downloadable")

@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"validate-kernel: FAILED: {b.kernel.series}/{b.cpu}: {b.error}")
         return 1
 
+    from .model_side import model_counts  # numpy and the model: only once the kernels ran
+
     results: list[Result] = []
     recorded: dict[str, dict[str, int]] = {}
     facts: dict[str, list[str]] = {}
@@ -215,8 +217,6 @@ def main(argv: list[str] | None = None) -> int:
         facts[f"{b.kernel.series}/{b.cpu}"] = _boot_facts(b.console)
         base: Attributed = attribute(b.windows[0], sy)
         for case, window in zip(b.cases[1:], b.windows[1:], strict=True):
-            from .model_side import model_counts  # imports numpy and the model only here
-
             att = subtract(attribute(window, sy), base)
             recorded[case.name] = {f"{fn}|{nm}": n for (fn, nm), n in sorted(att.items())
                                    if in_scope(fn)}
@@ -245,7 +245,6 @@ def _report(results: list[Result], ks: list[build.Kernel], variants: dict[str, s
         cnt["equal"] += r.equal
         cnt["known"] += (not r.equal) and r.ok
         cnt["mismatch"] += not r.ok
-        cnt.setdefault("cases", 0)
     case_names = Counter(r.case.rsplit("/", 4)[0] for r in {r.case: r for r in results}.values())
     rel = {k.series: k for k in ks}
     rows = [[f"{s} ({rel[s].release}, {rel[s].version})" if s in rel else s,
@@ -255,7 +254,7 @@ def _report(results: list[Result], ks: list[build.Kernel], variants: dict[str, s
     summary = _table(rows, ["kernel", "cpu", "variant", "cases", "counts", "equal", "known", "mismatch"])
     print()
     print(summary)
-    if getattr(args, "update_docs", False):
+    if args.update_docs:
         _update_docs(summary, sum(not r.ok for r in results), elapsed, args.quick)
     bad = [r for r in results if not r.ok]
     if bad:

@@ -22,7 +22,7 @@ form** — DOMAIN.md §4 — and no numpy inside the loop:
   ``W = model.weights(instructions.expansion(features), prices.ops)`` computed *once*, with
   numpy, outside the loop and handed in as plain Python floats (only its non-zero entries).
 
-It shares no counting code with ``s2teardown.counts``: geometry constants are recomputed here
+It shares no counting code with ``s2teardown.core.counts``: geometry constants are recomputed here
 from the arm64 formulas, and the layout of a uniform workload is rebuilt from the same inputs
 with the same floating-point steps as ``workload.uniform_batch_arrays`` (so the two agree to the
 byte).  Only the vocabulary (``ops.EVENTS``, pure data) is imported.
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from s2teardown.ops import EVENTS
+from s2teardown.core.vocabulary import EVENTS
 
 _IX = {e: i for i, e in enumerate(EVENTS)}
 N_EVENTS = len(EVENTS)
@@ -59,7 +59,7 @@ ONE_GIB = 1 << 30
 
 @dataclass(frozen=True)
 class Geo:
-    """Stage-2 geometry constants, from the v5.5 arm64 formulas (no s2teardown.geometry)."""
+    """Stage-2 geometry constants, from the v5.5 arm64 formulas (no s2teardown.core.geometry)."""
 
     granule: int
     ipa_bits: int

@@ -55,16 +55,15 @@ sys.path.insert(0, str(HERE))
 
 import reference_loop as ref  # noqa: E402
 
-from s2teardown.api import estimate, machine_inputs  # noqa: E402
-from s2teardown.counts import count  # noqa: E402
-from s2teardown.geometry import Geometry  # noqa: E402
-from s2teardown.instructions import expansion  # noqa: E402
-from s2teardown.machine import load_machine  # noqa: E402
-from s2teardown.model import MachineInputs, VariantSpec, evaluate, weights  # noqa: E402
-from s2teardown.ops import PHASES, STAGE2_PHASES  # noqa: E402
-from s2teardown.variants import load_variants  # noqa: E402
-from s2teardown.walker import walk  # noqa: E402
-from s2teardown.workload import (  # noqa: E402
+from s2teardown.core.counts import count  # noqa: E402
+from s2teardown.core.geometry import Geometry  # noqa: E402
+from s2teardown.core.instructions import expansion  # noqa: E402
+from s2teardown.core.model import MachineInputs, VariantSpec, evaluate, weights  # noqa: E402
+from s2teardown.core.vocabulary import PHASES, STAGE2_PHASES  # noqa: E402
+from s2teardown.features.estimate import estimate, machine_inputs  # noqa: E402
+from s2teardown.inputs.machine import load_machine  # noqa: E402
+from s2teardown.inputs.variants import load_variants  # noqa: E402
+from s2teardown.inputs.workload import (  # noqa: E402
     Workload,
     event_of,
     layout_of,
@@ -72,6 +71,7 @@ from s2teardown.workload import (  # noqa: E402
     uniform_batch,
     uniform_batch_arrays,
 )
+from s2teardown.oracle.walker import walk  # noqa: E402
 
 KIB, MIB, GIB, TIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 MACHINE = "d05"  # the demo machine (no FWB: the CMO path is counted, the heaviest one)
@@ -675,7 +675,7 @@ def fig_cli(cfg: dict[str, Any]) -> list[dict[str, Any]]:
             times[k].append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["estimate"] / med["imports"]
-    heavy = ("numpy", "s2teardown.model")
+    heavy = ("numpy", "s2teardown.core.model")
     lazy = {}
     for k in ("help", "version"):
         mods, rc = imported_modules(cmds[k][1:])
@@ -690,7 +690,7 @@ def fig_cli(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     if ratio > 1.5:
         figs[0]["profile"] = cli_profile(cmds["estimate"][1:])
     for k in ("help", "version"):
-        figs.append(figure(f"4{'b' if k == 'help' else 'c'}_cli_{k}", f"`--{k}`: numpy / s2teardown.model not imported",
+        figs.append(figure(f"4{'b' if k == 'help' else 'c'}_cli_{k}", f"`--{k}`: numpy / s2teardown.core.model not imported",
                            med[k] / med["imports"], "× imports", "imports neither numpy nor the model",
                            lazy[k]["ok"], abs={f"{k}_s": med[k], "imports_s": med["imports"]}, details=lazy[k]))
     return figs
@@ -831,10 +831,10 @@ def fig_walker(cfg: dict[str, Any], mi: MachineInputs, variants: list[Any]) -> l
 def fig_monte_carlo() -> list[dict[str, Any]]:
     """Issue 6's figure: `estimate --samples 100000` over every variant for one workload
     (64 GiB, d05, default backing), one thread; absolute time against the issue's 1 s."""
-    from s2teardown.api import estimate
-    from s2teardown.machine import load_machine
-    from s2teardown.uncertainty import monte_carlo
-    from s2teardown.variants import load_variants
+    from s2teardown.features.estimate import estimate
+    from s2teardown.features.uncertainty import monte_carlo
+    from s2teardown.inputs.machine import load_machine
+    from s2teardown.inputs.variants import load_variants
 
     est = estimate(load_machine("d05"), load_variants().variants, Workload(vm_bytes=64 * GIB),
                    with_segments=False)

@@ -1,6 +1,6 @@
 """``python -m s2teardown``."""
 
-from .cli import main
+from s2teardown.cli import main
 
 if __name__ == "__main__":
     main()

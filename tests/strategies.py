@@ -6,9 +6,9 @@ import os
 
 from hypothesis import strategies as st
 
-from s2teardown.behaviour import CHOICES, Behaviour
-from s2teardown.geometry import Geometry
-from s2teardown.layout import (
+from s2teardown.core.behaviour import CHOICES, Behaviour
+from s2teardown.core.geometry import Geometry
+from s2teardown.core.layout import (
     BLOCK_RETRY,
     CLEAR,
     MEMSLOT,

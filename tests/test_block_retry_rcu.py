@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import pytest
 
-from s2teardown.behaviour import Behaviour
-from s2teardown.counts import batch_from_layout, count
+from s2teardown.core.behaviour import Behaviour
+from s2teardown.core.counts import batch_from_layout, count
+from s2teardown.core.geometry import Geometry
+from s2teardown.core.layout import BLOCK_RETRY, Extent, Invocation, Layout, Memslot
+from s2teardown.core.vocabulary import EVENTS, PASS_KINDS
 from s2teardown.errors import UserError
-from s2teardown.geometry import Geometry
-from s2teardown.layout import BLOCK_RETRY, Extent, Invocation, Layout, Memslot
-from s2teardown.ops import EVENTS, PASS_KINDS
-from s2teardown.variants import load_variants
-from s2teardown.walker import walk
-from s2teardown.workload import Workload, uniform_batch
+from s2teardown.inputs.variants import load_variants
+from s2teardown.inputs.workload import Workload, uniform_batch
+from s2teardown.oracle.walker import walk
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 VS = load_variants()
@@ -180,8 +180,8 @@ def test_bundled_rows_v61_inline_v62_rcu() -> None:
 
 
 def test_estimate_stretch_shrinks_total_stays() -> None:
-    from s2teardown.api import estimate
-    from s2teardown.machine import load_machine
+    from s2teardown.features.estimate import estimate
+    from s2teardown.inputs.machine import load_machine
 
     w = Workload(vm_bytes=G, backing=((4 * K, 100.0),), event="block-retry")
     e = estimate(load_machine("d05"), [VS.lookup("v6.1"), VS.lookup("v6.2")], w)

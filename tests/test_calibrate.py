@@ -1,4 +1,4 @@
-"""Calibration (s2teardown.calibrate, `s2teardown calibrate`): measurements generated from a
+"""Calibration (s2teardown.features.calibrate, `s2teardown calibrate`): measurements generated from a
 known parameter vector with noise (fixed seed) are fitted back; the parameters the data
 determine are recovered inside their reported intervals, the others are named and kept at
 their priors; the written machine file loads; bad CSVs are one-line errors with exit 2."""
@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s2teardown import calibrate as cal_mod
 from s2teardown import cli
 from s2teardown.errors import UserError
-from s2teardown.machine import THETA_FIELDS, load_machine
-from s2teardown.variants import load_variants
-from s2teardown.workload import Workload
+from s2teardown.features import calibrate as cal_mod
+from s2teardown.inputs.machine import THETA_FIELDS, load_machine
+from s2teardown.inputs.variants import load_variants
+from s2teardown.inputs.workload import Workload
 
 pytest.importorskip("scipy")
 
@@ -64,7 +64,7 @@ def setup() -> dict:
 
 def test_design_rows_reproduce_the_estimate(setup) -> None:
     """A θ + fixed at the prior equals each row's modelled Stage-2 time."""
-    from s2teardown.api import estimate
+    from s2teardown.features.estimate import estimate
 
     m, d = setup["machine"], setup["design"]
     prior = d.a @ np.array(m.theta()) + d.fixed
@@ -221,7 +221,7 @@ def test_default_parameter_absent_from_the_file_is_inserted(setup, tmp_path) -> 
 
 
 def load_machine_text(text: str):
-    from s2teardown.machine import machine_from_text
+    from s2teardown.inputs.machine import machine_from_text
 
     return machine_from_text(text, "<test>")
 

@@ -112,7 +112,7 @@ def test_bad_machine_file_names_file_line_field(tmp_path: Path, capsys) -> None:
 
 
 def test_internal_error_exits_70(monkeypatch, capsys) -> None:
-    import s2teardown.api as api
+    import s2teardown.features.estimate as api
 
     def boom(*a, **k):
         raise RuntimeError("kaboom")
@@ -125,7 +125,7 @@ def test_internal_error_exits_70(monkeypatch, capsys) -> None:
 
 
 def test_interrupt_exits_130(monkeypatch, capsys) -> None:
-    import s2teardown.api as api
+    import s2teardown.features.estimate as api
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -159,7 +159,7 @@ def test_help_and_version_do_not_import_numpy() -> None:
             "import sys\nfrom s2teardown.cli import main\n"
             f"try:\n    main(['{flag}'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
             "assert 'numpy' not in sys.modules, 'numpy imported'\n"
-            "assert 's2teardown.model' not in sys.modules\n"
+            "assert 's2teardown.core.model' not in sys.modules\n"
         )
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})

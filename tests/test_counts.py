@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from s2teardown.behaviour import Behaviour
-from s2teardown.counts import count
-from s2teardown.ops import EVENTS
-from s2teardown.workload import Workload, uniform_batch
+from s2teardown.core.behaviour import Behaviour
+from s2teardown.core.counts import count
+from s2teardown.core.vocabulary import EVENTS
+from s2teardown.inputs.workload import Workload, uniform_batch
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 STOCK = {k: Behaviour() for k in ("teardown", "unmap", "clear")}

@@ -13,12 +13,20 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s2teardown.behaviour import Behaviour
-from s2teardown.counts import batch_from_layout, count
-from s2teardown.geometry import Geometry
-from s2teardown.layout import UNMAP, Extent, Invocation, Layout, Memslot, exit_event, munmap_event
-from s2teardown.ops import EVENTS, PASS_KINDS
-from s2teardown.walker import walk
+from s2teardown.core.behaviour import Behaviour
+from s2teardown.core.counts import batch_from_layout, count
+from s2teardown.core.geometry import Geometry
+from s2teardown.core.layout import (
+    UNMAP,
+    Extent,
+    Invocation,
+    Layout,
+    Memslot,
+    exit_event,
+    munmap_event,
+)
+from s2teardown.core.vocabulary import EVENTS, PASS_KINDS
+from s2teardown.oracle.walker import walk
 
 from .strategies import EXAMPLES, behaviours, events, layouts
 
@@ -98,7 +106,7 @@ def test_repeated_table_regions_collapse_and_agree() -> None:
     """A walk chunked finer than a table (16 KiB granule: 32 MiB chunks under 64 GiB tables)
     over a guest spanning several whole tables: chunk_runs lets the first whole 64 GiB region
     stand for the others (times > 1), and the counts and segments still equal the walker's."""
-    from s2teardown.counts import chunk_runs
+    from s2teardown.core.counts.chunked import chunk_runs
 
     g = Geometry(16384, 44)
     lay = Layout(g, (Memslot(G, 201 * G),), (Extent(G, 201 * G - 64 * M, 32 * M, 0),
@@ -125,24 +133,22 @@ def test_chunked_walk_closed_form_equals_chunk_by_chunk(data: st.DataObject) -> 
     flush per chunk from the chunk count) equals evaluating the representative chunks one by
     one from the state each starts in (`chunk_runs` + `chunk_quantities`, what the segments use)
     — both of its paths: Python integers for one scenario, arrays for the same scenario twice."""
-    from s2teardown.counts import (
-        EVENT_INDEX,
-        _Extents,
-        _range_events,
-        chunk_quantities,
-        chunk_runs,
+    from s2teardown.core.counts.chunked import chunk_quantities, chunk_runs, range_events
+    from s2teardown.core.counts.quantities import (
+        Extents,
         pass_quantities,
         pass_quantities_chunked,
         range_flush_columns,
     )
+    from s2teardown.core.vocabulary import EVENT_INDEX
 
     lay = data.draw(layouts())
     event = data.draw(events(lay))
     b = batch_from_layout(lay, event)
     g = b.geometry
-    ext, ext_c = _Extents(b, 0), _Extents(b, 1)
+    ext, ext_c = Extents(b, 0), Extents(b, 1)
     b2 = _twice(b)  # two scenarios: the array path
-    ext2 = _Extents(b2, 0)
+    ext2 = Extents(b2, 0)
     prev_lo = np.zeros((1, b.ext_lo.shape[1], 0), dtype=np.int64)
     prev_hi = prev_lo.copy()
     for j in range(len(b.pass_inv)):
@@ -158,7 +164,7 @@ def test_chunked_walk_closed_form_equals_chunk_by_chunk(data: st.DataObject) -> 
                 arrays = pass_quantities_chunked(g, ext2, *prev2, b2.pass_lo[:, j], b2.pass_hi[:, j],
                                                  [chunk])[3][chunk]
                 assert one.tolist() == by_chunk and arrays.tolist() == by_chunk * 2, (j, chunk)
-            per_chunk = (_range_events(g, c_lo, c_hi) * m[..., None]).sum(axis=1)
+            per_chunk = (range_events(g, c_lo, c_hi) * m[..., None]).sum(axis=1)
             calls, ops = range_flush_columns(g, lo, hi, chunk)
             assert calls.tolist() == per_chunk[:, EVENT_INDEX["range_flush_call"]].tolist()
             assert ops.tolist() == per_chunk[:, EVENT_INDEX["range_tlbi_op"]].tolist()
@@ -169,8 +175,14 @@ def test_munmap_across_many_memslots_equals_walker() -> None:
     """An unmap across 96 memslots (288 passes with the THP-split CLEARs, the coverage kept
     narrow by intervals.compact) against the walker, every variant's behaviours, in totals and
     segments; the memslots hold 2 MiB blocks, 4 KiB pages and device pages."""
-    from s2teardown.variants import load_variants
-    from s2teardown.workload import Workload, event_of, layout_of, memslot_bounds, uniform_batch
+    from s2teardown.inputs.variants import load_variants
+    from s2teardown.inputs.workload import (
+        Workload,
+        event_of,
+        layout_of,
+        memslot_bounds,
+        uniform_batch,
+    )
 
     w = Workload(vm_bytes=96 * 32 * M, backing=((2 * M, 80.0), (4 * K, 20.0)), mapped=0.9,
                  device_fraction=0.02, memslots=96, event="munmap", range=(3 * M + 4 * K, 90 * 32 * M))
@@ -189,7 +201,7 @@ def test_munmap_across_many_memslots_equals_walker() -> None:
 def test_compact_keeps_every_set() -> None:
     """intervals.compact drops empty intervals but no set changes: same union length, same
     complement, whatever the order and the empties."""
-    from s2teardown.intervals import compact, complement_within, union_length
+    from s2teardown.core.intervals import compact, complement_within, union_length
 
     rng = np.random.default_rng(7)
     lo = rng.integers(0, 50, size=(5, 3, 9))
@@ -223,8 +235,8 @@ def _twice(b):
 
 def test_four_level_batch_equals_its_scenarios() -> None:
     """A batch of 4-level guests (arrays) gives each scenario's counts alone (integers)."""
-    from s2teardown.variants import load_variants
-    from s2teardown.workload import Workload, uniform_batch
+    from s2teardown.inputs.variants import load_variants
+    from s2teardown.inputs.workload import Workload, uniform_batch
 
     behs = [v.behaviours for v in load_variants().variants]
     ws = [Workload(vm_bytes=(1 + 37 * i) * G, backing=((2 * M, 70.0), (4 * K, 30.0)), mapped=0.5 + 0.05 * i,

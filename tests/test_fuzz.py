@@ -46,7 +46,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s2teardown import cli
-from s2teardown.machine import machine_from_text
+from s2teardown.inputs.machine import machine_from_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -827,7 +827,7 @@ def test_ctrl_c_mid_write_exits_130_and_leaves_no_partial_file(
     """KeyboardInterrupt inside write_text_atomic after the temporary file is written (at the
     fsync, or at the rename): exit 130, one line, no traceback, the old file intact (or still no
     file) and no temporary left."""
-    import s2teardown.atomic as atomic
+    import s2teardown.render.atomic as atomic
 
     here = inputs.example_dir()
     argv, target = _writer_argv(name, inputs, here)
@@ -856,8 +856,8 @@ def test_ctrl_c_mid_write_exits_130_and_leaves_no_partial_file(
 
 
 def test_ctrl_c_while_drawing_a_plot(inputs: Inputs, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The plot has its own atomic writer (sweep._save_atomic): same rules."""
-    import s2teardown.sweep as sweep_mod
+    """The plot has its own atomic writer (render.plot._save_atomic): same rules."""
+    import s2teardown.render.plot as plot_mod
 
     here = inputs.example_dir()
     target = here / "p.svg"
@@ -866,7 +866,7 @@ def test_ctrl_c_while_drawing_a_plot(inputs: Inputs, monkeypatch: pytest.MonkeyP
     def interrupted(*args: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep_mod.os, "replace", interrupted)
+    monkeypatch.setattr(plot_mod.os, "replace", interrupted)
     o = invoke(["sweep", "--vm", "1G,2G", "--variants", "v5.5", "--plot", str(target), "-q"], here)
     monkeypatch.undo()
     assert o.code == 130 and o.err.endswith("s2teardown: interrupted\n"), o.err
@@ -880,7 +880,7 @@ def test_failed_write_keeps_the_old_file(name: str, inputs: Inputs,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A disk error at the rename (ENOSPC): exit 2 with one line naming the path, old file kept.
     (tests/test_tables.py::test_failed_write_leaves_old_table_intact does table and --update.)"""
-    import s2teardown.atomic as atomic
+    import s2teardown.render.atomic as atomic
 
     here = inputs.example_dir()
     argv, target = _writer_argv(name, inputs, here)
@@ -928,8 +928,8 @@ def test_internal_error_is_one_line_exit_70(name: str, inputs: Inputs,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug anywhere below the CLI: exit 70 and one line asking for a report with --debug
     (tests/test_cli.py::test_internal_error_exits_70 does estimate, with and without --debug)."""
-    import s2teardown.trace as trace
-    import s2teardown.yamlio as yamlio
+    import s2teardown.features.trace as trace
+    import s2teardown.inputs.yamlio as yamlio
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("injected")

@@ -30,13 +30,13 @@ import numpy as np
 import pytest
 
 from s2teardown import cli
-from s2teardown.api import EVENT_PATH, estimate, lock_holds
-from s2teardown.counts import count, range_flush, range_ops
+from s2teardown.core.counts import count, range_flush, range_ops
+from s2teardown.core.vocabulary import EVENTS
 from s2teardown.errors import UserError
-from s2teardown.machine import load_machine
-from s2teardown.ops import EVENTS
-from s2teardown.variants import load_variants
-from s2teardown.workload import Workload, uniform_batch
+from s2teardown.features.estimate import EVENT_PATH, estimate, lock_holds
+from s2teardown.inputs.machine import load_machine
+from s2teardown.inputs.variants import load_variants
+from s2teardown.inputs.workload import Workload, uniform_batch
 
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 VS = load_variants()
@@ -460,8 +460,8 @@ def test_v66_block_retry_uses_a_range_flush_with_tlbirange() -> None:
 
 
 def test_repeat_tlbi_workaround_covers_range_ops() -> None:
-    from s2teardown.instructions import Features, op_counts
-    from s2teardown.ops import OPS
+    from s2teardown.core.instructions import Features, op_counts
+    from s2teardown.core.vocabulary import OPS
 
     one = np.zeros(len(EVENTS), dtype=np.int64)
     one[EVENTS.index("range_tlbi_op")] = 1

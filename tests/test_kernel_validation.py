@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from s2teardown import instructions
+from s2teardown.core import instructions
 from validation.kernel import cases
 from validation.kernel.compare import compare
 from validation.kernel.isa import decode

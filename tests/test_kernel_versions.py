@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import pytest
 
-from s2teardown import calibrate as cal_mod
 from s2teardown.errors import UserError
-from s2teardown.variants import load_variants, parse_kernel
+from s2teardown.features import calibrate as cal_mod
+from s2teardown.inputs.variants import load_variants, parse_kernel
 
 VS = load_variants()
 
@@ -179,7 +179,7 @@ def test_backports_of_a_user_file_follow_the_same_rule(tmp_path) -> None:
 
 
 def test_schema_lists_backports_and_the_new_values() -> None:
-    from s2teardown.variants import variants_schema
+    from s2teardown.inputs.variants import variants_schema
 
     props = variants_schema()["properties"]["variants"]["items"]["properties"]
     assert props["backports"] == {"type": "array", "items": {"type": "string"}}

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import s2teardown.model as model
-from s2teardown.api import machine_inputs, variant_specs
-from s2teardown.counts import count, expand_linear, linear_from_events
-from s2teardown.instructions import expansion
-from s2teardown.machine import load_machine
-from s2teardown.model import VariantSpec, evaluate, weights
-from s2teardown.variants import load_variants
-from s2teardown.workload import Workload, uniform_batch
+import s2teardown.core.model as model
+from s2teardown.core.counts import count, expand_linear, linear_from_events
+from s2teardown.core.instructions import expansion
+from s2teardown.core.model import VariantSpec, evaluate, weights
+from s2teardown.features.estimate import machine_inputs, variant_specs
+from s2teardown.inputs.machine import load_machine
+from s2teardown.inputs.variants import load_variants
+from s2teardown.inputs.workload import Workload, uniform_batch
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 SPECS: list[VariantSpec] = variant_specs(load_variants().variants)  # each with its kernel frame

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from s2teardown import resources
+from s2teardown.core.vocabulary import OPS
 from s2teardown.errors import UserError
-from s2teardown.machine import (
+from s2teardown.inputs import bundled as resources
+from s2teardown.inputs.bundled import bundled_dir, bundled_names, resolve_config
+from s2teardown.inputs.machine import (
     CHANGES_SINCE,
     FIELDS,
     GROUPS,
@@ -24,8 +26,6 @@ from s2teardown.machine import (
     machine_format_markdown,
     machine_from_text,
 )
-from s2teardown.ops import OPS
-from s2teardown.resources import bundled_dir, bundled_names, resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
 MACHINES = bundled_names("machines")
@@ -584,7 +584,7 @@ def test_json_schema_lists_every_field() -> None:
 
 def test_json_schema_accepts_bundled_and_rejects_bad() -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    from s2teardown.yamlio import load_yaml, load_yaml_text
+    from s2teardown.inputs.yamlio import load_yaml, load_yaml_text
 
     schema = json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -619,7 +619,7 @@ def test_json_schema_accepts_bundled_and_rejects_bad() -> None:
 def test_machine_format_doc_is_generated() -> None:
     committed = (REPO / "docs" / "machine-format.md").read_text(encoding="utf-8")
     assert committed == machine_format_markdown(), (
-        "docs/machine-format.md is stale: python -m s2teardown.machine > docs/machine-format.md"
+        "docs/machine-format.md is stale: python -m s2teardown.inputs.machine.reference > docs/machine-format.md"
     )
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from s2teardown.api import estimate, machine_prices
-from s2teardown.machine import load_machine
-from s2teardown.ops import OP_INDEX, PHASE_INDEX
-from s2teardown.variants import load_variants
-from s2teardown.workload import Workload
+from s2teardown.core.vocabulary import OP_INDEX, PHASE_INDEX
+from s2teardown.features.estimate import estimate, machine_prices
+from s2teardown.inputs.machine import load_machine
+from s2teardown.inputs.variants import load_variants
+from s2teardown.inputs.workload import Workload
 
 G = 1 << 30
 

@@ -6,12 +6,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s2teardown.api import estimate, frame_of
-from s2teardown.machine import THETA_FIELDS, load_machine
-from s2teardown.ops import PHASE_INDEX
-from s2teardown.resources import bundled_names
-from s2teardown.variants import load_variants
-from s2teardown.workload import Workload
+from s2teardown.core.vocabulary import PHASE_INDEX
+from s2teardown.features.estimate import estimate, frame_of
+from s2teardown.inputs.bundled import bundled_names
+from s2teardown.inputs.machine import THETA_FIELDS, load_machine
+from s2teardown.inputs.variants import load_variants
+from s2teardown.inputs.workload import Workload
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 VARIANTS = load_variants()

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from s2teardown.behaviour import Behaviour
-from s2teardown.counts import batch_from_layout, count
+from s2teardown.core.behaviour import Behaviour
+from s2teardown.core.counts import batch_from_layout, count
+from s2teardown.core.layout import CLEAR, TEARDOWN, UNMAP, Extent, Invocation, Layout, munmap_event
+from s2teardown.core.vocabulary import EVENTS
 from s2teardown.errors import UserError
-from s2teardown.layout import CLEAR, TEARDOWN, UNMAP, Extent, Invocation, Layout, munmap_event
-from s2teardown.ops import EVENTS
-from s2teardown.resources import bundled_dir, bundled_names
-from s2teardown.scenario import (
+from s2teardown.inputs.bundled import bundled_dir, bundled_names
+from s2teardown.inputs.scenario import (
     CHANGES_SINCE,
     EVENT_FORMS,
     GEOMETRY_KEYS,
@@ -30,8 +30,8 @@ from s2teardown.scenario import (
     scenario_from_text,
     scenario_schema,
 )
-from s2teardown.walker import walk, walk_counts
-from s2teardown.yamlio import sha256_of
+from s2teardown.inputs.yamlio import sha256_of
+from s2teardown.oracle.walker import walk, walk_counts
 
 REPO = Path(__file__).resolve().parent.parent
 K, M, G = 1 << 10, 1 << 20, 1 << 30
@@ -548,7 +548,7 @@ def test_schema_shape() -> None:
 
 def test_schema_accepts_bundled_and_rejects_bad() -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    from s2teardown.yamlio import load_yaml, load_yaml_text
+    from s2teardown.inputs.yamlio import load_yaml, load_yaml_text
 
     schema = scenario_schema()
     jsonschema.Draft202012Validator.check_schema(schema)

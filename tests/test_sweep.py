@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from s2teardown import cli
-from s2teardown.commands.sweep import progress_wanted
-from s2teardown.ops import PHASE_INDEX, PHASES
-from s2teardown.sweep import (
+from s2teardown.cli.sweep import progress_wanted
+from s2teardown.core.vocabulary import PHASE_INDEX, PHASES
+from s2teardown.features.compare import Comparison
+from s2teardown.features.sweep import (
     MAX_ROWS,
-    Comparison,
     backing_label,
     parse_sizes,
     run_sweep,
@@ -207,8 +207,8 @@ def test_unlayoutable_point_is_named(capsys) -> None:
 
 
 def test_run_sweep_progress_counts_every_point_and_matches_shape() -> None:
-    from s2teardown.machine import load_machine
-    from s2teardown.variants import load_variants
+    from s2teardown.inputs.machine import load_machine
+    from s2teardown.inputs.variants import load_variants
 
     seen: list[int] = []
     vs = load_variants().select(["v5.5", "P5", "v6.6"])

@@ -79,8 +79,8 @@ def edit_machine(work: Path, old: str, new: str) -> None:
 
 
 def test_table_document_layout(work: Path, capsys: Any) -> None:
-    from s2teardown.ops import EVENTS, PHASES
-    from s2teardown.render.data import MODEL_VERSION
+    from s2teardown.core.model import MODEL_VERSION
+    from s2teardown.core.vocabulary import EVENTS, PHASES
 
     doc = load(make_table(capsys, work))
     assert doc["format_version"] == 1 and doc["document"] == "s2teardown cost table"
@@ -153,7 +153,7 @@ def test_table_to_stdout(work: Path, capsys: Any, monkeypatch: pytest.MonkeyPatc
 
 
 def test_example_spec_is_valid() -> None:
-    from s2teardown.tables import load_spec
+    from s2teardown.features.tables import load_spec
 
     spec = load_spec(ROOT / "configs/tables/example.yaml")
     assert spec.machines == ("d05", "emag") and spec.row_count == 24 and spec.variants is None
@@ -524,7 +524,7 @@ def test_update_rewrites_and_next_check_is_clean(work: Path, capsys: Any) -> Non
 def test_failed_write_leaves_old_table_intact(
     work: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, fail_at: str, command: str
 ) -> None:
-    import s2teardown.atomic as atomic
+    import s2teardown.render.atomic as atomic
 
     table = make_table(capsys, work)
     before = table.read_bytes()
@@ -549,7 +549,7 @@ def test_failed_write_leaves_old_table_intact(
 def test_unwritable_update_target_is_exit_2(
     work: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import s2teardown.atomic as atomic
+    import s2teardown.render.atomic as atomic
 
     table = make_table(capsys, work)
     before = table.read_bytes()

@@ -1,4 +1,4 @@
-"""`s2teardown import-trace` and its parser (s2teardown.trace).
+"""`s2teardown import-trace` and its parser (s2teardown.features.trace).
 
 NO REAL HOST TRACE WAS AVAILABLE HERE.  Every trace below was written by hand in the format
 that tools/s2teardown-trace.sh documents and produces (docs/measuring.md); the numbers in it
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from s2teardown import cli
-from s2teardown.calibrate import read_measurements
 from s2teardown.errors import UserError
-from s2teardown.trace import TOP_PROBE, parse_trace_text, run_rows
-from s2teardown.variants import load_variants
+from s2teardown.features.calibrate import read_measurements
+from s2teardown.features.trace import TOP_PROBE, parse_trace_text, run_rows
+from s2teardown.inputs.variants import load_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +131,7 @@ def test_a_bad_cell_in_the_imported_csv_points_at_its_line(tmp_path) -> None:
     """A run whose metadata the model cannot use fails in calibrate with the CSV line."""
     trace = TRACE.replace("vm=8G", "vm=lots")
     rows = run_rows(parse_trace_text(trace, "t.trace"))
-    from s2teardown.trace import measurements_csv
+    from s2teardown.features.trace import measurements_csv
 
     p = tmp_path / "m.csv"
     p.write_text(measurements_csv(rows))

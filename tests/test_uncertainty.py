@@ -1,4 +1,4 @@
-"""Ranges and sensitivity (s2teardown.uncertainty): the linear form reproduces the estimate,
+"""Ranges and sensitivity (s2teardown.features.uncertainty): the linear form reproduces the estimate,
 sampling is one matrix product with ordered, reproducible percentiles, and the elasticities
 are exact."""
 
@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from s2teardown import uncertainty as u
-from s2teardown.api import estimate
+from s2teardown.core.vocabulary import PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.errors import UserError
-from s2teardown.machine import THETA_FIELDS, Machine, load_machine
-from s2teardown.ops import PHASE_INDEX, PHASES, STAGE2_PHASES
-from s2teardown.variants import load_variants
-from s2teardown.workload import Workload
+from s2teardown.features import uncertainty as u
+from s2teardown.features.estimate import estimate
+from s2teardown.inputs.machine import THETA_FIELDS, Machine, load_machine
+from s2teardown.inputs.variants import load_variants
+from s2teardown.inputs.workload import Workload
+from s2teardown.render import uncertainty as views
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -53,7 +54,7 @@ def test_linear_form_reproduces_the_estimate(variants, machine, backing) -> None
 
 
 def test_linear_form_with_explicit_prices_and_placement(variants) -> None:
-    from s2teardown.prices import Placement
+    from s2teardown.core.prices import Placement
 
     m = load_machine("d05").replace_parameter("prices.hvc", 140.0)
     m = m.replace_parameter("prices.dc_civac_line", 9.0)
@@ -137,7 +138,7 @@ def test_bad_sampling_arguments_are_one_line_user_errors(variants, kw, flag) -> 
 
 def test_many_scenarios_in_blocks_match_one_by_one(variants) -> None:
     """sample_percentiles on a multi-scenario breakdown equals per-scenario runs (blocks)."""
-    from s2teardown.api import evaluate_workloads, machine_inputs
+    from s2teardown.features.estimate import evaluate_workloads, machine_inputs
 
     m = load_machine("d05")
     ws = [Workload(vm_bytes=s * GIB, backing=((2 * MIB, 100.0),)) for s in (1, 2, 4)]
@@ -221,14 +222,14 @@ def _render(group: object) -> str:
 def test_views_render(variants) -> None:
     e = _est(load_machine("d05"), variants[:3])
     mc = u.monte_carlo(e, 1000, seed=2)
-    text = _render(u.render_samples(mc))
+    text = _render(views.render_samples(mc))
     assert "seed 2" in text and "Stage-2 total" in text and "p5–p95" in text
     s = u.sensitivity(e)
-    text = _render(u.sensitivity_table(s, top=5))
+    text = _render(views.sensitivity_table(s, top=5))
     assert "dc_civac_local_ns" in text and "resting on assumed values" in text
-    csv_text = u.samples_csv(mc)
+    csv_text = views.samples_csv(mc)
     assert csv_text.splitlines()[0].startswith("variant,phase,typical_ns,mean_ns,p5_ns,p50_ns")
     assert len(csv_text.splitlines()) == 1 + 3 * (len(PHASES) + 1)
-    assert "assumed_share" in u.sensitivity_csv(s)
-    assert "| phase |" in u.samples_markdown(mc)
-    assert "**resting on assumed values**" in u.sensitivity_markdown(s)
+    assert "assumed_share" in views.sensitivity_csv(s)
+    assert "| phase |" in views.samples_markdown(mc)
+    assert "**resting on assumed values**" in views.sensitivity_markdown(s)

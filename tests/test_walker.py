@@ -16,9 +16,9 @@ import random
 
 import pytest
 
-from s2teardown.behaviour import STOCK, Behaviour
-from s2teardown.geometry import Geometry
-from s2teardown.layout import (
+from s2teardown.core.behaviour import STOCK, Behaviour
+from s2teardown.core.geometry import Geometry
+from s2teardown.core.layout import (
     CLEAR,
     TEARDOWN,
     UNMAP,
@@ -29,8 +29,8 @@ from s2teardown.layout import (
     exit_event,
     munmap_event,
 )
-from s2teardown.ops import EVENTS
-from s2teardown.walker import (
+from s2teardown.core.vocabulary import EVENTS
+from s2teardown.oracle.walker import (
     DEVICE_LEAF,
     LEAF,
     TablePage,

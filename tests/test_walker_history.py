@@ -1,7 +1,7 @@
 """The literal walker on the later kernel strategies, against counts worked out by hand.
 
 Every expected number below is a literal derived in the comment next to it from the layout and
-the strategy's definition (s2teardown/walker.py, behaviour.py CHOICES), never computed by the
+the strategy's definition (s2teardown/oracle/walker.py, behaviour.py CHOICES), never computed by the
 code under test.  Units: K = 1024, M = 2**20, G = 2**30.  Facts used throughout (4 KiB granule):
 
 * 40-bit IPA -> 3 levels: 1024 entry-level entries of 1 GiB in 2 pgd pages; PMD tables of 512
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import pytest
 
-from s2teardown.behaviour import STOCK, Behaviour
-from s2teardown.geometry import Geometry
-from s2teardown.layout import (
+from s2teardown.core.behaviour import STOCK, Behaviour
+from s2teardown.core.geometry import Geometry
+from s2teardown.core.layout import (
     BLOCK_RETRY,
     MEMSLOT,
     RESET,
@@ -33,8 +33,8 @@ from s2teardown.layout import (
     Memslot,
     exit_event,
 )
-from s2teardown.ops import EVENTS
-from s2teardown.walker import (
+from s2teardown.core.vocabulary import EVENTS
+from s2teardown.oracle.walker import (
     WalkResult,
     build_table,
     range_flush_counts,

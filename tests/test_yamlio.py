@@ -1,4 +1,4 @@
-"""The strict YAML loader (s2teardown.yamlio) and the one-line UserError."""
+"""The strict YAML loader (s2teardown.inputs.yamlio) and the one-line UserError."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s2teardown.errors import NothingComparable, UserError, describe
-from s2teardown.yamlio import (
+from s2teardown.inputs.yamlio import (
     MAX_BYTES,
     YamlList,
     YamlMap,
@@ -354,7 +354,7 @@ BUNDLED = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.name)
 def test_fast_path_builds_the_same_tree(path: Path) -> None:
-    from s2teardown import yamlio
+    from s2teardown.inputs import yamlio
 
     if yamlio._CParser is None:
         pytest.skip("PyYAML without libyaml")
@@ -378,7 +378,7 @@ def test_fast_path_builds_the_same_tree(path: Path) -> None:
 def test_fast_path_declines_what_the_strict_loader_refuses(text: str) -> None:
     """The fast path never accepts a document the pure-Python loader refuses: it declines, and
     the pure-Python loader's one-line message is the one reported."""
-    from s2teardown import yamlio
+    from s2teardown.inputs import yamlio
 
     if yamlio._CParser is None:
         pytest.skip("PyYAML without libyaml")

@@ -15,10 +15,15 @@ from __future__ import annotations
 import json
 import sys
 
-from s2teardown.machine import load_machine
-from s2teardown.plan import Fleet, plan
-from s2teardown.units import format_ns, parse_backing, parse_size
-from s2teardown.variants import load_variants
+from s2teardown.api import (
+    Fleet,
+    format_ns,
+    load_machine,
+    load_variants,
+    parse_backing,
+    parse_size,
+    plan,
+)
 
 
 def main(argv: list[str]) -> int:

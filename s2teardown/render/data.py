@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from typing import Any
 
-from .. import __version__
-from ..api import Estimate
-from ..ops import EVENTS, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
-from ..units import format_ns
+from s2teardown.core.vocabulary import EVENTS, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
+from s2teardown.features.estimate import Estimate
+from s2teardown.inputs.units import format_ns
+from s2teardown.render.envelope import envelope, to_json
 
-FORMAT_VERSION = 1
-#: Bumped whenever the model's equations change (docs/model.md keeps the changelog).
-MODEL_VERSION = 3
+__all__ = ["estimate_csv", "estimate_document", "estimate_markdown", "to_json"]
+
 
 
 def _num(x: float) -> float | None:
@@ -73,21 +71,17 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
         )
     inputs: dict[str, Any] = {"machine": {"name": m.name, "path": m.path, "sha256": m.sha256}}
     inputs["variants"] = sorted({(var.source) for var in e.variants})
-    return {
-        "format_version": FORMAT_VERSION,
-        "tool": "s2teardown",
-        "tool_version": __version__,
-        "model_version": MODEL_VERSION,
-        "command": "estimate",
-        "inputs": inputs,
-        "workload": _workload(e),
-        "kernel_path": e.extra.get("path"),
-        "baseline": e.variants[b.baseline].name,
-        "prices_overridden": sorted(e.prices.overridden),
-        "assumptions": list(e.assumptions),
-        "warnings": list(e.warnings),
-        "variants": variants,
-    }
+    return envelope(
+        "estimate",
+        warnings=e.warnings,
+        inputs=inputs,
+        workload=_workload(e),
+        kernel_path=e.extra.get("path"),
+        baseline=e.variants[b.baseline].name,
+        prices_overridden=sorted(e.prices.overridden),
+        assumptions=list(e.assumptions),
+        variants=variants,
+    )
 
 
 def _workload(e: Estimate) -> dict[str, Any]:
@@ -121,10 +115,6 @@ def _workload(e: Estimate) -> dict[str, Any]:
         "range": None if w.range is None else {"offset_bytes": w.range[0], "size_bytes": w.range[1]},
         **common,
     }
-
-
-def to_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
 def estimate_csv(e: Estimate) -> str:

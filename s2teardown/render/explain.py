@@ -11,10 +11,10 @@ from typing import Any
 from rich.markup import escape
 from rich.tree import Tree
 
-from ..api import Estimate
-from ..instructions import EVENT_PHASE
-from ..ops import EVENT_INDEX, EVENTS, OP_INDEX, OPS, PHASE_INDEX, PHASES
-from ..units import format_int, format_ns
+from s2teardown.core.instructions import EVENT_PHASE
+from s2teardown.core.vocabulary import EVENT_INDEX, EVENTS, OP_INDEX, OPS, PHASE_INDEX, PHASES
+from s2teardown.features.estimate import Estimate
+from s2teardown.inputs.units import format_int, format_ns
 
 #: The kernel function (v5.5 names; later kernels in brackets) behind each event.
 EVENT_FUNCTION = {
@@ -64,7 +64,7 @@ def explain_tree(e: Estimate, v: int) -> dict[str, Any]:
                 continue
             n = int(ev[EVENT_INDEX[name]])
             ops = b.expansion[v, EVENT_INDEX[name], p]
-            children = [
+            children: list[dict[str, Any]] = [
                 {"label": OPS[o], "count": n * int(ops[o]), "unit_ns": float(price[o]),
                  "time_ns": n * int(ops[o]) * float(price[o])}
                 for o in range(len(OPS)) if ops[o]

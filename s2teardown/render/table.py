@@ -9,9 +9,9 @@ from __future__ import annotations
 from rich.console import Console, Group
 from rich.text import Text
 
-from ..api import Estimate
-from ..ops import OP_INDEX, PHASE_INDEX, PHASES
-from ..units import format_int, format_ns, format_size
+from s2teardown.core.vocabulary import OP_INDEX, PHASE_INDEX, PHASES
+from s2teardown.features.estimate import Estimate
+from s2teardown.inputs.units import format_int, format_ns, format_size
 
 _LABEL = {"host_free": "host free†"}
 
@@ -72,7 +72,8 @@ def grid(header: list[str], rows: list[list[str | Text]]) -> Text:
     """A borderless table as one Text: a bold header, the first column left-aligned, the others
     right-aligned, two spaces between columns.  (rich's Table lays out every cell as its own
     renderable: tens of ms for an estimate's 200 cells, most of the command's own time.)"""
-    cells = [[c if isinstance(c, Text) else Text(c) for c in row] for row in [header, *rows]]
+    table: list[list[str | Text]] = [list(header), *rows]
+    cells: list[list[Text]] = [[c if isinstance(c, Text) else Text(c) for c in row] for row in table]
     widths = [max(cell.cell_len for cell in col) for col in zip(*cells, strict=True)]
     out = Text(no_wrap=True)
     for i, row in enumerate(cells):

@@ -1,7 +1,7 @@
 """Model against kernel, op by op: the rows of the validation table.
 
-Each row names one count, how the model gets it (an event of `s2teardown.ops.EVENTS` or an
-operation of `s2teardown.ops.OPS`, summed over phases) and how the kernel's window gives it
+Each row names one count, how the model gets it (an event of `s2teardown.core.vocabulary.EVENTS` or an
+operation of `s2teardown.core.vocabulary.OPS`, summed over phases) and how the kernel's window gives it
 (instructions attributed to functions, `kernel_counts`).  Structural rows count kernel calls
 and cache lines; instruction rows count every barrier, ISB, system-register write, HVC and
 ERET the Stage-2 path executed.

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from functools import cache, lru_cache
 
-from s2teardown.api import estimate
-from s2teardown.machine import Machine, load_machine
-from s2teardown.ops import EVENTS as MODEL_EVENTS
-from s2teardown.ops import OPS
-from s2teardown.variants import Variant, VariantSet, load_variants
-from s2teardown.workload import Workload
+from s2teardown.core.vocabulary import EVENTS as MODEL_EVENTS
+from s2teardown.core.vocabulary import OPS
+from s2teardown.features.estimate import estimate
+from s2teardown.inputs.machine import Machine, load_machine
+from s2teardown.inputs.variants import Variant, VariantSet, load_variants
+from s2teardown.inputs.workload import Workload
 
 from .cases import CPUS, EVENTS, MIB, Case
 

@@ -1,0 +1,127 @@
+"""A batch of scenarios: extents, invocations and passes as arrays (the model's input)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from s2teardown.core.geometry import Geometry
+from s2teardown.core.intervals import (
+    I64,
+)
+from s2teardown.core.layout import (
+    ITERATES_MEMSLOTS,
+    RESET,
+    TEARDOWN,
+    Invocation,
+    Layout,
+)
+from s2teardown.core.vocabulary import EVENTS
+
+N_EVENTS = len(EVENTS)
+ONE_GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Batch:
+    """S scenarios sharing one geometry and one shape of event (the same invocation kinds).
+
+    Extents are padded with ``leaf == 0``; an invocation absent from a scenario has
+    ``inv_present == False`` and empty passes.
+    """
+
+    geometry: Geometry
+    ext_lo: I64  # (S, E)
+    ext_hi: I64  # (S, E)
+    ext_leaf: I64  # (S, E), 0 = padding
+    ext_dev: npt.NDArray[np.bool_]  # (S, E)
+    n_memslots: I64  # (S,)
+    inv_kind: tuple[str, ...]  # (I,)
+    inv_blockable: tuple[bool, ...]  # (I,)
+    inv_present: npt.NDArray[np.bool_]  # (S, I)
+    inv_lo: I64  # (S, I) the range each invocation was called with
+    inv_hi: I64  # (S, I)
+    pass_lo: I64  # (S, J)
+    pass_hi: I64  # (S, J)
+    pass_inv: tuple[int, ...]  # (J,) invocation index of each pass
+    pass_slot: tuple[int, ...]  # (J,) memslot index (-1 for a teardown pass)
+
+    @property
+    def size(self) -> int:
+        return int(self.ext_lo.shape[0])
+
+
+def batch_from_layout(layout: Layout, event: Sequence[Invocation]) -> Batch:
+    """A batch of one scenario from an explicit layout and event."""
+    g = layout.geometry
+    ext = layout.extents
+    e_lo = np.array([[e.lo for e in ext]], dtype=np.int64).reshape(1, len(ext))
+    e_hi = np.array([[e.hi for e in ext]], dtype=np.int64).reshape(1, len(ext))
+    e_leaf = np.array([[e.leaf for e in ext]], dtype=np.int64).reshape(1, len(ext))
+    e_dev = np.array([[e.device for e in ext]], dtype=bool).reshape(1, len(ext))
+    p_lo: list[int] = []
+    p_hi: list[int] = []
+    p_inv: list[int] = []
+    p_slot: list[int] = []
+    for i, inv in enumerate(event):
+        if inv.kind not in ITERATES_MEMSLOTS:
+            # teardown: the whole IPA space; memslot delete, block retry: their own range
+            whole = inv.kind == TEARDOWN
+            p_lo.append(0 if whole else inv.lo)
+            p_hi.append(g.ipa_size if whole else inv.hi)
+            p_inv.append(i)
+            p_slot.append(-1)
+            continue
+        # handle_hva_to_gpa walks the memslot array, kept sorted by base GFN, highest first
+        # (update_memslots, virt/kvm/kvm_main.c, v5.5)
+        for m, s in sorted(enumerate(layout.memslots), key=lambda ms: ms[1].lo, reverse=True):
+            if inv.kind == RESET:  # stage2_unmap_vm: every intersecting memslot, whole
+                hit = inv.lo < s.hi and s.lo < inv.hi
+                p_lo.append(s.lo if hit else 0)
+                p_hi.append(s.hi if hit else 0)
+            else:
+                p_lo.append(max(inv.lo, s.lo))
+                p_hi.append(min(inv.hi, s.hi))
+            p_inv.append(i)
+            p_slot.append(m)
+    return Batch(
+        geometry=g,
+        ext_lo=e_lo,
+        ext_hi=e_hi,
+        ext_leaf=e_leaf,
+        ext_dev=e_dev,
+        n_memslots=np.array([len(layout.memslots)], dtype=np.int64),
+        inv_kind=tuple(inv.kind for inv in event),
+        inv_blockable=tuple(inv.blockable for inv in event),
+        inv_present=np.ones((1, len(event)), dtype=bool),
+        inv_lo=np.array([[inv.lo for inv in event]], dtype=np.int64).reshape(1, len(event)),
+        inv_hi=np.array([[inv.hi for inv in event]], dtype=np.int64).reshape(1, len(event)),
+        pass_lo=np.array([p_lo], dtype=np.int64).reshape(1, len(p_lo)),
+        pass_hi=np.array([p_hi], dtype=np.int64).reshape(1, len(p_hi)),
+        pass_inv=tuple(p_inv),
+        pass_slot=tuple(p_slot),
+    )
+
+
+def slice_batch(b: Batch, lo: int, hi: int) -> Batch:
+    """Scenarios ``lo..hi-1`` of a batch (views, no copy)."""
+    return Batch(
+        geometry=b.geometry,
+        ext_lo=b.ext_lo[lo:hi],
+        ext_hi=b.ext_hi[lo:hi],
+        ext_leaf=b.ext_leaf[lo:hi],
+        ext_dev=b.ext_dev[lo:hi],
+        n_memslots=b.n_memslots[lo:hi],
+        inv_kind=b.inv_kind,
+        inv_blockable=b.inv_blockable,
+        inv_present=b.inv_present[lo:hi],
+        inv_lo=b.inv_lo[lo:hi],
+        inv_hi=b.inv_hi[lo:hi],
+        pass_lo=b.pass_lo[lo:hi],
+        pass_hi=b.pass_hi[lo:hi],
+        pass_inv=b.pass_inv,
+        pass_slot=b.pass_slot,
+    )

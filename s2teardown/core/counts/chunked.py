@@ -1,0 +1,133 @@
+"""Chunked passes: the same counts per walk chunk, for resched points and lock-hold stretches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from s2teardown.core.counts.batch import N_EVENTS, Batch
+from s2teardown.core.counts.coefficients import SEGMENT_QUANTITIES, quantity_matrix
+from s2teardown.core.counts.quantities import Extents, PassQuantities, pass_quantities, range_flush
+from s2teardown.core.geometry import Geometry
+from s2teardown.core.intervals import (
+    I64,
+    concat_last,
+)
+from s2teardown.core.vocabulary import EVENT_INDEX
+
+# ----------------------------------------------------------------------------------------------
+# Chunked passes
+
+
+def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64, I64]:
+    """The chunk-walks of pass ``j``, compressed: (S, K) bounds of representative chunks, how
+    many consecutive identical chunks each stands for (``mult``), and how many times the region
+    holding it repeats (``times``).
+
+    Between two breakpoints — extent edges, the edges of this and earlier passes, and the edges
+    of tables larger than a chunk — every chunk but the first and the last has the same leaves,
+    the same tables and the same table states, so one of them is evaluated for all.  The edges
+    of the smallest such table (``t_min``) split a stretch between two other breakpoints into
+    a head, identical whole ``t_min`` regions and a tail: the first whole region stands for all
+    of them (``times``), so the work does not grow with the size of the guest.  Chunks are listed
+    in address order; ``mult`` is 0 for padding.  A chunk stands for ``mult · times`` chunks.
+    """
+    g = b.geometry
+    big = sorted(g.span(k - 1) for k in range(1, g.levels) if g.span(k - 1) > chunk)
+    t_min = big[0] if big else None
+    reps: list[list[tuple[int, int, int]]] = []  # per scenario: (chunk index, mult, times)
+    # plain Python lists: this loop runs per scenario (segments, tests), on a handful of values
+    ext_lo, ext_hi, ext_leaf = b.ext_lo.tolist(), b.ext_hi.tolist(), b.ext_leaf.tolist()
+    pass_lo, pass_hi = b.pass_lo[:, : j + 1].tolist(), b.pass_hi[:, : j + 1].tolist()
+    for s in range(b.size):
+        lo, hi = pass_lo[s][j], pass_hi[s][j]
+        if hi <= lo:
+            reps.append([])
+            continue
+        pts = {lo, hi, *pass_lo[s][:j], *pass_hi[s][:j]}
+        pts.update(x for x, leaf in zip(ext_lo[s], ext_leaf[s], strict=True) if leaf > 0)
+        pts.update(x for x, leaf in zip(ext_hi[s], ext_leaf[s], strict=True) if leaf > 0)
+        for t in big[1:]:  # edges of the larger tables: few (at most IPA / t each)
+            pts.update(range(-(-lo // t) * t, hi, t))
+        edges = sorted(p for p in pts if lo <= p <= hi)
+        pieces: list[tuple[int, int, int]] = []  # (start, end, times)
+        for p, q in zip(edges, edges[1:], strict=False):
+            if q <= p:
+                continue
+            if t_min is None:
+                pieces.append((p, q, 1))
+                continue
+            first, last = (p // t_min + 1) * t_min, ((q - 1) // t_min) * t_min
+            if first > last:  # no t_min edge inside
+                pieces.append((p, q, 1))
+                continue
+            pieces.append((p, first, 1))
+            if last > first:
+                pieces.append((first, first + t_min, (last - first) // t_min))
+            pieces.append((last, q, 1))
+        chosen: dict[int, tuple[int, int]] = {}
+        for p, q, n_regions in pieces:
+            cf, cl = p // chunk, (q - 1) // chunk
+            chosen[cf] = (1, n_regions)
+            chosen[cl] = (1, n_regions)
+            if cl - cf >= 2 and cf + 1 not in chosen:
+                chosen[cf + 1] = (cl - cf - 1, n_regions)
+        reps.append([(c, m, t) for c, (m, t) in sorted(chosen.items())])
+    width = max(1, max((len(r) for r in reps), default=1))
+    table = np.array([r + [(0, 0, 0)] * (width - len(r)) for r in reps], dtype=np.int64)
+    table = table.reshape(b.size, width, 3)
+    idx, mult, times = table[..., 0], table[..., 1], table[..., 2]
+    p_lo = b.pass_lo[:, j : j + 1]
+    p_hi = b.pass_hi[:, j : j + 1]
+    c_lo = np.where(mult > 0, np.maximum(idx * chunk, p_lo), 0)
+    c_hi = np.where(mult > 0, np.minimum((idx + 1) * chunk, p_hi), 0)
+    return c_lo, c_hi, mult, times
+
+
+def chunk_quantities(
+    g: Geometry, ext: Extents, prev_lo: I64, prev_hi: I64, lo: I64, c_lo: I64, c_hi: I64
+) -> PassQuantities:
+    """Quantities of chunk-walks ``[c_lo, c_hi)`` (S, K) of the passes starting at ``lo`` (S,).
+
+    Chunk ``c`` starts from the coverage before the pass plus ``[lo, start of c)``: a table the
+    chunk empties is freed there, and a table an earlier chunk freed is not walked again.
+    ``ext`` has one middle axis (the chunks); ``prev`` has shape (S, 1, E, q).
+    """
+    done_lo, done_hi = ext.clip(np.broadcast_to(lo[:, None], c_lo.shape), np.maximum(c_lo, lo[:, None]))
+    p_lo = concat_last(prev_lo, done_lo[..., None])
+    p_hi = concat_last(prev_hi, done_hi[..., None])
+    q, _, _ = pass_quantities(g, ext, p_lo, p_hi, c_lo, c_hi)
+    return q
+
+
+def chunk_run_quantities(
+    g: Geometry,
+    ext: Extents,
+    prev_lo: I64,
+    prev_hi: I64,
+    lo: I64,
+    hi: I64,
+    runs: Sequence[tuple[I64, I64]],
+) -> tuple[I64, list[I64]]:
+    """The whole passes ``[lo, hi)`` (S,) and their chunk-walks ``runs`` (each (S, K_i) bounds)
+    in one evaluation: the whole pass is one more chunk, with nothing of the pass done before
+    it.  Returns the quantity matrices in `SEGMENT_QUANTITIES` order, (S, 8) and one (S, K_i, 8)
+    per run."""
+    c_lo = np.concatenate([lo[:, None], *(r[0] for r in runs)], axis=1)
+    c_hi = np.concatenate([hi[:, None], *(r[1] for r in runs)], axis=1)
+    qm = quantity_matrix(chunk_quantities(g, ext, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi),
+                         SEGMENT_QUANTITIES)
+    ends = np.cumsum([1, *(r[0].shape[1] for r in runs)])
+    return qm[:, 0, :], [qm[:, a:z, :] for a, z in zip(ends[:-1], ends[1:], strict=True)]
+
+
+def range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:
+    """One range flush per chunk-walk (even an empty-handed one), with its TLBI range ops."""
+    ev = np.zeros(c_lo.shape + (N_EVENTS,), dtype=np.int64)
+    calls, ops = range_flush(np.where(c_hi > c_lo, (c_hi - c_lo) // g.granule, 0))
+    ev[..., EVENT_INDEX["range_flush_call"]] = calls
+    ev[..., EVENT_INDEX["range_tlbi_op"]] = ops
+    return ev
+
+

@@ -1,0 +1,315 @@
+"""Workloads: the guest a user describes with flags, as a vectorised batch of Stage-2 layouts.
+
+A uniform workload (docs/model.md, "Workload"):
+* guest RAM of ``vm_bytes`` at ``ram_base`` (QEMU virt: 1 GiB), split into ``memslots`` equal,
+  contiguous memslots;
+* in each memslot, ``floor(mapped × slot size)`` bytes are mapped from the slot's start; of them a
+  ``device_fraction`` (rounded down to whole pages) is device pages placed last, and the rest is
+  shared between leaf sizes by the backing mix (percentages), each share rounded down to whole
+  leaves, largest leaves first so every region stays aligned;
+* the event is ``exit`` (release: whole IPA space) or ``munmap`` of ``[offset, offset+size)``
+  of guest RAM (default: all of it), preceded by a THP-split CLEAR at each unaligned edge that
+  falls in a PMD-block region (`layout.munmap_event`).
+
+Everything is built with numpy over many scenarios at once; the explicit `Layout` of one
+scenario (for the walker and for display) is read back from the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from s2teardown.core.counts import Batch
+from s2teardown.core.geometry import MAX_IPA_BITS, Geometry, auto_ipa_bits
+from s2teardown.core.layout import (
+    BLOCK_RETRY,
+    CLEAR,
+    ITERATES_MEMSLOTS,
+    MEMSLOT,
+    RESET,
+    TEARDOWN,
+    UNMAP,
+    Extent,
+    Invocation,
+    Layout,
+    Memslot,
+)
+from s2teardown.core.prices import Placement
+from s2teardown.inputs.units import format_size
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+GIB = 1 << 30
+MIB = 1 << 20
+#: The paths into Stage-2 unmap (`--event`), see api.EVENT_PATH for the kernel functions.
+EVENTS_SUPPORTED = (
+    "exit", "munmap", "clear", "oom", "memslot-delete", "reset", "block-retry", "munmap-then-exit",
+)
+#: Paths whose --range is meaningful (the others cover all of guest RAM or the IPA space).
+RANGED = ("munmap", "munmap-then-exit", "clear", "oom", "memslot-delete", "block-retry")
+
+
+@dataclass(frozen=True)
+class Workload:
+    vm_bytes: int
+    backing: tuple[tuple[int, float], ...] = ((2 * MIB, 100.0),)  # (leaf bytes, percent)
+    mapped: float = 1.0
+    device_fraction: float = 0.0
+    memslots: int = 1
+    ipa_bits: int | None = None  # None: auto (QEMU's choice)
+    granule: int = 4096
+    ram_base: int = GIB
+    event: str = "exit"
+    range: tuple[int, int] | None = None  # (offset into guest RAM, size) for munmap
+    placement: Placement | None = None  # None: the machine's default
+
+    def resolved_ipa_bits(self) -> int:
+        if self.ipa_bits is not None:
+            return self.ipa_bits
+        # +1: v5.5 refuses a memslot that ends exactly at the top of the IPA space
+        # (kvm_arch_prepare_memory_region), so the guest must end strictly below it.
+        return auto_ipa_bits(self.ram_base + self.vm_bytes + 1)
+
+    def geometry(self) -> Geometry:
+        return Geometry(self.granule, self.resolved_ipa_bits())
+
+    def check(self) -> None:
+        """Raise ValueError (with the flag's name first) if the workload cannot be laid out."""
+        if self.vm_bytes <= 0:
+            raise ValueError("vm: expected a positive size")
+        if self.ipa_bits is None and self.resolved_ipa_bits() > MAX_IPA_BITS:
+            raise ValueError(
+                f"vm: expected guest RAM (from its base) to end below the top of the largest "
+                f"({MAX_IPA_BITS}-bit) IPA space ({format_size(1 << MAX_IPA_BITS)})"
+            )
+        g = self.geometry()
+        if self.vm_bytes <= 0 or self.vm_bytes % g.granule:
+            raise ValueError(f"vm: expected a positive multiple of the {g.granule}-byte granule")
+        if self.ram_base % g.largest_block:
+            raise ValueError(f"ram-base: expected a multiple of {g.largest_block} bytes")
+        if self.ram_base + self.vm_bytes >= g.ipa_size:
+            raise ValueError(
+                f"vm: expected guest RAM to end below the top of the {g.ipa_bits}-bit IPA space "
+                "(v5.5 refuses a memslot that reaches it)"
+            )
+        if self.memslots < 1 or self.vm_bytes % self.memslots:
+            raise ValueError("memslots: expected a whole number that divides the VM size")
+        slot = self.vm_bytes // self.memslots
+        for leaf, _ in self.backing:
+            if leaf not in g.leaf_sizes:
+                raise ValueError(f"backing: {leaf} bytes is not a leaf size here {g.leaf_sizes}")
+            if slot % leaf:
+                raise ValueError(
+                    f"memslots: expected memslots that each hold whole {format_size(leaf)} leaves "
+                    f"(each would be {format_size(slot)})"
+                )
+        if abs(sum(p for _, p in self.backing) - 100.0) > 1e-6:
+            raise ValueError("backing: the percentages must sum to 100")
+        if not 0.0 <= self.mapped <= 1.0:
+            raise ValueError("mapped: expected a fraction in [0, 1]")
+        if not 0.0 <= self.device_fraction <= 1.0:
+            raise ValueError("device: expected a fraction in [0, 1]")
+        if self.event not in EVENTS_SUPPORTED:
+            raise ValueError(f"event: expected one of {EVENTS_SUPPORTED}")
+        if self.range is not None:
+            off, size = self.range
+            if self.event not in RANGED:
+                raise ValueError(f"range: expected an --event that takes a range ({', '.join(RANGED)})")
+            if size <= 0 or off < 0 or off + size > self.vm_bytes:
+                raise ValueError(
+                    f"range: expected OFFSET:SIZE inside the guest RAM ({format_size(self.vm_bytes)})"
+                )
+            if off % g.granule or size % g.granule:
+                raise ValueError(f"range: expected multiples of the {g.granule}-byte granule")
+
+
+def uniform_batch(workloads: Sequence[Workload]) -> Batch:
+    """One batch for workloads sharing geometry, memslot count, leaf-size list and event."""
+    w0 = workloads[0]
+    g = w0.geometry()
+    leaves = tuple(sorted((leaf for leaf, _ in w0.backing), reverse=True))
+    for w in workloads:
+        if (
+            w.geometry() != g
+            or w.memslots != w0.memslots
+            or w.event != w0.event
+            or tuple(sorted((leaf for leaf, _ in w.backing), reverse=True)) != leaves
+        ):
+            raise ValueError("uniform_batch: workloads must share geometry, memslots, leaves, event")
+    share = np.array([[dict(w.backing)[leaf] for leaf in leaves] for w in workloads])
+    rng = [w.range if w.range is not None else (0, w.vm_bytes) for w in workloads]
+    return uniform_batch_arrays(
+        g,
+        vm_bytes=np.array([w.vm_bytes for w in workloads], dtype=np.int64),
+        mapped=np.array([w.mapped for w in workloads]),
+        leaves=leaves,
+        share_pct=share,
+        device_fraction=np.array([w.device_fraction for w in workloads]),
+        memslots=w0.memslots,
+        ram_base=np.array([w.ram_base for w in workloads], dtype=np.int64),
+        event=w0.event,
+        range_off=np.array([r[0] for r in rng], dtype=np.int64),
+        range_size=np.array([r[1] for r in rng], dtype=np.int64),
+    )
+
+
+def uniform_batch_arrays(
+    g: Geometry,
+    *,
+    vm_bytes: I64,
+    mapped: F64,
+    leaves: tuple[int, ...],
+    share_pct: F64,
+    device_fraction: F64,
+    memslots: int,
+    ram_base: I64,
+    event: str,
+    range_off: I64 | None = None,
+    range_size: I64 | None = None,
+) -> Batch:
+    """The vectorised builder behind `uniform_batch` (arrays of shape (S,) and (S, C))."""
+    n_s = vm_bytes.shape[0]
+    n_c = len(leaves)
+    slot_size = vm_bytes // memslots  # (S,)
+    slot_lo = ram_base[:, None] + slot_size[:, None] * np.arange(memslots)[None, :]  # (S, N)
+    slot_hi = slot_lo + slot_size[:, None]
+    mapped_b = np.floor(mapped * slot_size).astype(np.int64)  # per slot (S,)
+    dev_b = (np.floor(device_fraction * mapped_b).astype(np.int64) // g.granule) * g.granule
+    ram_b = mapped_b - dev_b
+    leaf_arr = np.array(leaves, dtype=np.int64)  # (C,)
+    cls_b = (np.floor(ram_b[:, None] * share_pct / 100.0).astype(np.int64) // leaf_arr) * leaf_arr
+    sizes = np.concatenate([cls_b, dev_b[:, None]], axis=1)  # (S, C+1)
+    offs = np.concatenate([np.zeros((n_s, 1), dtype=np.int64), np.cumsum(sizes, axis=1)[:, :-1]], axis=1)
+    e_lo = slot_lo[:, :, None] + offs[:, None, :]  # (S, N, C+1)
+    e_hi = e_lo + sizes[:, None, :]
+    e_leaf = np.broadcast_to(np.append(leaf_arr, g.granule), (n_s, memslots, n_c + 1))
+    e_leaf = np.where(e_hi > e_lo, e_leaf, 0)
+    e_dev = np.zeros((n_s, memslots, n_c + 1), dtype=bool)
+    e_dev[:, :, -1] = True
+    shape = (n_s, memslots * (n_c + 1))
+    e_lo, e_hi = e_lo.reshape(shape), e_hi.reshape(shape)
+    e_leaf = np.ascontiguousarray(e_leaf).reshape(shape)
+    e_dev = e_dev.reshape(shape)
+    e_lo, e_hi = np.where(e_leaf > 0, e_lo, 0), np.where(e_leaf > 0, e_hi, 0)
+
+    n_slots = memslots
+    ipa = np.full(n_s, g.ipa_size, dtype=np.int64)
+    zero = np.zeros(n_s, dtype=np.int64)
+    yes = np.ones(n_s, dtype=bool)
+    off = range_off if range_off is not None else zero
+    size = range_size if range_size is not None else vm_bytes
+    r_lo = ram_base + off
+    r_hi = r_lo + size
+    pmd = g.leaf_sizes[1]
+    thp = (e_leaf == pmd) & ~e_dev
+
+    def split_block(edge: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
+        block = edge - edge % pmd
+        inside = (thp & (e_lo <= block[:, None]) & (block[:, None] < e_hi)).any(axis=1)
+        return block, (edge % pmd != 0) & inside
+
+    def munmap_calls() -> list[tuple[str, I64, I64, npt.NDArray[np.bool_], bool]]:
+        b_lo, p_lo = split_block(r_lo)
+        b_hi, p_hi = split_block(r_hi)
+        p_hi = p_hi & ~(p_lo & (b_hi == b_lo))
+        return [(CLEAR, b_lo, b_lo + pmd, p_lo, True), (CLEAR, b_hi, b_hi + pmd, p_hi, True),
+                (UNMAP, r_lo, r_hi, yes, True)]
+
+    # (kind, lo, hi, present, blockable) per invocation, in order
+    if event == "exit":
+        calls = [(TEARDOWN, zero, ipa, yes, True)]
+    elif event == "munmap":
+        calls = munmap_calls()
+    elif event == "munmap-then-exit":
+        calls = [*munmap_calls(), (TEARDOWN, zero, ipa, yes, True)]
+    elif event == "clear":
+        calls = [(CLEAR, r_lo, r_hi, yes, True)]
+    elif event == "oom":
+        calls = [(UNMAP, r_lo, r_hi, yes, False)]  # the OOM reaper: non-blockable, one VMA
+    elif event == "memslot-delete":
+        slot = (r_lo - ram_base) // slot_size  # the memslot holding the range's start
+        s_lo = ram_base + slot * slot_size
+        calls = [(MEMSLOT, s_lo, s_lo + slot_size, yes, True)]
+    elif event == "reset":
+        calls = [(RESET, zero, ipa, yes, True)]
+    elif event == "block-retry":
+        b_lo = r_lo - r_lo % pmd  # the PMD block holding the range's start
+        calls = [(BLOCK_RETRY, b_lo, b_lo + pmd, yes, True)]
+    else:
+        raise ValueError(f"event: unknown event {event!r}")
+
+    p_lo_l: list[I64] = []
+    p_hi_l: list[I64] = []
+    p_inv: list[int] = []
+    p_slot: list[int] = []
+    for i, (kind, lo, hi, present, _) in enumerate(calls):
+        lo, hi = np.where(present, lo, 0), np.where(present, hi, 0)
+        if kind not in ITERATES_MEMSLOTS:
+            p_lo_l.append(lo)
+            p_hi_l.append(hi)
+            p_inv.append(i)
+            p_slot.append(-1)
+            continue
+        for m in reversed(range(n_slots)):  # v5.5's memslot array: highest GPA first
+            if kind == RESET:
+                hit = (lo < slot_hi[:, m]) & (slot_lo[:, m] < hi)
+                a, z = np.where(hit, slot_lo[:, m], 0), np.where(hit, slot_hi[:, m], 0)
+            else:
+                a = np.maximum(lo, slot_lo[:, m])
+                z = np.minimum(hi, slot_hi[:, m])
+                z = np.where(z > a, z, a)
+            p_lo_l.append(a)
+            p_hi_l.append(z)
+            p_inv.append(i)
+            p_slot.append(m)
+    return Batch(
+        geometry=g,
+        ext_lo=e_lo,
+        ext_hi=e_hi,
+        ext_leaf=e_leaf,
+        ext_dev=e_dev,
+        n_memslots=np.full(n_s, memslots, dtype=np.int64),
+        inv_kind=tuple(c[0] for c in calls),
+        inv_blockable=tuple(c[4] for c in calls),
+        inv_present=np.stack([c[3] for c in calls], axis=1),
+        inv_lo=np.stack([np.broadcast_to(c[1], (n_s,)) for c in calls], axis=1).astype(np.int64),
+        inv_hi=np.stack([np.broadcast_to(c[2], (n_s,)) for c in calls], axis=1).astype(np.int64),
+        pass_lo=np.stack(p_lo_l, axis=1),
+        pass_hi=np.stack(p_hi_l, axis=1),
+        pass_inv=tuple(p_inv),
+        pass_slot=tuple(p_slot),
+    )
+
+
+def layout_of(b: Batch, s: int, slots: Sequence[tuple[int, int]]) -> Layout:
+    """The explicit layout of scenario ``s`` (memslots given as (lo, hi))."""
+    mems = tuple(Memslot(lo, hi) for lo, hi in slots)
+    exts = []
+    for e in range(b.ext_lo.shape[1]):
+        leaf = int(b.ext_leaf[s, e])
+        if leaf == 0:
+            continue
+        lo, hi = int(b.ext_lo[s, e]), int(b.ext_hi[s, e])
+        slot = next(i for i, m in enumerate(mems) if m.lo <= lo < m.hi)
+        exts.append(Extent(lo, hi, leaf, slot, bool(b.ext_dev[s, e])))
+    return Layout(b.geometry, mems, tuple(exts))
+
+
+def event_of(b: Batch, s: int) -> tuple[Invocation, ...]:
+    """The explicit invocations of scenario ``s``."""
+    out = []
+    for i, kind in enumerate(b.inv_kind):
+        if not b.inv_present[s, i]:
+            continue
+        out.append(Invocation(kind, int(b.inv_lo[s, i]), int(b.inv_hi[s, i]), b.inv_blockable[i]))
+    return tuple(out)
+
+
+def memslot_bounds(w: Workload) -> list[tuple[int, int]]:
+    z = w.vm_bytes // w.memslots
+    return [(w.ram_base + m * z, w.ram_base + (m + 1) * z) for m in range(w.memslots)]

@@ -33,7 +33,8 @@ from s2teardown import cli
 from s2teardown.core.counts import count, range_flush, range_ops
 from s2teardown.core.vocabulary import EVENTS
 from s2teardown.errors import UserError
-from s2teardown.features.estimate import EVENT_PATH, estimate, lock_holds
+from s2teardown.features.estimate import estimate, lock_holds
+from s2teardown.inputs import paths
 from s2teardown.inputs.machine import load_machine
 from s2teardown.inputs.variants import load_variants
 from s2teardown.inputs.workload import Workload, uniform_batch
@@ -600,7 +601,7 @@ PATH_NAMES = {
 
 
 def test_every_path_names_its_kernel_functions(capsys) -> None:
-    assert set(PATH_NAMES) == set(EVENT_PATH)
+    assert set(PATH_NAMES) == set(paths.PATH_NAMES)
     for event, names in PATH_NAMES.items():
         code, out, err = run_cli(capsys, "estimate", "--vm", "2G", "--machine", "graviton3", "--kernel", "6.8",
                                  "--event", event, "--format", "json")

@@ -284,7 +284,7 @@ def test_fleet_kernel_and_baseline() -> None:
         (
             ("teardowns_per_hour: 100", "teardowns_per_hour: 100\nconcurency: 2"),
             6,
-            r"concurency: expected one of .*did you mean 'concurrency'",
+            r"concurency: expected a fleet field, got unknown key 'concurency' .*did you mean 'concurrency'",
         ),
         (
             ("variants: [v5.5, P5]", "kernel: 6.8"),

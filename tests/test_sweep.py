@@ -17,14 +17,8 @@ from s2teardown import cli
 from s2teardown.cli.sweep import progress_wanted
 from s2teardown.core.vocabulary import PHASE_INDEX, PHASES
 from s2teardown.features.compare import Comparison
-from s2teardown.features.sweep import (
-    MAX_ROWS,
-    backing_label,
-    parse_sizes,
-    run_sweep,
-    short_size,
-    sweep_rows,
-)
+from s2teardown.features.sweep import MAX_ROWS, parse_sizes, run_sweep, sweep_rows
+from s2teardown.inputs.units import backing_label, short_size
 
 G = 1 << 30
 M = 1 << 20

@@ -162,7 +162,7 @@ def test_example_spec_is_valid() -> None:
 @pytest.mark.parametrize(
     ("change", "line", "pattern"),
     [
-        (("events: [exit, munmap]", "evnets: [exit]"), 6, "evnets: expected a table-spec field"),
+        (("events: [exit, munmap]", "evnets: [exit]"), 6, "evnets: expected one of schema_version, description, machines, vm_bytes, backings, events"),
         (
             ("events: [exit, munmap]", "events: [exit, munmapp]"),
             6,

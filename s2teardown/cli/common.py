@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from s2teardown.errors import UserError
+from s2teardown.inputs.paths import PATH_NAMES, RANGED, USER_PATHS
+from s2teardown.inputs.units import GRANULE_BYTES
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_NOTHING_COMPARABLE = 0, 1, 2, 3
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
@@ -67,10 +69,11 @@ def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[...,
     """``--format`` with these choices, the first being the default."""
     return click.option("--format", "fmt", type=click.Choice(list(choices)), default=choices[0],
                         show_default=True)
-#: --event values (workload.EVENTS_SUPPORTED; repeated here so --help does not import numpy).
-EVENT_CHOICES = ["exit", "munmap", "clear", "oom", "memslot-delete", "reset", "block-retry",
-                 "munmap-then-exit"]
-RANGED = ("munmap", "munmap-then-exit", "clear", "oom", "memslot-delete", "block-retry")
+
+
+#: --event values: the user paths (inputs/paths.py, light: --help does not import numpy).
+EVENT_CHOICES = list(PATH_NAMES)
+EVENT_HELP = "The path into Stage-2 unmap. " + "; ".join(f"{p.name}: {p.help}" for p in USER_PATHS) + "."
 #: KVM_USER_MEM_SLOTS on arm64 (arch/arm64/include/asm/kvm_host.h)
 MAX_MEMSLOTS = 512
 
@@ -94,11 +97,7 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kernel", "kernels", multiple=True, metavar="VERSION",
                      help="Add the mainline variant in force at VERSION (e.g. 6.8, 6.6.47); repeatable."),
         click.option("--event", type=click.Choice(EVENT_CHOICES), default="exit", show_default=True,
-                     help="The path into Stage-2 unmap. exit: the process exits (release -> "
-                     "kvm_arch_flush_shadow_all); munmap: the VMM unmaps guest RAM (MMU_NOTIFY_UNMAP); "
-                     "clear: MMU_NOTIFY_CLEAR (MADV_DONTNEED, THP split, swap-out, migration); oom: the "
-                     "OOM reaper (non-blockable UNMAP); memslot-delete; reset (vCPU re-init: "
-                     "stage2_unmap_vm); block-retry (table -> block in the fault path); munmap-then-exit."),
+                     help=EVENT_HELP),
         click.option("--range", "range_", metavar="OFFSET:SIZE",
                      help="The part of guest RAM a munmap/clear/oom unmaps (default: all of it); for "
                      "memslot-delete and block-retry, OFFSET picks the memslot / 2 MiB block."),
@@ -112,7 +111,7 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Equal memslots guest RAM is split into."),
         click.option("--ipa-bits", default="auto", show_default=True,
                      help="IPA size, 32..48, or auto (40 unless the guest needs more, as QEMU does)."),
-        click.option("--granule", default="4K", show_default=True, type=click.Choice(["4K", "16K", "64K"]),
+        click.option("--granule", default="4K", show_default=True, type=click.Choice(list(GRANULE_BYTES)),
                      help="Page size of host and Stage-2."),
         click.option("--ram-base", default="1G", show_default=True, metavar="SIZE",
                      help="Guest-physical address of RAM (QEMU virt: 1 GiB)."),
@@ -213,7 +212,7 @@ def build_estimate(
         est = estimate_scenario(m, chosen, sc, baseline=baseline, placement=pl, preempt=preempt,
                                 watchdog_thresh_s=watchdog_thresh)
         return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings))
-    gran = {"4K": 4096, "16K": 16384, "64K": 65536}[granule]
+    gran = GRANULE_BYTES[granule]
     w = Workload(vm_bytes=vm_bytes, backing=back, mapped=mapped, device_fraction=device,
                  memslots=memslots, ipa_bits=bits, granule=gran, ram_base=base_b, event=event,
                  range=rng, placement=pl)

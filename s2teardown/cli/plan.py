@@ -118,8 +118,7 @@ def _cells(p: Any) -> tuple[list[str], list[list[str]]]:
 
 
 def _header(p: Any) -> list[str]:
-    from s2teardown.features.sweep import backing_label
-    from s2teardown.inputs.units import format_size
+    from s2teardown.inputs.units import backing_label, format_size
 
     f, c = p.fleet, p.concurrency
     d = p.as_dict()["concurrency"]["dc_civac_line_ns"]

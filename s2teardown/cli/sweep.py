@@ -11,6 +11,7 @@ import click
 
 from s2teardown.cli.common import EVENT_CHOICES, SIZE_HELP, console, emit, fail, output_option
 from s2teardown.errors import UserError
+from s2teardown.inputs.units import GRANULE_BYTES, backing_label
 
 
 def progress_wanted(quiet: bool, stream: TextIO | Any) -> bool:
@@ -101,7 +102,7 @@ def progress_wanted(quiet: bool, stream: TextIO | Any) -> bool:
     "--granule",
     default="4K",
     show_default=True,
-    type=click.Choice(["4K", "16K", "64K"]),
+    type=click.Choice(list(GRANULE_BYTES)),
     help="Page size of host and Stage-2.",
 )
 @click.option(
@@ -186,7 +187,7 @@ def sweep(
     chosen, base_idx = select_variants(vs, variants, kernels, baseline)
     check_sweep_size(len(names), len(sizes), len(backs), len(evs), len(chosen))
     ms = [load_machine(n, flag="--machine") for n in names]
-    gran = {"4K": 4096, "16K": 16384, "64K": 65536}[granule]
+    gran = GRANULE_BYTES[granule]
 
     total = len(ms) * len(sizes) * len(backs) * len(evs)
     kwargs: dict[str, Any] = {
@@ -246,7 +247,6 @@ def _table(result: Any, output: str | None, *, default_backing: bool) -> None:
     from rich.text import Text
 
     from s2teardown.core.vocabulary import PHASES
-    from s2teardown.features.sweep import backing_label
     from s2teardown.inputs.units import format_ns, format_size
     from s2teardown.render.format import format_speedup
 

@@ -50,8 +50,10 @@ from s2teardown.core.prices import Placement
 from s2teardown.core.vocabulary import PHASE_INDEX, STAGE2_PHASES
 from s2teardown.errors import UserError, describe
 from s2teardown.inputs.machine import THETA_FIELDS, Machine, machine_from_text
+from s2teardown.inputs.paths import RANGED
+from s2teardown.inputs.units import GRANULE_BYTES
 from s2teardown.inputs.variants import Variant, VariantSet
-from s2teardown.inputs.workload import EVENTS_SUPPORTED, RANGED, Workload
+from s2teardown.inputs.workload import EVENTS_SUPPORTED, Workload
 from s2teardown.inputs.yamlio import did_you_mean
 
 F64 = npt.NDArray[np.float64]
@@ -229,7 +231,7 @@ def _parse_row(
     memslots = whole("memslots", 1, 1, 1 << 15) or 1
     ipa_bits = whole("ipa_bits", None, 32, 48)
     gran_t = get("granule") or "4K"
-    granules = {"4K": 4096, "16K": 16384, "64K": 65536}
+    granules = GRANULE_BYTES
     if gran_t.upper() not in granules:
         raise _cell_error(file, line, "granule", "4K, 16K or 64K", describe(gran_t))
     granule = granules[gran_t.upper()]

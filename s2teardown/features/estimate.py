@@ -22,6 +22,7 @@ from s2teardown.core.model import Breakdown, MachineInputs, VariantSpec, evaluat
 from s2teardown.core.prices import Placement, Prices, Topology, make_prices
 from s2teardown.core.vocabulary import PHASE_INDEX, PHASES
 from s2teardown.inputs.machine import THETA_FIELDS, Machine
+from s2teardown.inputs.paths import user_path
 from s2teardown.inputs.units import format_ns, format_size
 from s2teardown.inputs.variants import Variant
 from s2teardown.inputs.workload import Workload, uniform_batch
@@ -31,42 +32,6 @@ from s2teardown.inputs.workload import Workload, uniform_batch
 NEED_RESCHED_NS = 100e6
 SOFT_LOCKUP_NS = 20e9
 RCU_STALL_NS = 21e9
-
-#: Invocation kinds each event runs.
-EVENT_KINDS = {
-    "exit": ("teardown",),
-    "munmap": ("unmap", "clear"),
-    "munmap-then-exit": ("unmap", "clear", "teardown"),
-    "clear": ("clear",),
-    "oom": ("unmap",),
-    "memslot-delete": ("memslot",),
-    "reset": ("reset",),
-    "block-retry": ("block_retry",),
-}
-_NOTIFY_UNMAP = (
-    "MMU_NOTIFY_UNMAP -> kvm_mmu_notifier_invalidate_range_start -> kvm_unmap_hva_range "
-    "(kvm_unmap_gfn_range from ~5.13) -> handle_hva_to_gpa -> unmap_stage2_range per memslot"
-)
-#: The notifier event (or ioctl) and kernel functions each path models.
-EVENT_PATH = {
-    "exit": "exit_mmap -> mmu_notifier_release -> kvm_mmu_notifier_release -> "
-    "kvm_arch_flush_shadow_all -> kvm_free_stage2_pgd -> unmap_stage2_range(0, IPA size) "
-    "(v5.10+: kvm_pgtable_stage2_destroy)",
-    "munmap": "munmap -> __split_vma (THP edge: MMU_NOTIFY_CLEAR of 2 MiB) -> unmap_region -> "
-    + _NOTIFY_UNMAP,
-    "munmap-then-exit": "the VMM munmaps guest RAM (as munmap), then exits (as exit)",
-    "clear": "MMU_NOTIFY_CLEAR (MADV_DONTNEED, THP split, swap-out, migration) -> "
-    "kvm_mmu_notifier_invalidate_range_start -> kvm_unmap_hva_range -> unmap_stage2_range",
-    "oom": "OOM reaper __oom_reap_task_mm -> MMU_NOTIFY_UNMAP, non-blockable, once per VMA -> "
-    "kvm_unmap_hva_range -> unmap_stage2_range",
-    "memslot-delete": "KVM_SET_USER_MEMORY_REGION (delete/move) -> kvm_arch_flush_shadow_memslot -> "
-    "unmap_stage2_range(slot)",
-    "reset": "KVM_ARM_VCPU_INIT after the VM ran -> stage2_unmap_vm -> stage2_unmap_memslot -> "
-    "unmap_stage2_range per memslot",
-    "block-retry": "user_mem_abort -> stage2_set_pmd_huge: table -> block, unmap_stage2_range(2 MiB) "
-    "and retry (P6 elides its CMO)",
-}
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -302,7 +267,7 @@ def estimate(
         )
     return _estimate_batch(
         machine, variants, uniform_batch([workload]), workload.geometry(), workload.placement,
-        kinds=EVENT_KINDS[workload.event], path=EVENT_PATH[workload.event], size=workload.vm_bytes,
+        kinds=user_path(workload.event).kinds, path=user_path(workload.event).kernel, size=workload.vm_bytes,
         workload=workload, scenario=None, baseline=baseline, with_segments=with_segments,
         assumptions=assumptions, preempt=preempt, watchdog_thresh_s=watchdog_thresh_s,
     )

@@ -40,10 +40,11 @@ from s2teardown.core.model import host_total, stage2_total, weights
 from s2teardown.core.vocabulary import OP_INDEX, PHASES
 from s2teardown.errors import UserError, describe
 from s2teardown.features.estimate import evaluate_workloads
-from s2teardown.features.sweep import Backing, backing_label, select_variants, size_list
+from s2teardown.features.sweep import Backing, select_variants, size_list
 from s2teardown.inputs.bundled import resolve_config
+from s2teardown.inputs.check import check_keys
 from s2teardown.inputs.machine import Machine, load_machine
-from s2teardown.inputs.units import format_size
+from s2teardown.inputs.units import backing_label, format_size
 from s2teardown.inputs.variants import Variant, load_variants
 from s2teardown.inputs.workload import EVENTS_SUPPORTED, Workload
 from s2teardown.inputs.yamlio import (
@@ -512,20 +513,6 @@ def _str(file: str, container: Any, key: Any, where: str) -> str:
     return v
 
 
-def _keys(file: str, m: Mapping[Any, Any], where: str, known: Sequence[str]) -> None:
-    for k in m:
-        if k not in known:
-            field = f"{where}.{k}" if where else str(k)
-            raise UserError(
-                file,
-                line_of(m, k) or getattr(m, "line", None),
-                field,
-                "one of " + ", ".join(known),
-                f"unknown key {k!r}",
-                did_you_mean(k, known),
-            )
-
-
 def _weighted(
     file: str, data: Mapping[str, Any], key: str, item_keys: Sequence[str]
 ) -> list[tuple[Mapping[str, Any], float, int | None, str]]:
@@ -542,7 +529,7 @@ def _weighted(
         iline = line_of(raw, i) or line
         if not isinstance(item, dict):
             raise UserError(file, iline, where, "a mapping with weight", describe(item))
-        _keys(file, item, where, (*item_keys, "weight"))
+        check_keys(file, item, where, (*item_keys, "weight"))
         if "weight" not in item:
             raise UserError(file, iline, f"{where}.weight", "a weight >= 0 (required)", "none")
         w = _num(file, item, "weight", f"{where}.weight", minimum=0.0, maximum=MAX_WEIGHT)
@@ -584,7 +571,7 @@ def _backing(file: str, item: Mapping[str, Any], where: str, line: int | None) -
                 "a {leaf_bytes, percent} mapping",
                 describe(part),
             )
-        _keys(file, part, pw, ("leaf_bytes", "percent"))
+        check_keys(file, part, pw, ("leaf_bytes", "percent"))
         for k in ("leaf_bytes", "percent"):
             if k not in part:
                 raise UserError(
@@ -658,7 +645,7 @@ def _build(doc: YamlDocument, base_dir: Path) -> Fleet:
     data = doc.data
     if not isinstance(data, dict):
         raise UserError(file, 1, None, "a mapping of fleet fields", describe(data))
-    _keys(file, data, "", TOP_KEYS)
+    check_keys(file, data, "", TOP_KEYS, what="fleet")
     check_schema_version(data, file, SCHEMA_VERSION, CHANGES_SINCE)
     for k in ("machine", "teardowns_per_hour", "vm_sizes"):
         if k not in data:

@@ -31,7 +31,7 @@ from s2teardown.core.vocabulary import PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.errors import UserError
 from s2teardown.features.estimate import evaluate_workloads
 from s2teardown.inputs.machine import Machine
-from s2teardown.inputs.units import format_size, parse_size
+from s2teardown.inputs.units import Backing, backing_label, format_size, parse_size
 from s2teardown.inputs.variants import Variant, VariantSet
 from s2teardown.inputs.workload import Workload
 
@@ -39,7 +39,6 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 #: A backing mix: ((leaf bytes, percent), ...), as `units.parse_backing` gives it.
-Backing = tuple[tuple[int, float], ...]
 
 #: Largest sweep accepted, in output rows (one row per machine, size, backing, event, variant
 #: and phase — the long-form CSV).  Past it the CLI refuses with one line (exit 2).
@@ -124,26 +123,11 @@ def _parse_one(part: str) -> list[int]:
     return vals
 
 
-def short_size(n: int) -> str:
-    """``2097152`` -> ``2M``: the largest binary prefix that divides exactly (as the CLI reads)."""
-    for k, unit in ((5, "P"), (4, "T"), (3, "G"), (2, "M"), (1, "K")):
-        if n and n % (1 << (10 * k)) == 0:
-            return f"{n >> (10 * k)}{unit}"
-    return str(n)
-
-
 def size_list(sizes: Sequence[int], most: int = 4) -> str:
     """``1 GiB, 2 GiB`` — or, past ``most`` sizes, ``5 GiB … 512 GiB (300 sizes)``."""
     if len(sizes) <= most:
         return ", ".join(format_size(s) for s in sizes)
     return f"{format_size(min(sizes))} … {format_size(max(sizes))} ({len(sizes)} sizes)"
-
-
-def backing_label(b: Backing) -> str:
-    """``((2M, 100),)`` -> ``2M``; a mix -> ``2M:90,4K:10`` (the --backing syntax)."""
-    if len(b) == 1:
-        return short_size(b[0][0])
-    return ",".join(f"{short_size(leaf)}:{pct:g}" for leaf, pct in b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,12 +395,10 @@ __all__ = [
     "MAX_ROWS",
     "Backing",
     "SweepResult",
-    "backing_label",
     "check_sweep_size",
     "parse_sizes",
     "run_sweep",
     "select_variants",
-    "short_size",
     "sweep_rows",
     "sweep_workloads",
 ]

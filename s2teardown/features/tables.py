@@ -55,6 +55,7 @@ from s2teardown.features.estimate import (
     stretch_warnings,
 )
 from s2teardown.inputs.bundled import bundled_names, bundled_root
+from s2teardown.inputs.check import unknown_key
 from s2teardown.inputs.machine import Machine, load_machine
 from s2teardown.inputs.units import format_ns, format_size
 from s2teardown.inputs.variants import Variant, VariantSet, load_variants
@@ -239,14 +240,8 @@ def parse_spec(
         )
     for k in data:
         if k not in _SPEC_KEYS:
-            raise ck.fail(
-                data,
-                k,
-                str(k),
-                "a table-spec field (" + ", ".join(_SPEC_KEYS) + ")",
-                f"unknown key {k!r}",
-                did_you_mean(k, _SPEC_KEYS),
-            )
+            raise unknown_key(ck.source, ck.line(data, k), ck.prefix + str(k), k, _SPEC_KEYS,
+                              "table-spec")
     for k in ("schema_version", "machines", "vm_bytes"):
         if k not in data:
             raise ck.fail(data, None, k, "a value (required)", "nothing")

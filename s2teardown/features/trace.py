@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from s2teardown.errors import UserError, describe
+from s2teardown.inputs.check import unknown_key
 from s2teardown.inputs.yamlio import did_you_mean
 
 __all__ = [
@@ -144,8 +145,7 @@ def parse_trace_text(text: str, file: str = "<trace>") -> list[Run]:
                 if not sep or not key or not value:
                     raise _err(file, n, "run", "KEY=VALUE items", describe(item))
                 if key not in RUN_KEYS:
-                    raise _err(file, n, f"run.{key}", "one of " + ", ".join(RUN_KEYS),
-                               f"unknown key {key!r}", did_you_mean(key, RUN_KEYS))
+                    raise unknown_key(file, n, f"run.{key}", key, RUN_KEYS)
                 if key in meta:
                     raise _err(file, n, f"run.{key}", "each key once", "a duplicate key")
                 meta[key] = value

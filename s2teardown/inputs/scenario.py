@@ -36,7 +36,7 @@ Public API: :func:`load_scenario`, :func:`scenario_from_text`, :class:`Scenario`
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -55,6 +55,7 @@ from s2teardown.core.layout import (
 )
 from s2teardown.errors import UserError, describe
 from s2teardown.inputs.bundled import resolve_config
+from s2teardown.inputs.check import check_keys, unknown_key
 from s2teardown.inputs.units import format_size, parse_size
 from s2teardown.inputs.yamlio import (
     YamlDocument,
@@ -216,23 +217,6 @@ def _human(n: int) -> str:
     return f"{n:#x} ({format_size(n)})"
 
 
-def _unknown_key(
-    file: str, line: int | None, where: str, key: Any, known: Sequence[str]
-) -> UserError:
-    hint = did_you_mean(key, known)
-    if hint is None and isinstance(key, str) and f"{key}_bytes" in known:
-        hint = f"did you mean '{key}_bytes'?"
-    return UserError(file, line, where, "one of " + ", ".join(known), f"unknown key {key!r}", hint)
-
-
-def _check_keys(
-    file: str, container: Mapping[str, Any], where: str, known: Sequence[str], line: int | None
-) -> None:
-    for k in container:
-        if k not in known:
-            raise _unknown_key(file, _line(container, k, line), _join(where, k), k, known)
-
-
 def _join(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
 
@@ -359,7 +343,7 @@ def _memslots(data: Mapping[str, Any], file: str, granule: int) -> list[_Slot]:
         where = f"memslots[{i}]"
         iline = _item_line(seq, i, top_line)
         m = _mapping(file, item, where, iline, "a memslot mapping {name, gpa_bytes, size_bytes, ...}")
-        _check_keys(file, m, where, MEMSLOT_KEYS, iline)
+        check_keys(file, m, where, MEMSLOT_KEYS, iline)
         name = _string(m, "name", file, f"{where}.name", True, iline)
         if name in names:
             raise UserError(
@@ -409,7 +393,7 @@ def _geometry(data: Mapping[str, Any], file: str) -> tuple[int, Any, Mapping[str
     raw = _required(file, data, "geometry", "", 1, "a geometry: {granule_bytes, ipa_bits} section")
     gline = line_of(data, "geometry", 1)
     g = _mapping(file, raw, "geometry", gline, "a mapping {granule_bytes, ipa_bits}")
-    _check_keys(file, g, "geometry", GEOMETRY_KEYS, gline)
+    check_keys(file, g, "geometry", GEOMETRY_KEYS, gline)
     granule_raw = _required(file, g, "granule_bytes", "geometry", gline,
                             "the granule: 4096, 16384 or 65536")
     line = _line(g, "granule_bytes", gline)
@@ -517,7 +501,7 @@ def _regions(file: str, s: _Slot, g: Geometry) -> list[Extent]:
         iline = _item_line(seq, j, rline)
         r = _mapping(file, item, w, iline,
                      "a region mapping {offset_bytes, size_bytes, leaf_bytes or hole, device}")
-        _check_keys(file, r, w, REGION_KEYS, iline)
+        check_keys(file, r, w, REGION_KEYS, iline)
         leaf, device = _leaf(file, r, w, iline, g)
         align = g.granule if leaf is None else leaf
         if "offset_bytes" in r:
@@ -602,7 +586,7 @@ def _shorthand(file: str, s: _Slot, g: Geometry) -> list[Extent]:
         w = f"{where}[{j}]"
         iline = _item_line(seq, j, mline)
         m = _mapping(file, item, w, iline, "a mapping {leaf_bytes or hole, percent, device}")
-        _check_keys(file, m, w, MAPPING_KEYS, iline)
+        check_keys(file, m, w, MAPPING_KEYS, iline)
         leaf, device = _leaf(file, m, w, iline, g)
         p_raw = _required(file, m, "percent", w, iline, "a percentage of the memslot")
         pline = _line(m, "percent", iline)
@@ -693,7 +677,7 @@ def _event(
                         "invocations", describe(raw), hint)
     ev = _mapping(file, raw, "event", eline,
                   "'exit' or a mapping with one of munmap, unmaps, invocations")
-    _check_keys(file, ev, "event", EVENT_FORMS[1:], eline)
+    check_keys(file, ev, "event", EVENT_FORMS[1:], eline)
     if len(ev) != 1:
         raise UserError(file, eline, "event", "exactly one of munmap, unmaps, invocations",
                         " and ".join(str(k) for k in ev) if ev else "an empty mapping",
@@ -702,7 +686,7 @@ def _event(
     fline = _line(ev, form, eline)
     if form == "munmap":
         m = _mapping(file, ev["munmap"], "event.munmap", fline, "a range {gpa_bytes, size_bytes}")
-        _check_keys(file, m, "event.munmap", RANGE_KEYS, fline)
+        check_keys(file, m, "event.munmap", RANGE_KEYS, fline)
         lo, hi = _range(file, m, "event.munmap", fline, g)
         return "munmap", (Step(_label("munmap", lo, hi), munmap_event(layout, lo, hi)),)
     if form == "unmaps":
@@ -722,7 +706,7 @@ def _unmaps(file: str, raw: Any, line: int | None, layout: Layout) -> tuple[Step
         w = f"{where}[{k}]"
         iline = _item_line(seq, k, line)
         m = _mapping(file, item, w, iline, "a named range {name, gpa_bytes, size_bytes}")
-        _check_keys(file, m, w, UNMAP_KEYS, iline)
+        check_keys(file, m, w, UNMAP_KEYS, iline)
         name = _string(m, "name", file, f"{w}.name", True, iline)
         if name in names:
             raise UserError(file, _line(m, "name", iline), f"{w}.name",
@@ -753,7 +737,7 @@ def _invocations(file: str, raw: Any, line: int | None, g: Geometry) -> tuple[St
         w = f"{where}[{k}]"
         iline = _item_line(seq, k, line)
         m = _mapping(file, item, w, iline, "an invocation {kind, gpa_bytes, size_bytes, blockable}")
-        _check_keys(file, m, w, INVOCATION_KEYS, iline)
+        check_keys(file, m, w, INVOCATION_KEYS, iline)
         kind = _required(file, m, "kind", w, iline, f"one of {kinds}")
         kline = _line(m, "kind", iline)
         if kind not in INVOCATION_KINDS:
@@ -797,7 +781,7 @@ def _build(doc: YamlDocument, path: str | None) -> Scenario:
     _check_version(data, file)
     for k in data:
         if k not in TOP_KEYS:
-            raise _unknown_key(file, line_of(data, k, 1), str(k), k, TOP_KEYS)
+            raise unknown_key(file, line_of(data, k, 1), str(k), k, TOP_KEYS)
     name = _string(data, "name", file, "name", True, 1)
     description = _string(data, "description", file, "description", False, 1)
     granule, ipa_raw, graw, gline = _geometry(data, file)

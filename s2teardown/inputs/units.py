@@ -28,6 +28,13 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
+#: A backing mix: (leaf bytes, percent) pairs summing to 100, as ``--backing`` reads it.
+Backing = tuple[tuple[int, float], ...]
+
+#: The translation granules by the name the CLI and files use (Stage-2 and host page size).
+GRANULE_BYTES: dict[str, int] = {"4K": 4096, "16K": 16384, "64K": 65536}
+
+
 def format_size(n: int) -> str:
     """``68719476736`` -> ``64 GiB``; non-round sizes keep up to 3 significant decimals."""
     if n == 0:
@@ -94,3 +101,18 @@ def parse_range(text: str) -> tuple[int, int]:
         raise ValueError(f"expected OFFSET:SIZE such as 0:1G or 3M:10G, got {text!r}")
     off_s, size_s = text.split(":")
     return parse_size(off_s), parse_size(size_s)
+
+
+def short_size(n: int) -> str:
+    """``2097152`` -> ``2M``: the largest binary prefix that divides exactly (as the CLI reads)."""
+    for k, unit in ((5, "P"), (4, "T"), (3, "G"), (2, "M"), (1, "K")):
+        if n and n % (1 << (10 * k)) == 0:
+            return f"{n >> (10 * k)}{unit}"
+    return str(n)
+
+
+def backing_label(b: Backing) -> str:
+    """``((2M, 100),)`` -> ``2M``; a mix -> ``2M:90,4K:10`` (the --backing syntax)."""
+    if len(b) == 1:
+        return short_size(b[0][0])
+    return ",".join(f"{short_size(leaf)}:{pct:g}" for leaf, pct in b)

@@ -17,6 +17,7 @@ from s2teardown.core.behaviour import CHOICES, Behaviour
 from s2teardown.core.vocabulary import PASS_KINDS
 from s2teardown.errors import UserError, describe
 from s2teardown.inputs.bundled import bundled_root
+from s2teardown.inputs.check import check_keys, unknown_key
 from s2teardown.inputs.yamlio import (
     YamlDocument,
     check_name,
@@ -262,10 +263,7 @@ def _entries(doc: YamlDocument) -> list[tuple[dict[str, Any], str, Any]]:
     data = doc.data
     if not isinstance(data, dict):
         raise UserError(doc.name, 1, None, "a mapping with schema_version and variants", describe(data))
-    for key in data:
-        if key not in ("schema_version", "variants"):
-            raise _err(doc, data, key, str(key), "schema_version or variants", f"unknown key {key!r}",
-                       did_you_mean(key, ("schema_version", "variants")))
+    check_keys(doc.name, data, "", ("schema_version", "variants"), line=1)
     check_schema_version(data, doc.name, SCHEMA_VERSION, CHANGES_SINCE)
     items = data.get("variants")
     if not isinstance(items, list) or not items:
@@ -286,10 +284,7 @@ def _check_entry(doc: YamlDocument, item: dict[str, Any], i: int) -> dict[str, A
     # a name is a table column, a CSV field and part of messages (check_name's rule)
     check_name(name, doc.name, line_of(item, "name") or getattr(item, "line", None), f"{where}.name")
     where = f"variants[{name}]"
-    for key in item:
-        if key not in _KEYS:
-            raise _err(doc, item, key, f"{where}.{key}", "a variant field", f"unknown key {key!r}",
-                       did_you_mean(key, _KEYS))
+    check_keys(doc.name, item, where, _KEYS, getattr(item, "line", None), "variant")
     for key in ("base", "title", "kernel", "patch", "provenance", "description"):
         v = item.get(key)
         if v is not None and not isinstance(v, str):
@@ -317,8 +312,8 @@ def _check_entry(doc: YamlDocument, item: dict[str, Any], i: int) -> dict[str, A
             raise _err(doc, item, kind, f"{where}.{kind}", "a mapping of behaviour fields", describe(block))
         for fk, fv in block.items():
             if fk not in CHOICES:
-                raise _err(doc, block, fk, f"{where}.{kind}.{fk}", "a behaviour field",
-                           f"unknown key {fk!r}", did_you_mean(fk, CHOICES))
+                raise unknown_key(doc.name, line_of(block, fk) or getattr(block, "line", None),
+                                  f"{where}.{kind}.{fk}", fk, list(CHOICES), "behaviour")
             if fv not in CHOICES[fk]:
                 raise _err(doc, block, fk, f"{where}.{kind}.{fk}", "one of " + ", ".join(CHOICES[fk]),
                            describe(fv), did_you_mean(fv, CHOICES[fk]) if isinstance(fv, str) else None)

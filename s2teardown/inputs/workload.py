@@ -39,6 +39,7 @@ from s2teardown.core.layout import (
     Memslot,
 )
 from s2teardown.core.prices import Placement
+from s2teardown.inputs.paths import PATH_NAMES, RANGED
 from s2teardown.inputs.units import format_size
 
 I64 = npt.NDArray[np.int64]
@@ -46,12 +47,8 @@ F64 = npt.NDArray[np.float64]
 
 GIB = 1 << 30
 MIB = 1 << 20
-#: The paths into Stage-2 unmap (`--event`), see api.EVENT_PATH for the kernel functions.
-EVENTS_SUPPORTED = (
-    "exit", "munmap", "clear", "oom", "memslot-delete", "reset", "block-retry", "munmap-then-exit",
-)
-#: Paths whose --range is meaningful (the others cover all of guest RAM or the IPA space).
-RANGED = ("munmap", "munmap-then-exit", "clear", "oom", "memslot-delete", "block-retry")
+#: The user paths into Stage-2 unmap (`--event`; inputs/paths.py has the kernel functions).
+EVENTS_SUPPORTED = PATH_NAMES
 
 
 @dataclass(frozen=True)

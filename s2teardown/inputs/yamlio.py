@@ -43,7 +43,6 @@ import contextlib
 import hashlib
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from s2teardown.errors import UserError, describe
+from s2teardown.inputs.check import (
+    check_name,
+    check_schema_version,
+    did_you_mean,
+    line_of,
+    one_line_text,
+    suggest,
+)
 
 __all__ = [
     "check_name",
@@ -110,40 +117,6 @@ class YamlDocument:
     text: str
     sha256: str
     name: str
-
-
-def line_of(container: Any, key: Any, default: int | None = None) -> int | None:
-    """Line of ``key`` in a :class:`YamlMap` (or of item ``key`` in a :class:`YamlList`)."""
-    if isinstance(container, YamlMap):
-        return container.lines.get(key, default)
-    if isinstance(container, YamlList) and isinstance(key, int) and 0 <= key < len(container):
-        return container.lines[key]
-    return default
-
-
-# --------------------------------------------------------------------------------------------
-# suggestions
-
-
-def suggest(word: object, candidates: Iterable[str]) -> str | None:
-    """The candidate closest to ``word`` (difflib, case-insensitive), or None if none is close."""
-    cands = list(candidates)
-    if not cands:
-        return None
-    import difflib  # only on the way to an error message
-
-    text = str(word).lower()
-    lowered: dict[str, str] = {}
-    for c in cands:
-        lowered.setdefault(c.lower(), c)
-    match = difflib.get_close_matches(text, list(lowered), n=1, cutoff=0.6)
-    return lowered[match[0]] if match else None
-
-
-def did_you_mean(word: object, candidates: Iterable[str]) -> str | None:
-    """``"did you mean 'x'?"`` for the closest candidate, or None."""
-    best = suggest(word, candidates)
-    return None if best is None else f"did you mean {best!r}?"
 
 
 # --------------------------------------------------------------------------------------------
@@ -509,57 +482,3 @@ def sha256_of(path: str | Path) -> str:
     """Hex sha256 of a file's bytes (the same digest :func:`read_yaml` reports)."""
     name = str(path)
     return hashlib.sha256(_read_bytes(Path(path), name)).hexdigest()
-
-
-#: Longest name (of a machine, variant, scenario, memslot) accepted.
-MAX_NAME = 64
-#: What a name must be: names become table cells, CSV fields, markdown and parts of one-line
-#: messages, where a newline, a control character or a '|' would break the line or the table.
-NAME_RULE = f"a name of at most {MAX_NAME} printable characters, without '|'"
-
-
-def check_name(value: str, file: str | None, line: int | None, field: str | None) -> str:
-    """``value`` if it is a good name (:data:`NAME_RULE`), else a one-line UserError."""
-    if len(value) > MAX_NAME or not value.isprintable() or "|" in value:
-        raise UserError(file, line, field, NAME_RULE, describe(value))
-    return value
-
-
-def one_line_text(value: str, file: str | None, line: int | None, field: str | None) -> str:
-    """A description as one line: runs of whitespace (newlines of a YAML block scalar
-    included) become one space; another control character is a one-line UserError."""
-    text = " ".join(value.split())
-    if not text.isprintable():
-        raise UserError(file, line, field, "printable text", describe(value))
-    return text
-
-
-def check_schema_version(
-    data: Any, file: str, version: int, changes_since: dict[int, str]
-) -> None:
-    """The file's ``schema_version`` must be ``version``; otherwise one line saying what changed.
-
-    ``changes_since[n]`` describes what version ``n`` changed (shown for older files; a newer
-    file is told which version this tool reads).
-    """
-    if "schema_version" not in data:
-        raise UserError(
-            file, 1, "schema_version", f"schema_version: {version} (required)", "no schema_version"
-        )
-    v = data["schema_version"]
-    line = line_of(data, "schema_version", 1)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise UserError(file, line, "schema_version", f"the integer {version}", describe(v))
-    if v == version:
-        return
-    if v > version:
-        hint = (
-            f"the file is for a newer s2teardown; this one reads version {version}"
-            f" ({changes_since[version]})"
-        )
-    else:
-        changes = [
-            f"v{n}: {changes_since[n]}" for n in range(max(v, 0) + 1, version + 1) if n in changes_since
-        ]
-        hint = f"changed since version {v}: " + "; ".join(changes)
-    raise UserError(file, line, "schema_version", str(version), str(v), hint)

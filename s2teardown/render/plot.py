@@ -13,11 +13,8 @@ import numpy as np
 
 from s2teardown.core.vocabulary import PHASES
 from s2teardown.errors import UserError
-from s2teardown.features.sweep import (
-    SweepResult,
-    backing_label,
-    short_size,
-)
+from s2teardown.features.sweep import SweepResult
+from s2teardown.inputs.units import backing_label, short_size
 
 
 def plot_format(path: str | Path) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 from s2teardown.core.vocabulary import OPS
 from s2teardown.errors import UserError, describe
 from s2teardown.inputs.bundled import resolve_config
+from s2teardown.inputs.check import unknown_key
 from s2teardown.inputs.machine.fields import (
     BY_GROUP,
     BY_NAME,
@@ -299,11 +300,6 @@ def _source_kind(source: Any, file: str | None, line: int | None, where: str) ->
     )
 
 
-def _unknown_key(
-    file: str, line: int | None, where: str, key: Any, known: list[str], what: str
-) -> UserError:
-    expected = f"one of {', '.join(known)}" if len(known) <= 10 else f"a {what} field"
-    return UserError(file, line, where, expected, f"unknown key {key!r}", did_you_mean(key, known))
 
 
 def _entry(f: Field, raw: Any, file: str, keyline: int | None) -> Param:
@@ -319,7 +315,7 @@ def _entry(f: Field, raw: Any, file: str, keyline: int | None) -> Param:
         )
     for k in raw:
         if k not in ENTRY_KEYS:
-            raise _unknown_key(
+            raise unknown_key(
                 file, line_of(raw, k, keyline), f"{where}.{k}", k, list(ENTRY_KEYS), "value"
             )
     if "value" not in raw:
@@ -418,7 +414,7 @@ def _section(data: Mapping[str, Any], group: str, file: str) -> dict[str, Param]
         raise UserError(file, top_line, group, f"a mapping of {group} fields", describe(raw))
     for k in raw:
         if k not in fields:
-            raise _unknown_key(
+            raise unknown_key(
                 file, line_of(raw, k, top_line), f"{group}.{k}", k, list(fields), group
             )
     out: dict[str, Param] = {}
@@ -513,7 +509,7 @@ def _build(doc: YamlDocument, path: str | None) -> Machine:
     _check_version(data, file)
     for k in data:
         if k not in TOP_KEYS:
-            raise _unknown_key(file, line_of(data, k, 1), str(k), k, list(TOP_KEYS), "top-level")
+            raise unknown_key(file, line_of(data, k, 1), str(k), k, list(TOP_KEYS), "top-level")
     name = _plain_string(data, "name", file, required=True)
     description = _plain_string(data, "description", file, required=False)
     sections = {g: _section(data, g, file) for g in GROUPS}

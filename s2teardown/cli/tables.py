@@ -53,48 +53,48 @@ def _report(
     show_unchanged: bool,
     extra: list[str],
 ) -> None:
-    from s2teardown.features import tables as t
+    from s2teardown.render import tables as views
 
     if fmt == "json":
-        doc = t.comparison_document(c, command=command, exit_code=code)
+        doc = views.comparison_document(c, command=command, exit_code=code)
         if extra:
             doc["messages"] = extra
-        emit(t.table_json(doc), output)
+        emit(views.table_json(doc), output)
         return
     if fmt == "markdown":
-        text = t.render_markdown(c, title=title, show_unchanged=show_unchanged)
+        text = views.render_markdown(c, title=title, show_unchanged=show_unchanged)
         if extra:
             text += "\n" + "\n".join(f"_{m}_" for m in extra) + "\n"
         emit(text, output)
         return
     con = console()
     if output or not con.is_terminal:  # plain text: never wrapped or cut, easy to grep
-        text = t.render_text(c, show_unchanged=show_unchanged)
+        text = views.render_text(c, show_unchanged=show_unchanged)
         emit(text + "".join(f"{m}\n" for m in extra), output)
         return
     from rich.table import Table
     from rich.text import Text
 
     con.print(Text(f"{c.old_name} → {c.new_name}", style="bold"))
-    for line in t.summary_lines(c, diffs=True):
+    for line in views.summary_lines(c, diffs=True):
         style = "green" if line.startswith("  +") else "red" if line.startswith("  -") else ""
         con.print(Text(line, style=style))
-    con.print(Text(t._tolerance_text(c), style="dim"))
+    con.print(Text(views.tolerance_text(c), style="dim"))
     shown = [e for e in c.entries if show_unchanged or e.status != "unchanged"]
     if shown:
         tab = Table(box=None, header_style="bold")
-        for i, h in enumerate(t.ENTRY_HEADERS):
+        for i, h in enumerate(views.ENTRY_HEADERS):
             tab.add_column(
-                h, justify="right" if 3 <= i <= 6 else "left", no_wrap=i < len(t.ENTRY_HEADERS) - 1
+                h, justify="right" if 3 <= i <= 6 else "left", no_wrap=i < len(views.ENTRY_HEADERS) - 1
             )
         styles = {"worse": "red", "better": "green", "added": "cyan", "removed": "yellow"}
         for e in shown:
-            cells = t.entry_cells(e)
+            cells = views.entry_cells(e)
             tab.add_row(*[Text(x) for x in cells], style=styles.get(e.status, ""))
         con.print(tab)
-    for line in t.total_lines(c, per_variant=show_unchanged):
+    for line in views.total_lines(c, per_variant=show_unchanged):
         con.print(Text(line))
-    for line in t.verdict_lines(c):
+    for line in views.verdict_lines(c):
         con.print(Text(line, style="bold red" if c.regression else "bold green"))
     for m in extra:
         con.print(Text(m))
@@ -122,18 +122,19 @@ def table(spec: str, output: str | None, quiet: bool) -> None:
     """
 
     from s2teardown.features import tables as t
+    from s2teardown.render import tables as views
 
     sp = t.load_spec(spec)
     tdir = _table_dir(output)
     doc = t.build_table(sp, table_dir=tdir, spec_path=t.relative_path(Path(spec), tdir))
-    text = t.table_json(doc)
+    text = views.table_json(doc)
     if output:
         _write_table(output, text, "--output")
     else:
         click.echo(text, nl=False)
     if not quiet:
         where = output or "stdout"
-        click.echo(f"s2teardown: wrote {where}: {t.summary_of_table(doc)}", err=True)
+        click.echo(f"s2teardown: wrote {where}: {views.summary_of_table(doc)}", err=True)
 
 
 @click.command("check")
@@ -195,6 +196,7 @@ def check(
       s2teardown check costs.json --update
     """
     from s2teardown.features import tables as t
+    from s2teardown.render import tables as views
 
     rtol = _tolerance("--rtol", rtol)
     atol = _tolerance("--atol", atol)
@@ -217,8 +219,8 @@ def check(
     extra: list[str] = []
     code = EXIT_REGRESSION if c.regression and not update else EXIT_OK
     if update:
-        _write_table(table_file, t.table_json(new), "TABLE")
-        extra.append(f"updated {table_file}: {t.summary_of_table(new)}")
+        _write_table(table_file, views.table_json(new), "TABLE")
+        extra.append(f"updated {table_file}: {views.summary_of_table(new)}")
     _report(
         c,
         fmt,

@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +56,7 @@ from s2teardown.features.estimate import (
 from s2teardown.inputs.bundled import bundled_names, bundled_root
 from s2teardown.inputs.check import unknown_key
 from s2teardown.inputs.machine import Machine, load_machine
-from s2teardown.inputs.units import format_ns, format_size
+from s2teardown.inputs.units import backing_label, format_ns, format_size
 from s2teardown.inputs.variants import Variant, VariantSet, load_variants
 from s2teardown.inputs.workload import EVENTS_SUPPORTED, Workload
 from s2teardown.inputs.yamlio import did_you_mean, line_of, read_yaml, refuse_binary
@@ -68,20 +67,16 @@ __all__ = [
     "DOCUMENT",
     "FORMAT_VERSION",
     "SPEC_SCHEMA_VERSION",
-    "Comparison",
+    "TableDiff",
     "Entry",
     "InputChange",
     "TableSpec",
     "build_table",
     "compare",
-    "comparison_document",
     "load_spec",
     "read_table",
-    "render_markdown",
-    "render_text",
     "require_comparable",
     "spec_from_table",
-    "table_json",
 ]
 
 #: Version of the cost-table JSON layout (not of the model: that is ``model_version``).
@@ -568,20 +563,6 @@ def _resolve_inputs(spec: TableSpec, *, missing_ok: bool) -> _Inputs:
     return _Inputs(machines, vs, tuple(chosen), tuple(missing))
 
 
-def _short_size(n: int) -> str:
-    for shift, unit in ((40, "T"), (30, "G"), (20, "M"), (10, "K")):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return str(n)
-
-
-def backing_label(b: Backing) -> str:
-    """``2M`` or ``2M:90,4K:10`` (the --backing syntax)."""
-    if len(b) == 1:
-        return _short_size(b[0][0])
-    return ",".join(f"{_short_size(leaf)}:{pct:g}" for leaf, pct in b)
-
-
 def row_label(key: Key) -> str:
     machine, vm, backing, event = key
     return f"{machine} · {format_size(vm)} · {backing_label(backing)} · {event}"
@@ -608,7 +589,7 @@ def _rows(spec: TableSpec, inputs: _Inputs) -> list[dict[str, Any]]:
                 key: Key = (ref, vm, b, ev)
                 rows.append(
                     {
-                        "key": _key_json(key),
+                        "key": key_json(key),
                         "label": row_label(key),
                         "machine_name": m.name,
                         "warnings": [],
@@ -656,7 +637,7 @@ def _rows(spec: TableSpec, inputs: _Inputs) -> list[dict[str, Any]]:
                 )
             rows.append(
                 {
-                    "key": _key_json(key),
+                    "key": key_json(key),
                     "label": row_label(key),
                     "machine_name": m.name,
                     "warnings": warnings,
@@ -666,7 +647,7 @@ def _rows(spec: TableSpec, inputs: _Inputs) -> list[dict[str, Any]]:
     return rows
 
 
-def _key_json(key: Key) -> dict[str, Any]:
+def key_json(key: Key) -> dict[str, Any]:
     machine, vm, b, ev = key
     return {"machine": machine, "vm_bytes": vm, "backing": _backing_json(b), "event": ev}
 
@@ -744,18 +725,6 @@ def build_table(
     }
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def table_json(doc: Mapping[str, Any]) -> str:
-    """The document as JSON text: indented, numbers as numbers, no NaN.
-
-    Text stays readable (no ``\\u`` escapes), except lone surrogates — a file name that is not
-    UTF-8 arrives from the command line as such — which are escaped, so the text is valid
-    UTF-8 and reads back to the same name.
-    """
-    text = json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1038,10 +1007,10 @@ class Entry:
 
     @property
     def percent(self) -> float | None:
-        return _percent(self.old_ns, self.new_ns)
+        return percent_change(self.old_ns, self.new_ns)
 
 
-def _percent(old: float | None, new: float | None) -> float | None:
+def percent_change(old: float | None, new: float | None) -> float | None:
     if old is None or new is None:
         return None
     if old == 0:
@@ -1050,7 +1019,7 @@ def _percent(old: float | None, new: float | None) -> float | None:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class TableDiff:
     old_name: str
     new_name: str
     old_model: int
@@ -1172,11 +1141,11 @@ def _input_changes(
     return out
 
 
-def _fmt_delta(d: float) -> str:
+def format_delta_ns(d: float) -> str:
     return ("+" if d > 0 else "") + format_ns(d)
 
 
-def _fmt_pct(p: float | None) -> str:
+def format_percent(p: float | None) -> str:
     if p is None:
         return "n/a"
     if p != 0 and abs(p) < 0.1:
@@ -1217,7 +1186,7 @@ def _compare_variant(
                 worse = True
             else:
                 better = True
-            reasons.append(f"{name} {_fmt_delta(d)} ({_fmt_pct(_percent(o, n))})")
+            reasons.append(f"{name} {format_delta_ns(d)} ({format_percent(percent_change(o, n))})")
     la, lb = a.get("lock_hold"), b.get("lock_hold")
     lim_a = 0.0 if la is None else float(la["limit_ns"])
     lim_b = 0.0 if lb is None else float(lb["limit_ns"])
@@ -1245,7 +1214,7 @@ def compare(
     old_name: str = "old",
     new_name: str = "new",
     notes: Sequence[str] = (),
-) -> Comparison:
+) -> TableDiff:
     """Classify what changed between two tables, then compare them row by row, variant by variant.
 
     Counts must match exactly; a cost is flagged only when it moved by more than ``atol`` ns AND
@@ -1312,7 +1281,7 @@ def compare(
                         tuple(reasons),
                     )
                 )
-    return Comparison(
+    return TableDiff(
         old_name=old_name,
         new_name=new_name,
         old_model=int(old["model_version"]),
@@ -1332,7 +1301,7 @@ def compare(
     )
 
 
-def require_comparable(c: Comparison) -> None:
+def require_comparable(c: TableDiff) -> None:
     """NothingComparable (exit 3) unless some (row, variant) is in both tables."""
     if not c.compared:
         what = "no rows in common" if not c.rows_common else "no variants in common in its rows"
@@ -1350,267 +1319,3 @@ def require_comparable(c: Comparison) -> None:
 # views
 
 
-def _tolerance_text(c: Comparison) -> str:
-    return (
-        f"a cost is flagged past both {format_ns(c.atol) if c.atol else '0 ns'} (--atol) and "
-        f"{c.rtol * 100:g}% (--rtol) of its old value; counts must match exactly"
-    )
-
-
-def _version_lines(c: Comparison) -> list[str]:
-    lines = []
-    if c.old_model == c.new_model:
-        lines.append(f"model version {c.new_model}, unchanged")
-    else:
-        lines.append(f"model version changed: {c.old_model} → {c.new_model}")
-    if c.old_tool != c.new_tool:
-        lines.append(f"tool version {c.old_tool} → {c.new_tool}")
-    if c.old_numpy != c.new_numpy:
-        lines.append(f"numpy {c.old_numpy} → {c.new_numpy}")
-    return lines
-
-
-def _input_line(ch: InputChange) -> str:
-    if ch.status == "changed":
-        return (
-            f"input changed: {ch.label} ({ch.new_path}): sha256 {(ch.old_sha256 or '')[:12]} → "
-            f"{(ch.new_sha256 or '')[:12]}"
-        )
-    if ch.status == "added":
-        return f"input added: {ch.label} ({ch.new_path})"
-    if ch.status == "removed":
-        return f"input removed: {ch.label} ({ch.old_path})"
-    return f"input unchanged: {ch.label}"
-
-
-def summary_lines(c: Comparison, *, diffs: bool = False) -> list[str]:
-    """What changed, before any number: versions, inputs (with their diffs), rows."""
-    lines = _version_lines(c)
-    changed = [ch for ch in c.inputs if ch.status != "unchanged"]
-    for ch in changed:
-        lines.append(_input_line(ch))
-        if diffs:
-            lines += [f"  {ln}" for ln in ch.diff]
-    same = [ch.label for ch in c.inputs if ch.status == "unchanged"]
-    if same:
-        lines.append("inputs unchanged: " + ", ".join(same))
-    if not changed and c.old_model == c.new_model:
-        lines.append(
-            "no input or model change"
-            + (
-                f": differences come from the code (s2teardown {c.old_tool} → {c.new_tool})"
-                if c.old_tool != c.new_tool
-                else ""
-            )
-        )
-    lines.append(
-        f"rows: {c.rows_common} in common, {len(c.rows_added)} added, {len(c.rows_removed)} removed"
-    )
-    lines += [f"  added: {r}" for r in c.rows_added]
-    lines += [f"  removed: {r}" for r in c.rows_removed]
-    lines += [f"note: {n}" for n in c.notes]
-    return lines
-
-
-def entry_cells(e: Entry) -> list[str]:
-    """row, variant, status, old, new, change, percent, why."""
-    return [
-        e.row,
-        e.variant,
-        e.status,
-        "—" if e.old_ns is None else format_ns(e.old_ns),
-        "—" if e.new_ns is None else format_ns(e.new_ns),
-        "—" if e.delta_ns is None else _fmt_delta(e.delta_ns),
-        "—" if e.delta_ns is None else _fmt_pct(e.percent),
-        "; ".join(e.reasons),
-    ]
-
-
-ENTRY_HEADERS: Final = ("row", "variant", "status", "Stage-2 old", "new", "change", "%", "why")
-
-
-def total_lines(c: Comparison, per_variant: bool) -> list[str]:
-    per, (o, n) = c.totals()
-    lines = []
-    if per_variant:
-        for v, a, b in per:
-            lines.append(
-                f"total {v}: {format_ns(a)} → {format_ns(b)} ({_fmt_delta(b - a)}, "
-                f"{_fmt_pct(_percent(a, b))})"
-            )
-    lines.append(
-        f"total Stage-2 over {len(c.compared)} compared row×variant entries: {format_ns(o)} → "
-        f"{format_ns(n)} ({_fmt_delta(n - o)}, {_fmt_pct(_percent(o, n))})"
-    )
-    return lines
-
-
-def verdict_lines(c: Comparison) -> list[str]:
-    reg = c.regressions
-    if not reg:
-        better = sum(1 for e in c.entries if e.status == "better")
-        tail = f"; {better} better" if better else ""
-        return [
-            f"result: OK — no change beyond tolerance{tail} ({len(c.compared)} entries compared)"
-        ]
-    rows: dict[str, list[str]] = {}
-    for e in reg:
-        rows.setdefault(e.row, []).append(e.variant)
-    lines = [
-        f"result: REGRESSION — {len(reg)} of {len(c.compared)} entries worse, in {len(rows)} rows:"
-    ]
-    lines += [f"  {r} ({', '.join(vs)})" for r, vs in rows.items()]
-    return lines
-
-
-def render_text(c: Comparison, *, show_unchanged: bool) -> str:
-    """Plain text: the classification, one line per shown entry, totals and the verdict."""
-    out = [f"{c.old_name} → {c.new_name}", *summary_lines(c, diffs=True)]
-    out.append(_tolerance_text(c))
-    shown = [e for e in c.entries if show_unchanged or e.status != "unchanged"]
-    if shown:
-        cells = [list(ENTRY_HEADERS), *(entry_cells(e) for e in shown)]
-        widths = [max(len(r[i]) for r in cells) for i in range(len(ENTRY_HEADERS) - 1)]
-        for r in cells:
-            out.append(
-                "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=False)) + "  " + r[-1]
-            )
-    out += total_lines(c, per_variant=show_unchanged)
-    out += verdict_lines(c)
-    return "\n".join(out) + "\n"
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(c: Comparison, *, title: str, show_unchanged: bool, limit: int = 100) -> str:
-    """A pull-request comment: verdict first, what changed, the input diffs folded, the rows."""
-    reg = c.regressions
-    better = sum(1 for e in c.entries if e.status == "better")
-    verdict = (
-        "regression"
-        if reg
-        else f"OK, {better} entries better"
-        if better
-        else "no change beyond tolerance"
-    )
-    out = [
-        f"### {title}: {verdict}",
-        "",
-        f"`{c.old_name}` → `{c.new_name}` · {_md(_tolerance_text(c))}",
-        "",
-        "**What changed**",
-        "",
-    ]
-    out += [f"- {_md(s)}" for s in summary_lines(c)]
-    for ch in c.inputs:
-        if ch.diff:
-            fence = "````" if any("```" in ln for ln in ch.diff) else "```"
-            out += [
-                "",
-                f"<details><summary>diff of {_md(ch.label)}</summary>",
-                "",
-                f"{fence}diff",
-                *ch.diff,
-                fence,
-                "",
-                "</details>",
-            ]
-    shown = [e for e in c.entries if show_unchanged or e.status != "unchanged"]
-    out.append("")
-    if shown:
-        out += ["| " + " | ".join(ENTRY_HEADERS) + " |", "|---|---|---|---:|---:|---:|---:|---|"]
-        for e in shown[:limit]:
-            cells = entry_cells(e)
-            if e.status == "worse":
-                cells[2] = "**worse**"
-            out.append("| " + " | ".join(_md(x) for x in cells) + " |")
-        if len(shown) > limit:
-            out.append(
-                f"\n… and {len(shown) - limit} more entries (`--format json` lists them all)."
-            )
-        out.append("")
-    out += [f"{_md(s)}  " for s in total_lines(c, per_variant=show_unchanged)]
-    out.append("")
-    if reg:
-        rows: dict[str, list[str]] = {}
-        for e in reg:
-            rows.setdefault(e.row, []).append(e.variant)
-        out.append(
-            f"**Regression:** {len(reg)} of {len(c.compared)} entries worse, in {len(rows)} rows:"
-        )
-        out += [f"- {_md(r)} ({', '.join(vs)})" for r, vs in rows.items()]
-    else:
-        tail = f"; {better} entries better" if better else ""
-        out.append(f"**OK:** no regression{tail} ({len(c.compared)} entries compared).")
-    return "\n".join(out) + "\n"
-
-
-def comparison_document(c: Comparison, *, command: str, exit_code: int) -> dict[str, Any]:
-    per, (o, n) = c.totals()
-
-    def tot(old: float, new: float) -> dict[str, Any]:
-        return {"old_ns": old, "new_ns": new, "delta_ns": new - old, "percent": _percent(old, new)}
-
-    return {
-        "format_version": FORMAT_VERSION,
-        "tool": "s2teardown",
-        "tool_version": __version__,
-        "command": command,
-        "old": c.old_name,
-        "new": c.new_name,
-        "result": "regression" if c.regression else "ok",
-        "exit_code": exit_code,
-        "tolerance": {"rtol": c.rtol, "atol_ns": c.atol},
-        "model_version": {"old": c.old_model, "new": c.new_model},
-        "tool_version_of_tables": {"old": c.old_tool, "new": c.new_tool},
-        "numpy_version": {"old": c.old_numpy, "new": c.new_numpy},
-        "inputs": [
-            {
-                "kind": ch.kind,
-                "ref": ch.ref,
-                "status": ch.status,
-                "old_path": ch.old_path,
-                "new_path": ch.new_path,
-                "old_sha256": ch.old_sha256,
-                "new_sha256": ch.new_sha256,
-                "diff": "\n".join(ch.diff),
-            }
-            for ch in c.inputs
-        ],
-        "notes": list(c.notes),
-        "rows": {
-            "common": c.rows_common,
-            "added": list(c.rows_added),
-            "removed": list(c.rows_removed),
-            "status": c.row_status(),
-        },
-        "entries": [
-            {
-                "row": e.row,
-                "key": _key_json(e.key),
-                "variant": e.variant,
-                "status": e.status,
-                "old_ns": e.old_ns,
-                "new_ns": e.new_ns,
-                "delta_ns": e.delta_ns,
-                "percent": e.percent,
-                "reasons": list(e.reasons),
-            }
-            for e in c.entries
-        ],
-        "totals": {"variants": [{"variant": v, **tot(a, b)} for v, a, b in per], "all": tot(o, n)},
-        "regressions": [
-            {"row": e.row, "variant": e.variant, "reasons": list(e.reasons)} for e in c.regressions
-        ],
-    }
-
-
-def summary_of_table(doc: Mapping[str, Any]) -> str:
-    rows = doc["rows"]
-    nv = len(doc["variants"])
-    warn = sum(1 for r in rows for v in r["variants"] if v["lock_hold"] is not None)
-    return f"{len(rows)} rows × {nv} variants, model_version {doc['model_version']}" + (
-        f", {warn} lock-hold warnings" if warn else ""
-    )

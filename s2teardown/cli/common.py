@@ -4,6 +4,7 @@ builder.  Nothing heavy at module level (``--help`` imports this module)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,8 +53,18 @@ def console() -> Any:
 
     con = Console(highlight=False, soft_wrap=False)
     if not con.is_terminal:
-        con = Console(highlight=False, soft_wrap=False, width=200)
+        con = Console(highlight=False, soft_wrap=False, width=piped_width())
     return con
+
+
+#: Width of text written to a pipe or a file when COLUMNS does not say.
+PIPED_WIDTH = 200
+
+
+def piped_width() -> int:
+    """COLUMNS when it holds a sensible width (20..10000), else PIPED_WIDTH."""
+    raw = os.environ.get("COLUMNS", "")
+    return int(raw) if raw.isdigit() and 20 <= int(raw) <= 10000 else PIPED_WIDTH
 
 
 FORMATS = click.Choice(["table", "json", "csv", "markdown"])
@@ -91,7 +102,7 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--machine", "machine", default="d05", show_default=True, metavar="NAME|FILE",
                      help="Machine description: a YAML path, or a bundled name (see `machines list`)."),
         click.option("--variants", "variants", multiple=True, metavar="NAMES",
-                     help="Variants to show, comma-separated or repeated (default: all). `series` = P7."),
+                     help="Variants to show, comma-separated or repeated (default: all; `all` says so). `series` = P7."),
         click.option("--variants-file", metavar="FILE",
                      help="Your own variants YAML (may build on the bundled ones by `base`)."),
         click.option("--kernel", "kernels", multiple=True, metavar="VERSION",

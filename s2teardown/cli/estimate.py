@@ -8,6 +8,7 @@ import click
 
 from s2teardown.cli.common import (
     FORMATS,
+    PIPED_WIDTH,
     build_estimate,
     console,
     emit,
@@ -95,7 +96,9 @@ def estimate(fmt: str, formulas: bool, samples: int | None, seed: int | None, di
         from s2teardown.render.table import estimate_table
         from s2teardown.render.table import formulas as formulas_view
 
-        views: list[Any] = [estimate_table(est)]
+        con = console()
+        width = PIPED_WIDTH if output else con.width
+        views: list[Any] = [estimate_table(est, width)]
         if formulas:
             views.append(formulas_view(est))
         if mc is not None:
@@ -112,14 +115,13 @@ def estimate(fmt: str, formulas: bool, samples: int | None, seed: int | None, di
             from rich.console import Console
 
             buf = io.StringIO()
-            con = Console(file=buf, width=200, highlight=False, color_system=None)
+            file_con = Console(file=buf, width=PIPED_WIDTH, highlight=False, color_system=None)
             for i, v in enumerate(views):
                 if i:
-                    con.print()
-                con.print(v)
+                    file_con.print()
+                file_con.print(v)
             emit(buf.getvalue(), output)
             return
-        con = console()
         for i, v in enumerate(views):
             if i:
                 con.print()
@@ -136,8 +138,9 @@ def estimate(fmt: str, formulas: bool, samples: int | None, seed: int | None, di
 def explain(fmt: str, output: str | None, **inputs: Any) -> None:
     """The call path of one variant as a tree: phases, kernel functions, instructions.
 
-    Each node carries its count and cost on the chosen machine.  With several variants selected,
-    one tree each.
+    Each node carries its count and cost on the chosen machine.  Without --variants or --kernel
+    the tree is the baseline's (the first variant, or --baseline); with several variants
+    selected, one tree each.
 
     \b
     Examples:
@@ -147,7 +150,9 @@ def explain(fmt: str, output: str | None, **inputs: Any) -> None:
     est = build_estimate(**inputs)
     from s2teardown.render.explain import explain_rich, explain_tree
 
-    trees = [explain_tree(est, v) for v in range(len(est.variants))]
+    chosen = (range(len(est.variants)) if inputs.get("variants") or inputs.get("kernels")
+              else [est.breakdown.baseline])
+    trees = [explain_tree(est, v) for v in chosen]
     if fmt == "json":
         from s2teardown.render.envelope import envelope, to_json
 

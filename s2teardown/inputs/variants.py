@@ -155,10 +155,14 @@ class VariantSet:
         )
 
     def select(self, names: Sequence[str] | None, flag: str = "--variants") -> list[Variant]:
+        """The named variants in the order given (``all``, or no names: every variant)."""
         if not names:
             return list(self.variants)
         out: list[Variant] = []
         for n in names:
+            if n == "all":
+                out.extend(v for v in self.variants if v not in out)
+                continue
             v = self.lookup(n, flag)
             if v not in out:
                 out.append(v)

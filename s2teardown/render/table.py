@@ -12,11 +12,14 @@ from rich.text import Text
 from s2teardown.core.vocabulary import OP_INDEX, PHASE_INDEX, PHASES
 from s2teardown.features.estimate import Estimate
 from s2teardown.inputs.units import format_int, format_ns, format_size
+from s2teardown.render.format import format_speedup
 
 _LABEL = {"host_free": "host free†"}
 
 
-def estimate_table(e: Estimate) -> Group:
+def estimate_table(e: Estimate, width: int = 200) -> Group:
+    """The per-phase table.  Variants identical in every row are shown once (a footnote names
+    them); a table wider than ``width`` is wrapped into blocks of variants, never cut."""
     b = e.breakdown
     names = [v.name for v in e.variants]
     title = Text.assemble(
@@ -52,12 +55,28 @@ def estimate_table(e: Estimate) -> Group:
         rows.append([_LABEL.get(phase, phase), *row])
     rows.append([Text("Stage-2 total", style="bold"),
                  *[Text(format_ns(float(x)), style="bold") for x in b.stage2_ns[0]]])
-    rows.append(["speedup vs " + names[b.baseline], *[_speedup(float(x)) for x in b.speedup[0]]])
+    rows.append(["speedup vs " + names[b.baseline], *[format_speedup(float(x)) for x in b.speedup[0]]])
     rows.append(["dominant", *[PHASES[int(d)] for d in b.dominant[0]]])
     if b.stretch_ns is not None:
         rows.append(["longest stretch", *[format_ns(float(x)) for x in b.stretch_ns[0]]])
-    t = grid(["phase", *names], rows)
-    foot: list[Text] = [Text("† host free: the host freeing the guest's pages in exit_mmap — outside Stage-2, not in the total", style="dim")]
+    kept, same_as = group_identical(names, rows)
+    blocks = wrap_columns(["phase", *[names[i] for i in kept]],
+                          [[r[0], *[r[1 + i] for i in kept]] for r in rows], width)
+    tables: list[Text] = []
+    for i, block in enumerate(blocks):
+        if i:
+            tables.append(Text(""))
+        tables.append(block)
+    foot: list[Text] = []
+    if len(blocks) > 1:
+        foot.append(Text(f"the table is wrapped to {width} columns: its variants in {len(blocks)} "
+                         "blocks, each with the phase column (set COLUMNS or widen the terminal)",
+                         style="dim"))
+    if same_as:
+        foot.append(Text("identical in every row, so shown once: "
+                         + "; ".join(f"{_span(names, group)} = {names[k]}" for k, group in same_as.items()),
+                         style="dim"))
+    foot += [Text("† host free: the host freeing the guest's pages in exit_mmap — outside Stage-2, not in the total", style="dim")]
     for key, note in notes_used.items():
         if key != note:
             foot.append(Text(f"0 ({key}): {note}", style="dim"))
@@ -65,7 +84,7 @@ def estimate_table(e: Estimate) -> Group:
         foot.append(Text(a, style="dim"))
     for w in e.warnings:
         foot.append(Text(f"warning: {w}", style="bold yellow"))
-    return Group(title, head, path, mapped_t, Text(""), t, Text(""), *foot)
+    return Group(title, head, path, mapped_t, Text(""), *tables, Text(""), *foot)
 
 
 def grid(header: list[str], rows: list[list[str | Text]]) -> Text:
@@ -92,10 +111,51 @@ def grid(header: list[str], rows: list[list[str | Text]]) -> Text:
     return out
 
 
-def _speedup(x: float) -> str:
-    if x != x or x == float("inf"):
-        return "—"
-    return f"{x:,.0f}×" if x >= 100 else f"{x:.1f}×"
+def group_identical(names: list[str], rows: list[list[str | Text]]) -> tuple[list[int], dict[int, list[int]]]:
+    """Variant columns (of ``rows``, after the label column) whose every cell equals an earlier
+    column's: the indices kept, and for each kept column the later ones identical to it."""
+    kept: list[int] = []
+    same_as: dict[int, list[int]] = {}
+    seen: dict[tuple[str, ...], int] = {}
+    for v in range(len(names)):
+        col = tuple(str(r[1 + v]) for r in rows)
+        if col in seen:
+            same_as.setdefault(seen[col], []).append(v)
+        else:
+            seen[col] = v
+            kept.append(v)
+    return kept, same_as
+
+
+def _span(names: list[str], idx: list[int]) -> str:
+    """``P1–P4`` for consecutive columns, ``v6.1, v6.6`` otherwise."""
+    runs: list[list[int]] = []
+    for i in idx:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(names[r[0]] if len(r) == 1 else
+                     f"{names[r[0]]}{'–' if len(r) > 2 else ', '}{names[r[-1]]}" for r in runs)
+
+
+def wrap_columns(header: list[str], rows: list[list[str | Text]], width: int) -> list[Text]:
+    """The grid split into blocks of columns that each fit ``width`` (the label column repeated
+    in every block); one block when it fits.  A single column wider than ``width`` still gets a
+    block of its own: cells are never cut."""
+    table: list[list[str | Text]] = [list(header), *rows]
+    cells = [[str(c) for c in row] for row in table]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
+    blocks: list[list[int]] = [[]]
+    used = widths[0]
+    for j in range(1, len(header)):
+        if blocks[-1] and used + 2 + widths[j] > width:
+            blocks.append([])
+            used = widths[0]
+        blocks[-1].append(j)
+        used += 2 + widths[j]
+    return [grid([header[0], *[header[j] for j in b]], [[r[0], *[r[j] for j in b]] for r in rows])
+            for b in blocks]
 
 
 def formulas(e: Estimate) -> Group:

@@ -111,7 +111,14 @@ def _report(
     "directory) instead of stdout.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def table(spec: str, output: str | None, quiet: bool) -> None:
+@click.option(
+    "--embed-inputs",
+    is_flag=True,
+    help="Embed the text of the spec, machine and variants files (check then shows a diff of a "
+    "changed input); by default the table names each input by path and sha256 only, so it stays "
+    "short to review.",
+)
+def table(spec: str, output: str | None, quiet: bool, embed_inputs: bool) -> None:
     """Evaluate a table spec (machines × VM sizes × backings × events, every variant) into a
     versioned JSON cost table that `check` can recompute and compare.
 
@@ -125,8 +132,17 @@ def table(spec: str, output: str | None, quiet: bool) -> None:
     from s2teardown.render import tables as views
 
     sp = t.load_spec(spec)
+    if output:
+        parent = Path(output).parent
+        if str(parent) and not parent.exists():
+            try:
+                parent.mkdir(parents=True)
+            except OSError as exc:
+                raise UserError("--output", None, None, "a path whose directory can be created",
+                                f"{output!r} ({exc.strerror})") from None
     tdir = _table_dir(output)
-    doc = t.build_table(sp, table_dir=tdir, spec_path=t.relative_path(Path(spec), tdir))
+    doc = t.build_table(sp, table_dir=tdir, spec_path=t.relative_path(Path(spec), tdir),
+                        embed_inputs=embed_inputs)
     text = views.table_json(doc)
     if output:
         _write_table(output, text, "--output")
@@ -165,6 +181,14 @@ def table(spec: str, output: str | None, quiet: bool) -> None:
     help="markdown: for a pull-request comment.",
 )
 @click.option(
+    "--gate",
+    type=click.Choice(["phases", "stage2", "end-to-end"]),
+    default="phases",
+    show_default=True,
+    help="What can fail the check: phases = every phase, the stretch and exact counts; stage2 = "
+    "the Stage-2 total only; end-to-end = Stage-2 plus the host's free.",
+)
+@click.option(
     "--update",
     is_flag=True,
     help="Rewrite TABLE (atomically) with the new results, print the differences, exit 0.",
@@ -177,7 +201,8 @@ def table(spec: str, output: str | None, quiet: bool) -> None:
     help="Write the report (not the table) to FILE instead of stdout.",
 )
 def check(
-    table_file: str, rtol: float, atol: float, fmt: str, update: bool, output: str | None
+    table_file: str, rtol: float, atol: float, fmt: str, gate: str, update: bool,
+    output: str | None,
 ) -> None:
     """Recompute a cost table from its inputs as they are now and compare.
 
@@ -193,6 +218,7 @@ def check(
       s2teardown check costs.json
       s2teardown check costs.json --format markdown -o comment.md
       s2teardown check costs.json --rtol 0.05 --atol 10000
+      s2teardown check costs.json --gate stage2
       s2teardown check costs.json --update
     """
     from s2teardown.features import tables as t
@@ -203,7 +229,8 @@ def check(
     old = t.read_table(table_file)
     spec = t.spec_from_table(old, table_file)
     new = t.build_table(
-        spec, table_dir=_table_dir(table_file), spec_path=old["spec"]["path"], missing_ok=True
+        spec, table_dir=_table_dir(table_file), spec_path=old["spec"]["path"], missing_ok=True,
+        embed_inputs=old["spec"]["text"] is not None,
     )
     note = t.spec_file_note(old, table_file)
     c = t.compare(
@@ -214,6 +241,7 @@ def check(
         old_name=table_file,
         new_name="now",
         notes=[note] if note else [],
+        gate=gate,
     )
     t.require_comparable(c)
     extra: list[str] = []

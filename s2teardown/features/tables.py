@@ -670,13 +670,16 @@ def _display(path: Path, bundled: bool, table_dir: Path) -> str:
 
 
 def build_table(
-    spec: TableSpec, *, table_dir: Path, spec_path: str, missing_ok: bool = False
+    spec: TableSpec, *, table_dir: Path, spec_path: str, missing_ok: bool = False,
+    embed_inputs: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every row of ``spec`` and return the cost-table document.
 
     ``spec_path`` is how the table names its spec (relative to ``table_dir``, the directory the
     table is written to).  With ``missing_ok``, variant names the variants no longer define are
-    left out (``check``: they show as removed) instead of being an error.
+    left out (``check``: they show as removed) instead of being an error.  Inputs are named by
+    path and sha256; ``embed_inputs`` adds their text (``null`` otherwise), from which ``check``
+    shows a diff of a changed input.
     """
     inputs = _resolve_inputs(spec, missing_ok=missing_ok)
     machines = []
@@ -689,7 +692,7 @@ def build_table(
                 "bundled": bundled,
                 "path": _display(path, bundled, table_dir),
                 "sha256": m.sha256 or "",
-                "text": m.text or "",
+                "text": (m.text or "") if embed_inputs else None,
             }
         )
     variant_docs = []
@@ -702,7 +705,7 @@ def build_table(
                 "ref": None if bundled else spec.variants_file,
                 "path": _display(path, bundled and _is_bundled(path), table_dir),
                 "sha256": doc.sha256,
-                "text": doc.text,
+                "text": doc.text if embed_inputs else None,
             }
         )
     return {
@@ -715,7 +718,7 @@ def build_table(
         "spec": {
             "path": spec_path,
             "sha256": spec.sha256,
-            "text": spec.text,
+            "text": spec.text if embed_inputs else None,
             "data": spec.as_dict(),
         },
         "inputs": {"machines": machines, "variants": variant_docs},
@@ -765,7 +768,7 @@ def _schema() -> dict[str, Any]:
         "tool_version": _STR,
         "model_version": _INT,
         "numpy_version": _STR,
-        "spec": {"path": _STR, "sha256": _STR, "text": _STR, "data": ("map", None)},
+        "spec": {"path": _STR, "sha256": _STR, "text": ("?", _STR), "data": ("map", None)},
         "inputs": {
             "machines": [
                 {
@@ -774,11 +777,11 @@ def _schema() -> dict[str, Any]:
                     "bundled": _BOOL,
                     "path": _STR,
                     "sha256": _STR,
-                    "text": _STR,
+                    "text": ("?", _STR),
                 }
             ],
             "variants": [
-                {"role": _STR, "ref": ("?", _STR), "path": _STR, "sha256": _STR, "text": _STR}
+                {"role": _STR, "ref": ("?", _STR), "path": _STR, "sha256": _STR, "text": ("?", _STR)}
             ],
         },
         "variants": [_STR],
@@ -943,7 +946,7 @@ def spec_from_table(doc: Mapping[str, Any], table_path: str | Path) -> TableSpec
         source=str(table_path),
         base_dir=base,
         prefix="spec.data.",
-        text=doc["spec"]["text"],
+        text=doc["spec"]["text"] or "",
         sha256=doc["spec"]["sha256"],
     )
 
@@ -1113,7 +1116,12 @@ def _input_changes(
             out.append(InputChange(kind, ref, "removed", a["path"], None, a["sha256"], None))
         elif a["sha256"] != b["sha256"]:
             name = Path(str(b["path"])).name
-            diff = _unified(a["text"], b["text"], f"{name} (in {old_name})", f"{name} ({new_name})")
+            diff = (
+                _unified(a["text"], b["text"], f"{name} (in {old_name})", f"{name} ({new_name})")
+                if a.get("text") is not None and b.get("text") is not None
+                else ("(no diff: the table names its inputs by sha256 only; `table --embed-inputs`"
+                      " keeps their text)",)
+            )
             out.append(
                 InputChange(
                     kind, ref, "changed", a["path"], b["path"], a["sha256"], b["sha256"], diff
@@ -1153,11 +1161,18 @@ def format_percent(p: float | None) -> str:
     return f"{p:+.1f}%"
 
 
+#: What `check --gate` holds against the tolerances: every phase, the Stage-2 total, the
+#: stretch and exact counts (``phases``, the default); only the Stage-2 total (``stage2``); only
+#: Stage-2 plus the host's free (``end-to-end``).  Changes outside the gate are still reported.
+GATES: Final = ("phases", "stage2", "end-to-end")
+
+
 def _compare_variant(
-    a: Mapping[str, Any], b: Mapping[str, Any], rtol: float, atol: float
+    a: Mapping[str, Any], b: Mapping[str, Any], rtol: float, atol: float, gate: str = "phases"
 ) -> tuple[str, list[str]]:
     reasons: list[str] = []
     worse = better = False
+    gated = gate == "phases"
     ea, eb = a["events"], b["events"]
     counts = [
         (k, int(ea.get(k, 0)), int(eb.get(k, 0)))
@@ -1165,23 +1180,36 @@ def _compare_variant(
         if int(ea.get(k, 0)) != int(eb.get(k, 0))
     ]
     if counts:
-        worse = True
+        worse = worse or gated
         shown = ", ".join(f"{k} {o:,} → {n:,}" for k, o, n in counts[:3])
         more = f" and {len(counts) - 3} more" if len(counts) > 3 else ""
         reasons.append(f"counts changed: {shown}{more}")
+    pa, pb = a["phases_ns"], b["phases_ns"]
     metrics: list[tuple[str, float, float]] = [
         ("Stage-2 total", float(a["stage2_ns"]), float(b["stage2_ns"]))
     ]
-    pa, pb = a["phases_ns"], b["phases_ns"]
+    if gate == "end-to-end":
+        metrics = [(
+            "end-to-end total",
+            float(a["stage2_ns"]) + float(pa.get("host_free", 0.0)),
+            float(b["stage2_ns"]) + float(pb.get("host_free", 0.0)),
+        )]
+    gated_metrics = {m[0] for m in metrics} if not gated else None
     metrics += [
         (f"{p}", float(pa.get(p, 0.0)), float(pb.get(p, 0.0))) for p in dict.fromkeys([*pa, *pb])
     ]
     metrics.append(
         ("longest stretch", float(a["longest_stretch_ns"]), float(b["longest_stretch_ns"]))
     )
+    if gate == "end-to-end":
+        metrics.append(("Stage-2 total", float(a["stage2_ns"]), float(b["stage2_ns"])))
     for name, o, n in metrics:
         d = n - o
         if abs(d) > atol and abs(d) > rtol * abs(o):
+            if gated_metrics is not None and name not in gated_metrics:
+                reasons.append(f"{name} {format_delta_ns(d)} ({format_percent(percent_change(o, n))})"
+                               " (not gated)")
+                continue
             if d > 0:
                 worse = True
             else:
@@ -1191,7 +1219,7 @@ def _compare_variant(
     lim_a = 0.0 if la is None else float(la["limit_ns"])
     lim_b = 0.0 if lb is None else float(lb["limit_ns"])
     if lb is not None and lim_b > lim_a:
-        worse = True
+        worse = worse or gated
         reasons.append(
             f"new lock-hold warning: {lb['threshold']} ({format_ns(float(lb['stretch_ns']))} "
             f"> {format_ns(lim_b)})"
@@ -1214,6 +1242,7 @@ def compare(
     old_name: str = "old",
     new_name: str = "new",
     notes: Sequence[str] = (),
+    gate: str = "phases",
 ) -> TableDiff:
     """Classify what changed between two tables, then compare them row by row, variant by variant.
 
@@ -1222,7 +1251,14 @@ def compare(
     """
     if rtol < 0 or atol < 0 or not math.isfinite(rtol) or not math.isfinite(atol):
         raise ValueError("rtol and atol must be finite and >= 0")
+    if gate not in GATES:
+        raise ValueError(f"gate: expected one of {', '.join(GATES)}, got {gate!r}")
     out_notes = list(notes)
+    if gate != "phases":
+        out_notes.append(
+            f"gate {gate}: only the {'Stage-2' if gate == 'stage2' else 'end-to-end (Stage-2 + host free)'}"
+            " total is held against the tolerances; other changes are listed, not flagged"
+        )
     if old["model_version"] != new["model_version"]:
         out_notes.append(
             f"model version {old['model_version']} → {new['model_version']}: the model's "
@@ -1269,7 +1305,7 @@ def compare(
             elif a is None:
                 entries.append(Entry(key, label, name, "added", None, float(b["stage2_ns"])))
             else:
-                status, reasons = _compare_variant(a, b, rtol, atol)
+                status, reasons = _compare_variant(a, b, rtol, atol, gate)
                 entries.append(
                     Entry(
                         key,

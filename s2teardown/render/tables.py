@@ -79,14 +79,10 @@ def summary_lines(c: TableDiff, *, diffs: bool = False) -> list[str]:
     same = [ch.label for ch in c.inputs if ch.status == "unchanged"]
     if same:
         lines.append("inputs unchanged: " + ", ".join(same))
-    if not changed and c.old_model == c.new_model:
+    if not changed and c.old_model == c.new_model and c.old_tool != c.new_tool:
         lines.append(
-            "no input or model change"
-            + (
-                f": differences come from the code (s2teardown {c.old_tool} → {c.new_tool})"
-                if c.old_tool != c.new_tool
-                else ""
-            )
+            "inputs and model version as in the table: differences come from the code "
+            f"(s2teardown {c.old_tool} → {c.new_tool})"
         )
     lines.append(
         f"rows: {c.rows_common} in common, {len(c.rows_added)} added, {len(c.rows_removed)} removed"
@@ -165,8 +161,13 @@ def render_text(c: TableDiff, *, show_unchanged: bool) -> str:
     return "\n".join(out) + "\n"
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|#"} | {"<": "&lt;", ">": "&gt;", "\n": " "})
+
+
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text as markdown renders it literally: emphasis, code, links, tables and HTML-like
+    ``<bundled>`` escaped; one line."""
+    return text.translate(_MD_SPECIAL)
 
 
 def render_markdown(c: TableDiff, *, title: str, show_unchanged: bool, limit: int = 100) -> str:
@@ -207,16 +208,16 @@ def render_markdown(c: TableDiff, *, title: str, show_unchanged: bool, limit: in
     if shown:
         out += ["| " + " | ".join(ENTRY_HEADERS) + " |", "|---|---|---|---:|---:|---:|---:|---|"]
         for e in shown[:limit]:
-            cells = entry_cells(e)
+            cells = [_md(x) for x in entry_cells(e)]
             if e.status == "worse":
                 cells[2] = "**worse**"
-            out.append("| " + " | ".join(_md(x) for x in cells) + " |")
+            out.append("| " + " | ".join(cells) + " |")
         if len(shown) > limit:
             out.append(
                 f"\n… and {len(shown) - limit} more entries (`--format json` lists them all)."
             )
         out.append("")
-    out += [f"{_md(s)}  " for s in total_lines(c, per_variant=show_unchanged)]
+    out += [f"{_md(s)}  " for s in total_lines(c, per_variant=True)]
     out.append("")
     if reg:
         rows: dict[str, list[str]] = {}

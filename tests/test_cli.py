@@ -54,8 +54,10 @@ def test_estimate_csv_and_markdown(capsys) -> None:
                        "--format", "csv")
     assert code == 0
     rows = out.strip().splitlines()
-    assert rows[0] == "machine,variant,phase,time_ns,share,assumed,note"
+    assert rows[0] == ("machine,event,vm_bytes,backing,memslots,granule_bytes,ipa_bits,variant,phase,"
+                       "time_ns,share,assumed,note,what_if")
     assert len(rows) == 1 + 2 * 11  # 10 phases + the total, per variant
+    assert rows[1].startswith("emag,exit,1073741824,2M,1,4096,40,v5.5,notifier,")
     code, out, _ = run(capsys, "estimate", "--vm", "1G", "--machine", "emag", "--format", "markdown")
     assert code == 0 and "| phase |" in out and "**Stage-2 total**" in out
 
@@ -141,7 +143,7 @@ def test_closed_pipe_exits_0_quietly() -> None:
         f"{sys.executable} -m s2teardown estimate --vm 64G --format csv | head -1",
         shell=True, capture_output=True, text=True, env=env, cwd=ROOT,
     )
-    assert p.stdout.startswith("machine,variant")
+    assert p.stdout.startswith("machine,event,vm_bytes")
     assert "Traceback" not in p.stderr and "Broken pipe" not in p.stderr
     r = subprocess.Popen([sys.executable, "-m", "s2teardown", "estimate", "--vm", "64G", "--format", "json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
@@ -253,3 +255,38 @@ def test_grid_aligns_columns() -> None:
     assert t.no_wrap
     assert any(span.style == "bold" for span in t.spans)  # the header
     assert any(span.style == "green" for span in t.spans)  # a cell keeps its style
+
+
+def test_set_is_a_what_if_marked_in_every_view(capsys) -> None:
+    """--set replaces one machine value; the tlbi phase scales with the hyp-call price it sets,
+    and every format says the machine was overridden."""
+    base = ("estimate", "--vm", "1G", "--machine", "d05", "--variants", "v5.5", "--backing", "4K")
+    _, out, _ = run(capsys, *base, "--format", "json")
+    plain = json.loads(out)
+    _, out, _ = run(capsys, *base, "--set", "prices.hvc=1000", "--format", "json")
+    doc = json.loads(out)
+    assert doc["inputs"]["machine"]["what_if"] == ["prices.hvc = 1000.0 (was derived)"]
+    assert any("what-if (--set) on d05" in a for a in doc["assumptions"])
+    n_hvc = plain["variants"][0]["operations"]["hvc"]
+    tlbi = {d["phase"]: d["time_ns"] for d in doc["variants"][0]["phases"]}["tlbi"]
+    tlbi0 = {d["phase"]: d["time_ns"] for d in plain["variants"][0]["phases"]}["tlbi"]
+    assert n_hvc > 0 and tlbi > tlbi0  # hvc at 1000 ns instead of the derived price
+    _, out, _ = run(capsys, *base, "--set", "prices.hvc=1000", "--format", "csv")
+    assert out.splitlines()[1].endswith("prices.hvc = 1000.0 (was derived)")
+    _, out, _ = run(capsys, *base, "--set", "prices.hvc=1000", "--format", "markdown")
+    assert "what-if (--set) on d05" in out
+    _, out, _ = run(capsys, *base, "--set", "prices.hvc=1000")
+    assert "what-if (--set) on d05: prices.hvc = 1000.0 (was derived)" in out
+    code, _, err = run(capsys, *base, "--set", "nope=1")
+    assert code == 2 and err.startswith("s2teardown: error: --set: expected a parameter")
+
+
+def test_errors_blame_the_flag_that_is_wrong(capsys) -> None:
+    code, _, err = run(capsys, "estimate", "--vm", "1M")
+    assert code == 2 and err.startswith("s2teardown: error: --vm: expected a whole number of 2 MiB leaves")
+    code, _, err = run(capsys, "estimate", "--vm", "1G", "--backing", "64K")
+    assert code == 2 and "--backing: expected leaf sizes the 4 KiB granule maps (4K, 2M, 1G), got 64K" in err
+    code, _, err = run(capsys, "estimate", "--vm", "1G", "--machine", "rpi4", "--placement", "0.5,0,0.5")
+    assert code == 2 and "--placement: expected no remote-socket share on rpi4, which has one socket" in err
+    code, _, err = run(capsys, "estimate", "--vm", "3G", "--memslots", "2", "--backing", "1G")
+    assert code == 2 and err.startswith("s2teardown: error: --memslots: expected memslots that each hold whole 1 GiB")

@@ -91,6 +91,19 @@ MAX_MEMSLOTS = 512
 
 
 
+#: ``--set PARAM=VALUE``: a what-if on the machine, marked in every view.
+SET_OPTION = click.option(
+    "--set", "sets", multiple=True, metavar="PARAM=VALUE",
+    help="What-if: replace one of the machine's values, e.g. --set interconnect_latency_ns=300, "
+    "--set cmo_outstanding=8, --set prices.hvc=120 (repeatable; see `machines show`). Marked as "
+    "overridden in every view.")
+
+
+def what_if_note(machine: Any) -> list[str]:
+    """The assumption line every view prints for a machine with --set values."""
+    return [f"what-if (--set) on {machine.name}: " + "; ".join(machine.what_if)] if machine.what_if else []
+
+
 def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options that describe one teardown: machine, variants, workload, path, kernel."""
     opts = [
@@ -133,6 +146,7 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Kernel preemption model for the lock-hold warnings."),
         click.option("--watchdog-thresh", default=10.0, show_default=True, type=float,
                      help="kernel.watchdog_thresh in seconds; soft lockups are reported at twice it."),
+        SET_OPTION,
         click.option("--baseline", default=None, metavar="NAME",
                      help="Variant speedups are relative to (default: the first)."),
     ]
@@ -145,12 +159,12 @@ def build_estimate(
     vm: str | None, scenario: str | None, machine: str, variants: Sequence[str], variants_file: str | None, kernels: Sequence[str],
     event: str, range_: str | None, backing: str | None, mapped: float, device: float, memslots: int,
     ipa_bits: str, granule: str, ram_base: str, placement: str | None, preempt: str,
-    watchdog_thresh: float, baseline: str | None,
+    watchdog_thresh: float, baseline: str | None, sets: Sequence[str] = (),
 ) -> Any:
     """Parse and check the input options, then run the estimate (exit 2 on any bad input)."""
     from s2teardown.core.prices import Placement
     from s2teardown.features.estimate import estimate as run
-    from s2teardown.inputs.machine import load_machine
+    from s2teardown.inputs.machine import apply_sets, load_machine
     from s2teardown.inputs.units import parse_backing, parse_range, parse_size
     from s2teardown.inputs.variants import load_variants
     from s2teardown.inputs.workload import Workload
@@ -200,7 +214,7 @@ def build_estimate(
             raise UserError("--placement", None, None, "three fractions L,S,R in [0,1] summing to 1",
                             repr(placement))
         pl = Placement(*fr)
-    m = load_machine(machine, flag="--machine")
+    m = apply_sets(load_machine(machine, flag="--machine"), sets)
     vs = load_variants(variants_file)
     names = [n.strip() for item in variants for n in item.split(",") if n.strip()]
     chosen = vs.select(names) if names or not kernels else []
@@ -222,7 +236,8 @@ def build_estimate(
         sc = load_scenario(scenario, flag="--scenario")
         est = estimate_scenario(m, chosen, sc, baseline=baseline, placement=pl, preempt=preempt,
                                 watchdog_thresh_s=watchdog_thresh)
-        return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings))
+        return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings),
+                                   assumptions=(*what_if_note(m), *est.assumptions))
     gran = GRANULE_BYTES[granule]
     w = Workload(vm_bytes=vm_bytes, backing=back, mapped=mapped, device_fraction=device,
                  memslots=memslots, ipa_bits=bits, granule=gran, ram_base=base_b, event=event,
@@ -230,12 +245,14 @@ def build_estimate(
     try:
         est = run(m, chosen, w, baseline=baseline, default_backing=backing is None, preempt=preempt,
                   watchdog_thresh_s=watchdog_thresh)
-        return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings))
+        return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings),
+                                   assumptions=(*what_if_note(m), *est.assumptions))
     except ValueError as exc:
         msg = str(exc)
         flag, _, rest = msg.partition(": ")
         given = {"vm": vm, "range": range_, "memslots": str(memslots), "backing": backing,
-                 "ram-base": ram_base, "mapped": str(mapped), "device": str(device), "event": event}
+                 "ram-base": ram_base, "mapped": str(mapped), "device": str(device), "event": event,
+                 "placement": placement}
         if not rest:
             flag, rest = "vm", msg
         got = given.get(flag) or ""

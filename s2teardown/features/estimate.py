@@ -116,6 +116,10 @@ def machine_prices(machine: Machine, placement: Placement | None = None) -> tupl
         float(machine.value("same_socket")),
         float(machine.value("remote_socket")),
     )
+    if int(machine.value("sockets")) == 1 and pl.remote_socket > 0:
+        raise ValueError(
+            f"placement: expected no remote-socket share on {machine.name}, which has one socket"
+        )
     topo = Topology(
         sockets=int(machine.value("sockets")),
         cores_per_socket=int(machine.value("cores_per_socket")),

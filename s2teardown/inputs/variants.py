@@ -58,6 +58,7 @@ class Variant:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     origin: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, field) -> variant
     source: str = ""  # file it came from
+    source_sha256: str = ""  # and that file's sha256
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,9 @@ def load_variants(extra: str | Path | None = None) -> VariantSet:
     raw: list[tuple[dict[str, Any], str, Any]] = []
     for doc in docs:
         raw.extend(_entries(doc))
-    return VariantSet(_resolve(raw), tuple(docs))
+    digest = {d.name: d.sha256 for d in docs}
+    return VariantSet(tuple(replace(v, source_sha256=digest.get(v.source, "")) for v in _resolve(raw)),
+                      tuple(docs))
 
 
 def _err(doc: YamlDocument, container: Any, key: Any, fld: str, expected: str, got: str,

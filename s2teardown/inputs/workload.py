@@ -40,7 +40,7 @@ from s2teardown.core.layout import (
 )
 from s2teardown.core.prices import Placement
 from s2teardown.inputs.paths import PATH_NAMES, RANGED
-from s2teardown.inputs.units import format_size
+from s2teardown.inputs.units import format_size, short_size
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -99,7 +99,15 @@ class Workload:
         slot = self.vm_bytes // self.memslots
         for leaf, _ in self.backing:
             if leaf not in g.leaf_sizes:
-                raise ValueError(f"backing: {leaf} bytes is not a leaf size here {g.leaf_sizes}")
+                sizes = ", ".join(short_size(s) for s in g.leaf_sizes)
+                raise ValueError(
+                    f"backing: expected leaf sizes the {format_size(g.granule)} granule maps ({sizes})"
+                )
+            if self.vm_bytes % leaf:
+                raise ValueError(
+                    f"vm: expected a whole number of {format_size(leaf)} leaves (--backing), "
+                    f"at least {format_size(leaf)}"
+                )
             if slot % leaf:
                 raise ValueError(
                     f"memslots: expected memslots that each hold whole {format_size(leaf)} leaves "

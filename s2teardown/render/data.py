@@ -13,7 +13,7 @@ from typing import Any
 
 from s2teardown.core.vocabulary import EVENTS, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.features.estimate import Estimate
-from s2teardown.inputs.units import format_ns
+from s2teardown.inputs.units import backing_label, format_ns
 from s2teardown.render.envelope import envelope, to_json
 
 __all__ = ["estimate_csv", "estimate_document", "estimate_markdown", "to_json"]
@@ -69,8 +69,10 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
                 "operations": {op: int(n) for op, n in zip(OPS, ops_total[v], strict=True)},
             }
         )
-    inputs: dict[str, Any] = {"machine": {"name": m.name, "path": m.path, "sha256": m.sha256}}
-    inputs["variants"] = sorted({(var.source) for var in e.variants})
+    inputs: dict[str, Any] = {"machine": {"name": m.name, "path": m.path, "sha256": m.sha256,
+                                          "what_if": list(m.what_if)}}
+    inputs["variants"] = [{"path": path, "sha256": sha}
+                          for path, sha in sorted({(v.source, v.source_sha256) for v in e.variants})]
     return envelope(
         "estimate",
         warnings=e.warnings,
@@ -122,13 +124,23 @@ def estimate_csv(e: Estimate) -> str:
     doc = estimate_document(e)
     out = io.StringIO()
     wr = csv.writer(out, lineterminator="\n")
-    wr.writerow(["machine", "variant", "phase", "time_ns", "share", "assumed", "note"])
+    w = doc["workload"]
+    if e.workload is not None:
+        workload = [w["event"], w["vm_bytes"], backing_label(e.workload.backing), w["memslots"],
+                    w["granule_bytes"], w["ipa_bits"]]
+    else:
+        workload = [e.scenario.event_form or "invocations", e.scenario.layout.mapped_bytes, "scenario",
+                    len(e.scenario.layout.memslots), w["granule_bytes"], w["ipa_bits"]]
+    what_if = "; ".join(e.machine.what_if)
+    wr.writerow(["machine", "event", "vm_bytes", "backing", "memslots", "granule_bytes", "ipa_bits",
+                 "variant", "phase", "time_ns", "share", "assumed", "note", "what_if"])
     for v in doc["variants"]:
         for p in v["phases"]:
             share = "" if p["share"] is None else repr(p["share"])
-            wr.writerow([e.machine.name, v["name"], p["phase"], repr(p["time_ns"]), share,
-                         int(p["assumed"]), p["note"] or ""])
-        wr.writerow([e.machine.name, v["name"], "stage2_total", repr(v["stage2_ns"]), "1.0", "", ""])
+            wr.writerow([e.machine.name, *workload, v["name"], p["phase"], repr(p["time_ns"]), share,
+                         int(p["assumed"]), p["note"] or "", what_if])
+        wr.writerow([e.machine.name, *workload, v["name"], "stage2_total", repr(v["stage2_ns"]),
+                     "1.0", "", "", what_if])
     return out.getvalue()
 
 

@@ -14,7 +14,13 @@ from s2teardown.inputs.machine.fields import (
     THETA_FIELDS,
     Field,
 )
-from s2teardown.inputs.machine.load import Machine, Param, load_machine, machine_from_text
+from s2teardown.inputs.machine.load import (
+    Machine,
+    Param,
+    apply_sets,
+    load_machine,
+    machine_from_text,
+)
 from s2teardown.inputs.machine.reference import json_schema, machine_format_markdown
 
 __all__ = [
@@ -29,6 +35,7 @@ __all__ = [
     "Field",
     "Machine",
     "Param",
+    "apply_sets",
     "json_schema",
     "load_machine",
     "machine_format_markdown",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -104,6 +104,8 @@ class Machine:
     path: str | None = None
     sha256: str | None = None
     text: str | None = None
+    #: What-ifs applied to the file's values (``--set``), as ``name = value (was …)``.
+    what_if: tuple[str, ...] = ()
 
     # -- lookup --------------------------------------------------------------------------------
     def section(self, group: str) -> Mapping[str, Param]:
@@ -205,10 +207,35 @@ class Machine:
         sec[key] = new
         if group == "prices":
             sec = {op: sec[op] for op in OPS if op in sec}
-        changes: dict[str, Any] = {group: MappingProxyType(sec)}
+        was_text = "derived" if old is None else f"{old.value}"
+        changes: dict[str, Any] = {
+            group: MappingProxyType(sec),
+            "what_if": (*self.what_if, f"{f.qualified if group == 'prices' else key} = {checked} (was {was_text})"),
+        }
         out = dataclasses.replace(self, **changes)
         _cross_check(out, None)
         return out
+
+
+def apply_sets(machine: Machine, sets: Sequence[str], flag: str = "--set") -> Machine:
+    """The machine with each ``PARAM=VALUE`` what-if applied in order (one-line errors naming
+    ``flag``): a parameter (``hvc_ns``), ``cmo_outstanding``, or an explicit price (``prices.hvc``)."""
+    for item in sets:
+        name, sep, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not sep or not name or not raw:
+            raise UserError(flag, None, None, "PARAM=VALUE, e.g. interconnect_latency_ns=300",
+                            describe(item))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UserError(flag, None, None, f"a number after {name}=", describe(raw)) from None
+        try:
+            machine = machine.replace_parameter(name, value)
+        except UserError as exc:
+            expected = f"{exc.field}: {exc.expected}" if exc.field else exc.expected
+            raise UserError(flag, None, None, expected, exc.got, exc.hint) from None
+    return machine
 
 
 def _what_if_target(name: str) -> tuple[str, str]:

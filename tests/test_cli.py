@@ -290,3 +290,25 @@ def test_errors_blame_the_flag_that_is_wrong(capsys) -> None:
     assert code == 2 and "--placement: expected no remote-socket share on rpi4, which has one socket" in err
     code, _, err = run(capsys, "estimate", "--vm", "3G", "--memslots", "2", "--backing", "1G")
     assert code == 2 and err.startswith("s2teardown: error: --memslots: expected memslots that each hold whole 1 GiB")
+
+
+def test_output_extension_picks_the_format(tmp_path: Path, capsys) -> None:
+    base = ("estimate", "--vm", "1G", "--variants", "v5.5")
+    for name, check in (("e.json", lambda t: json.loads(t)["command"] == "estimate"),
+                        ("e.csv", lambda t: t.startswith("machine,event,vm_bytes")),
+                        ("e.md", lambda t: "| phase |" in t),
+                        ("e.txt", lambda t: t.startswith("s2teardown estimate"))):
+        code, _, err = run(capsys, *base, "-o", str(tmp_path / name))
+        assert code == 0, err
+        assert check((tmp_path / name).read_text()), name
+    # --format wins over the extension
+    code, _, _ = run(capsys, *base, "-o", str(tmp_path / "x.json"), "--format", "csv")
+    assert code == 0 and (tmp_path / "x.json").read_text().startswith("machine,")
+
+
+def test_set_on_sweep_and_plan(capsys) -> None:
+    code, out, err = run(capsys, "sweep", "--vm", "1G", "--variants", "v5.5", "--set", "hvc_ns=300",
+                         "--format", "json")
+    assert code == 0 and any("hvc_ns = 300.0" in a for a in json.loads(out)["assumptions"])
+    code, out, _ = run(capsys, "plan", "example", "--set", "hvc_ns=300", "--format", "json")
+    assert code == 0 and any("hvc_ns = 300.0" in a for a in json.loads(out)["assumptions"])

@@ -76,6 +76,31 @@ def output_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Write to FILE (atomically) instead of stdout.")(fn)
 
 
+#: ``-o FILE``'s extension picks the format unless ``--format`` says otherwise.
+FORMAT_OF_EXTENSION = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown",
+                       ".txt": "table"}
+
+
+def format_from_extension(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Put right above the command's ``def``: with ``-o FILE`` and no ``--format`` on the
+    command line, the format is the one FILE's extension names (when the command offers it)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        out = kwargs.get("output")
+        if out and "fmt" in kwargs and ctx.get_parameter_source("fmt") == click.core.ParameterSource.DEFAULT:
+            want = FORMAT_OF_EXTENSION.get(os.path.splitext(out)[1].lower())
+            param = next((p for p in ctx.command.params if p.name == "fmt"), None)
+            choices = getattr(getattr(param, "type", None), "choices", ())
+            if want in choices:
+                kwargs["fmt"] = want
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--format`` with these choices, the first being the default."""
     return click.option("--format", "fmt", type=click.Choice(list(choices)), default=choices[0],

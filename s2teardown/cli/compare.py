@@ -11,6 +11,7 @@ from s2teardown.cli.common import (
     build_estimate,
     console,
     emit,
+    format_from_extension,
     format_option,
     input_options,
     output_option,
@@ -45,6 +46,7 @@ def _input_options_except(*names: str) -> Callable[[Callable[..., Any]], Callabl
 )
 @format_option("table", "json", "markdown")
 @output_option
+@format_from_extension
 def compare(machines: Sequence[str], fmt: str, output: str | None, **inputs: Any) -> None:
     """Machines, variants or kernels side by side for one workload.
 

@@ -12,6 +12,7 @@ from s2teardown.cli.common import (
     build_estimate,
     console,
     emit,
+    format_from_extension,
     format_option,
     input_options,
     output_option,
@@ -32,6 +33,7 @@ from s2teardown.errors import UserError
 @click.option("--sensitivity", is_flag=True,
               help="Elasticity of each total to each parameter, and the share resting on assumed values.")
 @output_option
+@format_from_extension
 def estimate(fmt: str, formulas: bool, samples: int | None, seed: int | None, distribution: str,
              sensitivity: bool, output: str | None, **inputs: Any) -> None:
     """Per-phase cost of tearing down one VM, for every kernel variant.
@@ -135,6 +137,7 @@ def estimate(fmt: str, formulas: bool, samples: int | None, seed: int | None, di
 @input_options
 @format_option("table", "json")
 @output_option
+@format_from_extension
 def explain(fmt: str, output: str | None, **inputs: Any) -> None:
     """The call path of one variant as a tree: phases, kernel functions, instructions.
 

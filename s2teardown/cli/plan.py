@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from s2teardown.cli.common import console, emit, format_option, output_option
+from s2teardown.cli.common import (
+    SET_OPTION,
+    console,
+    emit,
+    format_from_extension,
+    format_option,
+    output_option,
+    what_if_note,
+)
 
 
 @click.command()
@@ -27,10 +35,13 @@ from s2teardown.cli.common import console, emit, format_option, output_option
     help="Share of a broadcast TLBI's price each other PE spends handling it (the cost "
     "on other cores).",
 )
+@SET_OPTION
 @format_option("table", "json", "markdown")
 @output_option
+@format_from_extension
 def plan(
-    fleet: str, concurrency: int | None, remote_tlbi_fraction: float, fmt: str, output: str | None
+    fleet: str, concurrency: int | None, remote_tlbi_fraction: float, sets: tuple[str, ...],
+    fmt: str, output: str | None
 ) -> None:
     """CPU time a fleet spends tearing VMs down, per kernel variant.
 
@@ -54,11 +65,17 @@ def plan(
       s2teardown plan configs/fleets/example.yaml --concurrency 16 --format json
       s2teardown plan my-fleet.yaml --remote-tlbi-fraction 0.25 --format markdown
     """
+    import dataclasses
+
     from s2teardown.errors import UserError
     from s2teardown.features.plan import load_fleet
     from s2teardown.features.plan import plan as make_plan
+    from s2teardown.inputs.machine import apply_sets
 
     f = load_fleet(fleet)
+    if sets:
+        f = dataclasses.replace(f, machine=apply_sets(f.machine, sets))
+    notes = what_if_note(f.machine)
     try:
         p = make_plan(f, concurrency=concurrency, remote_tlbi_fraction=remote_tlbi_fraction)
     except ValueError as exc:
@@ -68,12 +85,13 @@ def plan(
         from s2teardown.render.envelope import envelope, to_json
 
         body = p.as_dict()
+        body["assumptions"] = [*notes, *body["assumptions"]]
         doc = envelope("plan", warnings=body.pop("warnings", ()), **body)
         emit(to_json(doc), output)
     elif fmt == "markdown":
-        emit(_markdown(p), output)
+        emit(_markdown(p, notes), output)
     else:
-        _table(p, output)
+        _table(p, output, notes)
     if fmt != "table":
         for w in p.warnings:
             click.echo(f"s2teardown: warning: {w}", err=True)
@@ -137,7 +155,7 @@ def _header(p: Any) -> list[str]:
     ]
 
 
-def _table(p: Any, output: str | None) -> None:
+def _table(p: Any, output: str | None, notes: list[str]) -> None:
     from rich.console import Console, Group
     from rich.table import Table
     from rich.text import Text
@@ -153,7 +171,7 @@ def _table(p: Any, output: str | None) -> None:
     parts: list[Any] = [Text("s2teardown plan", style="bold")]
     parts += [Text(line) for line in _header(p)]
     parts += [Text(""), t, Text("")]
-    parts += [Text(f"assumption: {a}", style="dim") for a in ASSUMPTIONS]
+    parts += [Text(f"assumption: {a}", style="dim") for a in (*notes, *ASSUMPTIONS)]
     parts += [Text(f"warning: {w}", style="bold yellow") for w in p.warnings]
     if output:
         import io
@@ -165,7 +183,7 @@ def _table(p: Any, output: str | None) -> None:
     console().print(Group(*parts))
 
 
-def _markdown(p: Any) -> str:
+def _markdown(p: Any, notes: list[str]) -> str:
     from s2teardown.features.plan import ASSUMPTIONS
 
     head, rows = _cells(p)
@@ -173,7 +191,7 @@ def _markdown(p: Any) -> str:
     lines = [line + "  " for line in lines]
     lines += ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += [""] + [f"- {a}" for a in ASSUMPTIONS] + [f"- **warning:** {w}" for w in p.warnings]
+    lines += [""] + [f"- {a}" for a in (*notes, *ASSUMPTIONS)] + [f"- **warning:** {w}" for w in p.warnings]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,17 @@ from typing import Any, TextIO
 
 import click
 
-from s2teardown.cli.common import EVENT_CHOICES, SIZE_HELP, console, emit, fail, output_option
+from s2teardown.cli.common import (
+    EVENT_CHOICES,
+    SET_OPTION,
+    SIZE_HELP,
+    console,
+    emit,
+    fail,
+    format_from_extension,
+    output_option,
+    what_if_note,
+)
 from s2teardown.errors import UserError
 from s2teardown.inputs.units import GRANULE_BYTES, backing_label
 
@@ -122,7 +132,9 @@ def progress_wanted(quiet: bool, stream: TextIO | Any) -> bool:
     "(matplotlib).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes on stderr.")
+@SET_OPTION
 @output_option
+@format_from_extension
 def sweep(
     vms: Sequence[str],
     backings: Sequence[str],
@@ -138,6 +150,7 @@ def sweep(
     fmt: str,
     plot: str | None,
     quiet: bool,
+    sets: Sequence[str],
     output: str | None,
 ) -> None:
     """Sweep VM sizes, backings, machines and events: every variant at every point.
@@ -155,7 +168,7 @@ def sweep(
       s2teardown sweep --vm 16G,64G --event exit --event munmap --kernel 5.5 --kernel 6.8
     """
     from s2teardown.features.sweep import check_sweep_size, parse_sizes, run_sweep, select_variants
-    from s2teardown.inputs.machine import load_machine
+    from s2teardown.inputs.machine import apply_sets, load_machine
     from s2teardown.inputs.units import parse_backing
     from s2teardown.inputs.variants import load_variants
     from s2teardown.render.plot import plot_format, plot_sweep, require_matplotlib
@@ -186,7 +199,7 @@ def sweep(
     vs = load_variants(variants_file)
     chosen, base_idx = select_variants(vs, variants, kernels, baseline)
     check_sweep_size(len(names), len(sizes), len(backs), len(evs), len(chosen))
-    ms = [load_machine(n, flag="--machine") for n in names]
+    ms = [apply_sets(load_machine(n, flag="--machine"), sets) for n in names]
     gran = GRANULE_BYTES[granule]
 
     total = len(ms) * len(sizes) * len(backs) * len(evs)
@@ -228,14 +241,20 @@ def sweep(
 
         body = result.as_dict()
         doc = envelope("sweep", warnings=body.pop("warnings", ()), **body)
+        notes = [n for m in ms for n in what_if_note(m)]
         if not backings:
-            doc["assumptions"] = ["backing defaults to 2 MiB leaves (THP); set --backing"]
+            notes.append("backing defaults to 2 MiB leaves (THP); set --backing")
+        if notes:
+            doc["assumptions"] = notes
         emit(to_json(doc), output)
     else:
         _table(result, output, default_backing=not backings)
     if fmt != "table":
         for w in result.warnings:
             click.echo(f"s2teardown: warning: {w}", err=True)
+    for m in ms:
+        for n in what_if_note(m):
+            click.echo(f"s2teardown: note: {n}", err=True)
     if plot is not None:
         plot_sweep(result, plot)
         if not quiet:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from s2teardown.cli.common import EXIT_OK, EXIT_REGRESSION, console, emit
+from s2teardown.cli.common import EXIT_OK, EXIT_REGRESSION, console, emit, format_from_extension
 from s2teardown.errors import UserError
 
 REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
@@ -200,6 +200,7 @@ def table(spec: str, output: str | None, quiet: bool, embed_inputs: bool) -> Non
     metavar="FILE",
     help="Write the report (not the table) to FILE instead of stdout.",
 )
+@format_from_extension
 def check(
     table_file: str, rtol: float, atol: float, fmt: str, gate: str, update: bool,
     output: str | None,
@@ -288,6 +289,7 @@ def _exit(code: int) -> None:
 )
 @click.option("--format", "fmt", type=REPORT_FORMATS, default="table", show_default=True)
 @click.option("-o", "--output", default=None, metavar="FILE", help="Write the report to FILE.")
+@format_from_extension
 def diff(old: str, new: str, rtol: float, atol: float, fmt: str, output: str | None) -> None:
     """Two cost tables side by side: old → new, amount and percent, per row and variant, and in
     total.  Exit 0 (3 if nothing is comparable).

@@ -312,3 +312,20 @@ def test_set_on_sweep_and_plan(capsys) -> None:
     assert code == 0 and any("hvc_ns = 300.0" in a for a in json.loads(out)["assumptions"])
     code, out, _ = run(capsys, "plan", "example", "--set", "hvc_ns=300", "--format", "json")
     assert code == 0 and any("hvc_ns = 300.0" in a for a in json.loads(out)["assumptions"])
+
+
+def test_machines_show_formats_with_derived_prices(capsys) -> None:
+    import yaml
+
+    code, out, _ = run(capsys, "machines", "show", "d05", "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["command"] == "machines show"
+    m = doc["machine"]
+    assert m["parameters"]["hvc_ns"]["value"] == 150 and m["parameters"]["hvc_ns"]["note"]
+    prices = {p["op"]: p for p in m["derived_prices"]}
+    # a local-only TLBI-free price checked by hand: the hyp call is hvc_ns itself on d05
+    assert prices["hvc"]["ns"] == 150.0 and prices["hvc"]["from"] == "1·hvc_ns"
+    code, out, _ = run(capsys, "machines", "show", "d05", "--format", "yaml", "--set", "hvc_ns=90")
+    y = yaml.safe_load(out)
+    assert code == 0 and y["what_if"] == ["hvc_ns = 90.0 (was 150.0)"]
+    assert {p["op"]: p["ns"] for p in y["derived_prices"]}["hvc"] == 90.0

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import click
 
-from s2teardown.cli.common import console
+from s2teardown.cli.common import SET_OPTION, console
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,21 +54,63 @@ def machines_list(fmt: str) -> None:
 
 @machines.command("show")
 @click.argument("machine")
-def machines_show(machine: str) -> None:
-    """Show a machine's values, each with its source."""
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table",
+              show_default=True)
+@SET_OPTION
+def machines_show(machine: str, fmt: str, sets: tuple[str, ...]) -> None:
+    """Show a machine's values, each with its source, range and note, and the price of every
+    operation derived from them (what `estimate` uses, at the machine's own placement).
+
+    \b
+    Examples:
+      s2teardown machines show d05
+      s2teardown machines show graviton3 --format json
+      s2teardown machines show d05 --set interconnect_latency_ns=300 --format yaml
+    """
+    from s2teardown.core.vocabulary import OPS
+    from s2teardown.features.estimate import machine_prices
+    from s2teardown.inputs.machine import apply_sets, load_machine
+
+    m = apply_sets(load_machine(machine, flag="MACHINE"), sets)
+    prices, placement = machine_prices(m)
+    derived = []
+    for i, op in enumerate(OPS):
+        how = ("explicit price in the machine file" if op in prices.overridden else
+               " + ".join(f"{prices.design[i, c]:.4g}·{f}" for c, f in enumerate(prices.theta_fields)
+                          if prices.design[i, c] != 0) or "0")
+        derived.append({"op": op, "ns": float(prices.ops[i]), "from": how,
+                        "assumed": op in prices.assumed_ops})
+    body = {**m.as_dict(), "what_if": list(m.what_if), "derived_prices": derived}
+    if fmt == "json":
+        from s2teardown.render.envelope import envelope, to_json
+
+        click.echo(to_json(envelope("machines show", **{"machine": body})), nl=False)
+        return
+    if fmt == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=100), nl=False)
+        return
     from rich.table import Table
 
-    from s2teardown.inputs.machine import load_machine
-
-    m = load_machine(machine, flag="MACHINE")
     t = Table(title=f"{m.name} — {m.description}", box=None, header_style="bold")
-    for c in ("section", "field", "value", "source", "range"):
+    for c in ("section", "field", "value", "source", "range", "note"):
         t.add_column(c)
     for section in ("topology", "features", "placement", "parameters", "prices"):
         for name, p in getattr(m, section).items():
             rng = "" if p.min is None else f"{p.min:g}..{p.max:g}"
-            t.add_row(section, name, str(p.value), p.source, rng)
-    console().print(t)
+            t.add_row(section, name, str(p.value), p.source, rng, p.note or "")
+    d = Table(title="derived prices (ns per operation)", box=None, header_style="bold")
+    for c in ("op", "ns", "from"):
+        d.add_column(c)
+    for row in derived:
+        d.add_row(str(row["op"]), f"{row['ns']:.4g}" + ("*" if row["assumed"] else ""), str(row["from"]))
+    con = console()
+    con.print(t)
+    con.print()
+    con.print(d)
+    for note in m.what_if:
+        con.print(f"what-if (--set): {note}")
 
 
 @machines.command("validate")

@@ -3,7 +3,7 @@
 This is the baseline of figure 2 of ``benchmarks/run.py``.  It evaluates the *uniform exit
 workload* (one memslot; RAM backed by a mix of leaf sizes, then an optional run of device
 pages; the whole IPA space torn down by ``kvm_free_stage2_pgd``) with an **independent closed
-form** — DOMAIN.md §4 — and no numpy inside the loop:
+form** — docs/model.md §5 — and no numpy inside the loop:
 
 * leaves: every mapped leaf goes (``n4`` pages, ``n4d`` of them device, ``n2`` PMD blocks,
   ``n1`` PUD blocks);

@@ -721,7 +721,7 @@ def sweep_child(n: int, chunk: int) -> dict[str, Any]:
         parts = []
         for _, _, b in grouped_batches(vm, mapped, share):
             bd = evaluate(b, specs, mi, with_segments=False)
-            parts.append((bd.time_ns[..., stage2].sum(axis=-1), bd.dominant))  # (S, V) each
+            parts.append((bd.time_ns[..., stage2].sum(axis=-1), bd.dominant_phase))  # (S, V) each
             del bd
         tot = np.concatenate([p[0] for p in parts])  # Stage-2 total
         d = np.concatenate([p[1] for p in parts])  # index into PHASES of the dominant phase

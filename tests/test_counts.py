@@ -1,4 +1,4 @@
-"""Exact counts of the vectorised model against integer literals worked by hand (DOMAIN.md §4).
+"""Exact counts of the vectorised model against integer literals worked by hand (docs/model.md §5).
 
 Every expected number is derived in the comment beside it; none comes from the code under test.
 """
@@ -27,7 +27,7 @@ def test_64g_4k_leaves_exit() -> None:
     ev = events(Workload(64 * G, backing=((4 * K, 100.0),)))
     # 64 GiB / 4 KiB = 16,777,216 PTEs; PTE tables 64 GiB / 2 MiB = 32,768; PMD tables 64
     assert ev["pte_clear"] == 16_777_216
-    assert ev["tlb_flush_vmid_ipa"] == 16_810_048  # 16,777,216 + 32,768 + 64 (DOMAIN §4)
+    assert ev["tlb_flush_vmid_ipa"] == 16_810_048  # 16,777,216 + 32,768 + 64 (docs/model.md §5)
     assert ev["dc_civac_line"] == 2**30  # 64 GiB / 64 B
     assert ev["dcache_flush_call"] == 16_777_216
     assert ev["table_clear"] == 32_832  # tables freed by the walk
@@ -129,7 +129,7 @@ def test_cache_line_size(line: int, lines: int) -> None:
 @pytest.mark.parametrize(
     ("granule", "small", "blocks", "resched"),
     [
-        # DOMAIN §4 other granules, 64 GiB, 40-bit IPA
+        # docs/model.md §5 other granules, 64 GiB, 40-bit IPA
         (16 * K, 4_196_352, 2_048, 32_767),  # 4 Mi pages + 2048 tables; 32 MiB blocks
         (64 * K, 1_048_704, 128, 2_047),  # 1 Mi pages + 128 tables; 512 MiB blocks
     ],

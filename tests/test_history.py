@@ -1,7 +1,7 @@
 """The later mainline variants (v5.9 ... v6.19) against counts worked out by hand.
 
 Every expected number is an integer literal derived in the comment next to it from the workload
-and the variant's strategies (configs/variants.yaml, DOMAIN.md §5, docs/model.md "Later
+and the variant's strategies (configs/variants.yaml, docs/model.md "Later
 kernels"), never computed by the code under test.  The counts come from the closed forms
 (`counts.count` on `workload.uniform_batch`) with the bundled variant rows, and a few from
 `api.estimate` / the CLI with bundled machines (graviton3: FWB + TLBIRANGE; d05: neither).

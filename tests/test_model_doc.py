@@ -230,7 +230,7 @@ def test_hand_derivation_adds_up() -> None:
     for event, (s0, s1) in SEGMENTS.items():
         if event not in ("host_page_free", "host_folio_free"):
             assert s0 + s1 == TOTAL.get(event, 0), event
-    # DOMAIN §4 identities: TLBI calls = put_page = leaves + tables; lines = bytes / 64
+    # docs/model.md §5 identities: TLBI calls = put_page = leaves + tables; lines = bytes / 64
     assert TOTAL["tlb_flush_vmid_ipa"] == TOTAL["pte_clear"] + TOTAL["block_clear"] + TOTAL["table_clear"]
     assert TOTAL["dc_civac_line"] == (TOTAL["pte_clear"] * 4 * K + TOTAL["block_clear"] * 2 * M) // 64
 
@@ -313,7 +313,7 @@ def test_other_variants_and_machines() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# DOMAIN §4 (docs/model.md §5)
+# docs/model.md §5
 
 LEAF = {"4K": 4 * K, "16K": 16 * K, "64K": 64 * K, "2M": 2 * M, "32M": 32 * M, "512M": 512 * M, "1G": G}
 

@@ -400,9 +400,9 @@ def test_differs_most_is_not_the_dominant_phase() -> None:
     t[2, [cmo, tlbi, walk]] = [90.0, 50.0, 15.0]  # cmo −10 and walk +10 tie: the earlier phase
     t[:, PHASE_INDEX["host_free"]] = [0.0, 1e9, 0.0]  # outside Stage-2: never "differs most"
     c = Comparison(("a", "b", "c"), ("m",) * 3, ("a", "b", "c"), t)
-    assert c.dominant == ["cmo", "cmo", "cmo"]
+    assert c.dominant_phase == ["cmo", "cmo", "cmo"]
     assert c.differs_most() == [None, ("tlbi", -40.0), ("walk", 10.0)]
-    assert c.most_different() == ("tlbi", 40.0)
+    assert c.most_different_phase() == ("tlbi", 40.0)
     assert list(c.speedup) == pytest.approx([1.0, 155 / 115, 155 / 155])
 
 

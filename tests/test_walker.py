@@ -105,7 +105,7 @@ def test_exit_64g_of_2m_blocks_stock() -> None:
             "block_clear": 32_768,
             "table_clear": 64,  # the 64 PMD tables, emptied
             "put_page": 32_832,  # 32,768 blocks + 64 table entries
-            "tlb_flush_vmid_ipa": 32_832,  # 32,768 blocks + 64 PMD tables (DOMAIN §4)
+            "tlb_flush_vmid_ipa": 32_832,  # 32,768 blocks + 64 PMD tables (docs/model.md §5)
             "dcache_flush_call": 32_768,  # one per block
             "dc_civac_line": 1_073_741_824,  # 32,768 * 32,768 = 2**30 (64 GiB / 64 B)
             "table_free": 66,  # 64 PMD tables + 2 pgd pages
@@ -177,7 +177,7 @@ def test_exit_64g_of_1g_blocks(cache_line: int, lines: int) -> None:
             "entry_visit": 1_024,
             "block_clear": 64,
             "put_page": 64,  # on the pgd pages
-            "tlb_flush_vmid_ipa": 64,  # DOMAIN §4: 64 with 1 GiB blocks
+            "tlb_flush_vmid_ipa": 64,  # docs/model.md §5: 64 with 1 GiB blocks
             "dcache_flush_call": 64,
             "dc_civac_line": lines,
             "table_free": 2,  # only the pgd pages
@@ -190,7 +190,7 @@ def test_exit_64g_of_1g_blocks(cache_line: int, lines: int) -> None:
 def test_exit_1g_of_4k_pages() -> None:
     # 1 GiB at GPA 1 GiB of 4 KiB pages: 262,144 PTEs in 512 PTE tables under 1 PMD table.
     # (64 GiB of 4 KiB pages would be 64 times this: 64 * 262,657 = 16,810,048 TLBI calls, the
-    # DOMAIN §4 figure; 16.8 M PTEs is too slow for a unit test.)
+    # docs/model.md §5 figure; 16.8 M PTEs is too slow for a unit test.)
     lay = layout(G40, [(1 * G, 2 * G)], [(1 * G, 2 * G, 4 * K, 0)])
     r = walk(lay, exit_event(lay), STOCK_ALL, fwb=False, cache_line=64)
     check(
@@ -209,7 +209,7 @@ def test_exit_1g_of_4k_pages() -> None:
             "host_page_free": 262_144,
         },
     )
-    # the whole 1 GiB is one stretch under the lock (DOMAIN §4 "longest stretch": 262,656 TLBI
+    # the whole 1 GiB is one stretch under the lock (docs/model.md §5 "longest stretch": 262,656 TLBI
     # calls per 1 GiB entry; here + 1 for the PMD table, which this entry also empties)
     longest = max(int(s[EVENTS.index("tlb_flush_vmid_ipa")]) for s in r.segments)
     assert longest == 262_657

@@ -113,9 +113,9 @@ def _summary(cmp: Any) -> list[tuple[str, list[str]]]:
     dm = cmp.differs_most()
     return [
         ("Stage-2 total", [format_ns(float(x)) for x in cmp.stage2_ns]),
-        ("host free (outside Stage-2)", [format_ns(float(x)) for x in cmp.host_ns]),
+        ("host free (outside Stage-2)", [format_ns(float(x)) for x in cmp.host_free_ns]),
         (f"speedup vs {cmp.labels[0]}", [format_speedup(float(x)) for x in cmp.speedup]),
-        ("dominant", list(cmp.dominant)),
+        ("dominant", list(cmp.dominant_phase)),
         (
             f"differs most from {cmp.labels[0]}",
             ["—" if d is None else f"{d[0]} ({format_delta(d[1])})" for d in dm],
@@ -126,10 +126,15 @@ def _summary(cmp: Any) -> list[tuple[str, list[str]]]:
 def _spread_line(cmp: Any) -> str:
     from s2teardown.inputs.units import format_ns
 
-    md = cmp.most_different()
+    md = cmp.most_different_phase()
     if md is None:
         return "every Stage-2 phase takes the same time in every entry"
     return f"the phase that differs most across all: {md[0]} (spread {format_ns(md[1])})"
+
+
+def _same_line(cmp: Any) -> str:
+    """What the column labels leave out because every entry shares it."""
+    return "every entry: " + "; ".join(f"{k} {v}" for k, v in cmp.same.items())
 
 
 def _table(cmp: Any, header: str, warnings: list[str], output: str | None) -> None:
@@ -157,6 +162,7 @@ def _table(cmp: Any, header: str, warnings: list[str], output: str | None) -> No
     parts: list[Any] = [
         Text("s2teardown compare", style="bold"),
         Text(header),
+        *([Text(_same_line(cmp))] if cmp.same else []),
         Text(""),
         t,
         Text(""),
@@ -179,6 +185,7 @@ def _markdown(cmp: Any, header: str, warnings: list[str]) -> str:
 
     lines = [
         f"**compare** — {header}",
+        *(["", _same_line(cmp)] if cmp.same else []),
         "",
         "| phase | " + " | ".join(cmp.labels) + " |",
         "|---|" + "---:|" * len(cmp.labels),

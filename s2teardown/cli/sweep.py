@@ -275,7 +275,7 @@ def _table(result: Any, output: str | None, *, default_backing: bool) -> None:
     for c in ("Stage-2", "host free†", f"speedup vs {result.variants[result.baseline]}"):
         t.add_column(c, justify="right", no_wrap=True)
     t.add_column("dominant", no_wrap=True)
-    s2, host, speed, dom = result.stage2_ns, result.host_ns, result.speedup, result.dominant
+    s2, host, speed, dom = result.stage2_ns, result.host_free_ns, result.speedup, result.dominant_phase
     for m, n, b, e in result.points():
         for v, name in enumerate(result.variants):
             t.add_row(

@@ -1,7 +1,7 @@
 """What a kernel variant does on one kind of invocation (teardown, unmap, clear).
 
 A variant (configs/variants.yaml, loaded by `variants.py`) holds one `Behaviour` per invocation
-kind.  The fields are the strategies of DOMAIN.md §5; every count the model makes is gated by
+kind.  The fields are the strategies of docs/model.md §8; every count the model makes is gated by
 exactly these fields plus the machine's features.  Pure data.
 """
 

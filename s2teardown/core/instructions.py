@@ -12,7 +12,7 @@ real kernels by `make validate-kernel`).  The v5.5 sources:
 * ``kvm_tlb_flush_vmid_ipa`` -> ``kvm_call_hyp(__kvm_tlb_flush_vmid_ipa)``
   (arch/arm64/kvm/hyp/tlb.c): ``dsb ishst``; VMID switch (VTTBR, and HCR_EL2.TGE on VHE) + ``isb``;
   ``tlbi ipas2e1is``; ``dsb ish``; ``tlbi vmalle1is``; ``dsb ish``; ``isb``; switch back.  One HVC
-  on nVHE; ``kvm_call_hyp`` adds an ``isb`` on VHE.  Net (DOMAIN.md §3): 2 broadcast TLBIs,
+  on nVHE; ``kvm_call_hyp`` adds an ``isb`` on VHE.  Net (docs/model.md §6): 2 broadcast TLBIs,
   1 ``dsb ishst`` + 2 ``dsb ish``, 2 ISBs on nVHE / 4 on VHE; system-register writes:
   ``__load_guest_stage2`` writes VTCR_EL2 and VTTBR_EL2, VTTBR is reset on the way out (nVHE 3),
   plus HCR_EL2 in and out on VHE (5).  The speculative-AT workaround adds to this

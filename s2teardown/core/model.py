@@ -103,7 +103,7 @@ class Breakdown:
         return self.unique_events[:, self.variant_row]
 
     @property
-    def op_counts(self) -> I64:
+    def operations(self) -> I64:
         """Exact operation counts (S, V, PHASES, OPS)."""
         return np.einsum("sve,vepo->svpo", self.events, self.expansion)  # type: ignore[no-any-return]
 
@@ -112,7 +112,7 @@ class Breakdown:
         return stage2_total(self.time_ns)
 
     @property
-    def host_ns(self) -> F64:
+    def host_free_ns(self) -> F64:
         return host_total(self.time_ns)
 
     @property
@@ -123,7 +123,17 @@ class Breakdown:
             return np.where(s2 > 0, base / s2, np.inf)
 
     @property
-    def dominant(self) -> I64:
+    def longest_stretch_ns(self) -> F64 | None:
+        """(S, V) the JSON name of ``stretch_ns``: the longest stretch between resched points."""
+        return self.stretch_ns
+
+    @property
+    def longest_locked_stretch_ns(self) -> F64 | None:
+        """(S, V) the JSON name of ``stretch_locked``: the longest stretch holding mmu_lock."""
+        return self.stretch_locked
+
+    @property
+    def dominant_phase(self) -> I64:
         """Index into PHASES of the largest Stage-2 phase, per (scenario, variant)."""
         return dominant_phase(self.time_ns)
 

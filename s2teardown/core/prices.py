@@ -1,6 +1,6 @@
 """Prices: nanoseconds per primitive operation, from the machine's physical parameters.
 
-``price = D · θ`` (ARCHITECTURE.md): θ is the vector of physical parameters of the machine file
+``price = D · θ`` (docs/architecture.md; docs/model.md §1): θ is the vector of physical parameters of the machine file
 (`machine.THETA_FIELDS`, all in ns) and D a matrix fixed by the topology and the memory
 placement.  The derivations (docs/model.md, "Prices"):
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-#: Phases of a teardown, in the order they are shown (ARCHITECTURE.md).
+#: Phases of a teardown, in the order they are shown (docs/architecture.md; docs/model.md §1).
 PHASES: Final[tuple[str, ...]] = (
     "notifier",  # MMU-notifier entry: srcu, mmu_lock, bookkeeping; or the ioctl/exit entry
     "memslots",  # handle_hva_to_gpa: one visit per memslot per notifier call

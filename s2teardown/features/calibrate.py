@@ -1,6 +1,6 @@
 """Calibration: fit a machine's physical parameters θ to measured teardown times.
 
-The model's time is linear in θ (ARCHITECTURE.md): for one measured workload ``i``,
+The model's time is linear in θ (docs/architecture.md; docs/model.md §1): for one measured workload ``i``,
 ``time_i = a_i · θ + fixed_i`` with ``a_i = counts_i · X · D`` (ns per unit of each parameter,
 from the exact counts of that workload and variant) and ``fixed_i`` the part priced by explicit
 prices.  Stacking the rows gives ``A θ + fixed ≈ t``; the fit solves it for the parameters that

@@ -24,11 +24,22 @@ class Comparison:
     time_ns: F64  # (K, PHASES)
 
     @property
+    def same(self) -> dict[str, str]:
+        """What every entry shares and the labels therefore leave out: ``{"variant": "v5.5"}``
+        when only machines differ, ``{"machine": "d05"}`` when only variants do."""
+        out: dict[str, str] = {}
+        if len(set(self.machines)) == 1:
+            out["machine"] = self.machines[0]
+        if len(set(self.variants)) == 1:
+            out["variant"] = self.variants[0]
+        return out
+
+    @property
     def stage2_ns(self) -> F64:
         return stage2_total(self.time_ns)
 
     @property
-    def host_ns(self) -> F64:
+    def host_free_ns(self) -> F64:
         return self.time_ns[:, PHASE_INDEX["host_free"]]
 
     @property
@@ -39,7 +50,7 @@ class Comparison:
             return np.where(s2 > 0, s2[0] / s2, np.inf)
 
     @property
-    def dominant(self) -> list[str]:
+    def dominant_phase(self) -> list[str]:
         """The largest Stage-2 phase of each entry."""
         return [PHASES[int(i)] for i in dominant_phase(self.time_ns)]
 
@@ -59,7 +70,7 @@ class Comparison:
             out.append(None if d[k, i] == 0 else (STAGE2_PHASES[i], float(d[k, i])))
         return out
 
-    def most_different(self) -> tuple[str, float] | None:
+    def most_different_phase(self) -> tuple[str, float] | None:
         """The Stage-2 phase whose time spreads most across all entries (max − min), or None."""
         t = self.time_ns[:, _STAGE2_IDX]
         spread = t.max(axis=0) - t.min(axis=0)
@@ -67,9 +78,9 @@ class Comparison:
         return None if spread[i] == 0 else (STAGE2_PHASES[i], float(spread[i]))
 
     def as_dict(self) -> dict[str, Any]:
-        s2, host, speed, dom = self.stage2_ns, self.host_ns, self.speedup, self.dominant
+        s2, host, speed, dom = self.stage2_ns, self.host_free_ns, self.speedup, self.dominant_phase
         dm = self.differs_most()
-        md = self.most_different()
+        md = self.most_different_phase()
         entries = []
         for k, label in enumerate(self.labels):
             sp = float(speed[k])
@@ -89,6 +100,7 @@ class Comparison:
             )
         return {
             "reference": self.labels[0],
+            "same": self.same,
             "entries": entries,
             "most_different_phase": None if md is None else {"phase": md[0], "spread_ns": md[1]},
         }

@@ -27,7 +27,7 @@ from s2teardown.inputs.units import format_ns, format_size
 from s2teardown.inputs.variants import Variant
 from s2teardown.inputs.workload import Workload, uniform_batch
 
-#: Lock-hold thresholds (DOMAIN.md §6): need_resched warnings past 100 ms; the soft-lockup
+#: Lock-hold thresholds (docs/model.md §11.5): need_resched warnings past 100 ms; the soft-lockup
 #: detector fires at 2 × watchdog_thresh (watchdog_thresh 10 s by default: 20 s); RCU stall 21 s.
 NEED_RESCHED_NS = 100e6
 SOFT_LOCKUP_NS = 20e9

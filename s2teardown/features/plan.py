@@ -7,7 +7,7 @@ the variants to compare and how many teardowns run at once on one host (``concur
 (docs/api.md, "Capacity planning"):
 
 * **own cost**: CPU-seconds per hour spent tearing down, Stage-2 + host free,
-  ``teardowns_per_hour × Σ_s p_s · (stage2_ns + host_ns)_s / 1e9``, and the cores that takes
+  ``teardowns_per_hour × Σ_s p_s · (stage2_ns + host_free_ns)_s / 1e9``, and the cores that takes
   (÷ 3600: the average number of CPUs busy tearing down, Little's law);
 * **latency**: the p50 and p99 of one teardown's time (Stage-2 + host free) over the workload
   mix — weighted quantiles of service time; there is **no queueing model**: a teardown never
@@ -250,13 +250,13 @@ class Plan:
         return stage2_total(self.time_ns)
 
     @property
-    def host_ns(self) -> F64:
+    def host_free_ns(self) -> F64:
         return host_total(self.time_ns)
 
     @property
     def own_ns(self) -> F64:
         """One teardown's time on its own CPU, Stage-2 + host free, (S, V)."""
-        return self.stage2_ns + self.host_ns
+        return self.stage2_ns + self.host_free_ns
 
     def _per_hour(self, per_teardown: F64) -> F64:
         """teardowns/h × expected ns per teardown, in seconds: (S, V[, ...]) -> (V[, ...])."""

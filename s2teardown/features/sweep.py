@@ -182,11 +182,11 @@ class SweepResult:
         return stage2_total(self.time_ns)
 
     @property
-    def host_ns(self) -> F64:
+    def host_free_ns(self) -> F64:
         return host_total(self.time_ns)
 
     @property
-    def dominant(self) -> I64:
+    def dominant_phase(self) -> I64:
         """Index into PHASES of the largest Stage-2 phase at each point."""
         return dominant_phase(self.time_ns)
 
@@ -226,7 +226,7 @@ class SweepResult:
 
     def records(self) -> list[dict[str, Any]]:
         """One plain dict per (machine, vm, backing, event, variant), numbers in ns."""
-        s2, host, dom, speed = self.stage2_ns, self.host_ns, self.dominant, self.speedup
+        s2, host, dom, speed = self.stage2_ns, self.host_free_ns, self.dominant_phase, self.speedup
         rows: list[dict[str, Any]] = []
         for m, n, b, e in self.points():
             for v, name in enumerate(self.variants):

@@ -1,6 +1,6 @@
 """Uncertainty and sensitivity: what the ranges in a machine file do to an estimate.
 
-The model is linear in the machine's physical parameters (ARCHITECTURE.md, "the one idea")::
+The model is linear in the machine's physical parameters (docs/model.md §1, "the one idea")::
 
     time[s, v, phase] = Σ_event events[s, v, event] · Σ_op X[event, phase, op] · price[op]
     price[op]         = Σ_field D[op, field] · θ[field] + fixed[op]

@@ -1,7 +1,7 @@
 """Machine-readable views of an Estimate: one plain-dict document, and JSON/CSV/markdown from it.
 
 Base units (ns, bytes), numbers as numbers, no rounding; ``format_version``, tool and model
-versions, and the sha256 of every input file (ARCHITECTURE.md "Compute once, render many").
+versions, and the sha256 of every input file (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
     variants = []
     s2 = b.stage2_ns[0]
     speed = b.speedup[0]
-    dom = b.dominant[0]
-    ops_total = b.op_counts[0].sum(axis=1)  # (V, OPS)
+    dom = b.dominant_phase[0]
+    ops_total = b.operations[0].sum(axis=1)  # (V, OPS)
     for v, var in enumerate(e.variants):
         phases = []
         for phase in PHASES:
@@ -55,7 +55,7 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
                 "name": var.name,
                 "title": var.title,
                 "stage2_ns": float(s2[v]),
-                "host_free_ns": float(b.host_ns[0, v]),
+                "host_free_ns": float(b.host_free_ns[0, v]),
                 "speedup": _num(float(speed[v])),
                 "dominant_phase": PHASES[int(dom[v])],
                 "longest_stretch_ns": None if b.stretch_ns is None else float(b.stretch_ns[0, v]),
@@ -165,7 +165,7 @@ def estimate_markdown(e: Estimate) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| **Stage-2 total** | " + " | ".join(f"**{format_ns(float(x))}**" for x in b.stage2_ns[0]) + " |")
     lines.append("| speedup | " + " | ".join(f"{float(x):.1f}×" for x in b.speedup[0]) + " |")
-    lines.append("| dominant | " + " | ".join(PHASES[int(d)] for d in b.dominant[0]) + " |")
+    lines.append("| dominant | " + " | ".join(PHASES[int(d)] for d in b.dominant_phase[0]) + " |")
     if b.stretch_ns is not None:
         lines.append("| longest stretch | " + " | ".join(format_ns(float(x)) for x in b.stretch_ns[0]) + " |")
     lines.append("")

@@ -48,7 +48,7 @@ def explain_tree(e: Estimate, v: int) -> dict[str, Any]:
         f"{var.name} — {var.title}",
         "path": e.extra.get("path", ""),
         "time_ns": float(b.stage2_ns[0, v]),
-        "host_free_ns": float(b.host_ns[0, v]),
+        "host_free_ns": float(b.host_free_ns[0, v]),
         "children": [],
     }
     for phase in PHASES:

@@ -56,7 +56,7 @@ def estimate_table(e: Estimate, width: int = 200) -> Group:
     rows.append([Text("Stage-2 total", style="bold"),
                  *[Text(format_ns(float(x)), style="bold") for x in b.stage2_ns[0]]])
     rows.append(["speedup vs " + names[b.baseline], *[format_speedup(float(x)) for x in b.speedup[0]]])
-    rows.append(["dominant", *[PHASES[int(d)] for d in b.dominant[0]]])
+    rows.append(["dominant", *[PHASES[int(d)] for d in b.dominant_phase[0]]])
     if b.stretch_ns is not None:
         rows.append(["longest stretch", *[format_ns(float(x)) for x in b.stretch_ns[0]]])
     kept, same_as = group_identical(names, rows)

@@ -44,5 +44,5 @@ def model_counts(case: Case, release: str) -> tuple[str, dict[str, int], dict[st
     est = estimate(_machine(CPUS[case.cpu][1]), [variant], workload(case), with_segments=False)
     b = est.breakdown
     events = {e: int(n) for e, n in zip(MODEL_EVENTS, b.events[0, 0], strict=True)}
-    ops = {o: int(n) for o, n in zip(OPS, b.op_counts[0, 0].sum(axis=0), strict=True)}
+    ops = {o: int(n) for o, n in zip(OPS, b.operations[0, 0].sum(axis=0), strict=True)}
     return variant.name, events, ops

@@ -50,9 +50,11 @@ def plan(
 
     \b
     Per variant:
-      own CPU-s/h    teardowns/h × mean (Stage-2 + host free) time; cores = CPU-s/h ÷ 3600
-      p50, p99       latency of one teardown over the size/backing mix (weighted quantiles
-                     of service time: no queueing model)
+      own CPU-s/h    teardowns/h × mean end-to-end CPU time (Stage-2 + host side);
+                     cores = CPU-s/h ÷ 3600
+      p50, p99       wall-clock latency of one teardown (CPU plus its waits: SRCU grace
+                     periods) over the size/backing mix (weighted quantiles of service
+                     time: no queueing model)
       saving         own CPU-s/h of the baseline minus the variant's
       other cores    each broadcast TLBI costs each other PE of the host F × its price
     Concurrency N (machine file parameters): a broadcast TLBI costs

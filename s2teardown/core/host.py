@@ -10,8 +10,8 @@ by) the host tearing its own mapping down (docs/model.md §14):
   (``unmap_region``); an unaligned edge inside a THP first splits it (``__split_vma`` ->
   ``vma_adjust_trans_huge`` -> ``__split_huge_pmd``);
 * ``MADV_DONTNEED``: the range zapped (``zap_page_range_single``), page tables kept;
-* the OOM reaper (``__oom_reap_task_mm``): every anonymous private VMA zapped, page tables kept
-  (``exit_mmap`` frees them later).
+* the OOM reaper (``__oom_reap_task_mm``): each anonymous private VMA zapped (guest RAM: the
+  range), page tables kept (``exit_mmap`` frees them later).
 
 Per host page kind the zap is ``zap_pte_range`` per PTE (an order-0 folio: one
 ``host_pte_zap`` and one ``host_page_free``), ``zap_huge_pmd`` per PMD-mapped THP (one
@@ -52,7 +52,7 @@ HOST_KINDS: Final[tuple[str, ...]] = (EXIT_MMAP, MUNMAP, MADV_DONTNEED, OOM_REAP
 #: Operations that free page-table pages (``free_pgtables``).
 FREES_TABLES: Final[tuple[str, ...]] = (EXIT_MMAP, MUNMAP)
 #: Operations over the whole of guest RAM (their range is ignored).
-WHOLE: Final[tuple[str, ...]] = (EXIT_MMAP, OOM_REAP)
+WHOLE: Final[tuple[str, ...]] = (EXIT_MMAP,)
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,8 @@ class HostQuantities:
     folio_free: I64  # THP folios freed (order 9 with 4 KiB pages)
     hugetlb_free: I64  # hugetlb folios returned to the pool
     table_free: I64  # page-table pages freed (free_pgtables, and zap_deposited_table per THP)
+    srcu_sync: I64  # synchronize_srcu() waits: 2 at exit (__mmu_notifier_release, and
+    #                 mmu_notifier_unregister from kvm_destroy_vm), none on the other paths
 
 
 QUANTITY_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in fields(HostQuantities))
@@ -93,6 +95,7 @@ EVENT_OF: Final[dict[str, str]] = {
     "folio_free": "host_folio_free",
     "hugetlb_free": "host_hugetlb_free",
     "table_free": "host_table_free",
+    "srcu_sync": "srcu_sync",
 }
 
 
@@ -198,6 +201,7 @@ def host_quantities(
             folio_free=thp_full,
             hugetlb_free=huge_full,
             table_free=tables + thp_full,  # + the PTE table deposited with each THP
+            srcu_sync=np.full(n_s, 2 if kind == EXIT_MMAP else 0, dtype=np.int64),
         )
         return q, thp_cut, cut_pages
 
@@ -232,6 +236,7 @@ def host_quantities(
         folio_free=whole.folio_free - first.folio_free,
         hugetlb_free=whole.hugetlb_free - first.hugetlb_free,
         table_free=(all_tables - first_tables) + (whole.pmd_zap - first.pmd_zap - cut),
+        srcu_sync=whole.srcu_sync,
     )
     return [first, exit_q]
 

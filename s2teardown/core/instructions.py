@@ -52,8 +52,15 @@ EVENT_PHASE: dict[str, str] = {
     "flush_remote_tlbs": "final_flush",
     "range_flush_call": "tlbi",
     "range_tlbi_op": "tlbi",
+    "host_pte_zap": "host_zap",
+    "host_pmd_zap": "host_zap",
+    "host_hugetlb_zap": "host_zap",
+    "host_pmd_split": "host_zap",
     "host_page_free": "host_free",
     "host_folio_free": "host_free",
+    "host_hugetlb_free": "host_free",
+    "host_table_free": "host_free",
+    "srcu_sync": "wait",
 }
 
 
@@ -195,8 +202,17 @@ def event_ops(f: Features, fr: Frame = DEFAULT_FRAME) -> dict[str, dict[str, int
         "range_flush_call": range_call,
         # __flush_s2_tlb_range_op issues each op with __tlbi(): the repeat workaround applies
         "range_tlbi_op": {"tlbi_range": 2, "dsb_ish": 1} if f.tlbi_repeat else {"tlbi_range": 1},
+        # the host's zap of one entry is the same three steps as Stage-2's: load the entry,
+        # clear it, drop a reference (the folio's mapcount and refcount: folio_remove_rmap_*)
+        "host_pte_zap": {"entry_visit": 1, "entry_clear": 1, "put_page": 1},
+        "host_pmd_zap": {"entry_visit": 1, "entry_clear": 1, "put_page": 1},
+        "host_hugetlb_zap": {"entry_visit": 1, "entry_clear": 1, "put_page": 1},
+        "host_pmd_split": {"host_pmd_split": 1},
         "host_page_free": {"host_page_free": 1},
         "host_folio_free": {"host_folio_free": 1},
+        "host_hugetlb_free": {"host_hugetlb_free": 1},
+        "host_table_free": {"table_free": 1},  # a page-table page back to the buddy allocator
+        "srcu_sync": {"srcu_grace_period": 1},
     }
 
 

@@ -34,8 +34,6 @@ BLOCK_RETRY = "block_retry"  # fault path: table -> block, stage2_set_pmd_huge "
 #: Kinds that iterate the memslots (handle_hva_to_gpa, stage2_unmap_vm); the others are given
 #: their range directly.
 ITERATES_MEMSLOTS = (UNMAP, CLEAR, RESET)
-#: Kinds after which the host frees the unmapped pages (exit_mmap, unmap_region).
-FREES_HOST_PAGES = (TEARDOWN, UNMAP)
 
 
 @dataclass(frozen=True)

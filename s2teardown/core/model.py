@@ -22,7 +22,15 @@ from s2teardown.core.behaviour import Behaviour
 from s2teardown.core.counts import Batch, Segments, count, expand_linear, slice_batch
 from s2teardown.core.instructions import DEFAULT_FRAME, Features, Frame, expansion
 from s2teardown.core.prices import Prices
-from s2teardown.core.vocabulary import OP_INDEX, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
+from s2teardown.core.vocabulary import (
+    HOST_PHASES,
+    OP_INDEX,
+    OPS,
+    PHASE_INDEX,
+    PHASES,
+    STAGE2_PHASES,
+    WAIT_PHASES,
+)
 
 #: Bumped whenever the model's equations change (docs/model.md keeps the changelog).
 MODEL_VERSION = 3
@@ -31,6 +39,8 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 _STAGE2 = np.array([PHASE_INDEX[p] for p in STAGE2_PHASES])
+_HOST = np.array([PHASE_INDEX[p] for p in HOST_PHASES])
+_WAIT = np.array([PHASE_INDEX[p] for p in WAIT_PHASES])
 
 
 def stage2_total(time_ns: F64) -> F64:
@@ -38,9 +48,30 @@ def stage2_total(time_ns: F64) -> F64:
     return time_ns[..., _STAGE2].sum(axis=-1)  # type: ignore[no-any-return]
 
 
-def host_total(time_ns: F64) -> F64:
-    """The host-side free (outside Stage-2) of phase times ``[..., PHASES]``."""
+def host_free(time_ns: F64) -> F64:
+    """The ``host_free`` phase of phase times ``[..., PHASES]`` (folios and tables freed)."""
     return time_ns[..., PHASE_INDEX["host_free"]]
+
+
+def host_total(time_ns: F64) -> F64:
+    """The host side (outside Stage-2: zaps and frees, core/host.py) of phase times."""
+    return time_ns[..., _HOST].sum(axis=-1)  # type: ignore[no-any-return]
+
+
+def end_to_end_total(time_ns: F64) -> F64:
+    """CPU time of the whole teardown: Stage-2 + the host side (no waits)."""
+    return stage2_total(time_ns) + host_total(time_ns)
+
+
+def wall_total(time_ns: F64) -> F64:
+    """Wall time: the end-to-end CPU time plus what the teardown waits for (SRCU)."""
+    return end_to_end_total(time_ns) + time_ns[..., _WAIT].sum(axis=-1)
+
+
+def ratio(base: F64, x: F64) -> F64:
+    """``base / x`` elementwise, inf where x is 0 (a speedup)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > 0, base / np.where(x > 0, x, 1), np.inf)
 
 
 def dominant_phase(time_ns: F64) -> I64:
@@ -113,7 +144,35 @@ class Breakdown:
 
     @property
     def host_free_ns(self) -> F64:
+        """(S, V) the host_free phase alone (folios and page-table pages freed)."""
+        return host_free(self.time_ns)
+
+    @property
+    def host_ns(self) -> F64:
+        """(S, V) the host side: every host phase (zaps and frees), outside Stage-2."""
         return host_total(self.time_ns)
+
+    @property
+    def end_to_end_ns(self) -> F64:
+        """(S, V) CPU time of the whole teardown: Stage-2 + host side."""
+        return end_to_end_total(self.time_ns)
+
+    @property
+    def wall_ns(self) -> F64:
+        """(S, V) wall time: end to end plus the waits (SRCU grace periods)."""
+        return wall_total(self.time_ns)
+
+    @property
+    def end_to_end_speedup(self) -> F64:
+        """(S, V) the baseline's end-to-end time / each variant's."""
+        e = self.end_to_end_ns
+        return ratio(e[:, self.baseline : self.baseline + 1], e)
+
+    @property
+    def host_speedup(self) -> F64:
+        """(S, V) the baseline's host side / each variant's (1 where the host side is equal)."""
+        h = self.host_ns
+        return ratio(h[:, self.baseline : self.baseline + 1], h)
 
     @property
     def speedup(self) -> F64:

@@ -31,11 +31,18 @@ PHASES: Final[tuple[str, ...]] = (
     "table_free",  # freeing emptied table pages (and the pgd pages at teardown)
     "resched",  # cond_resched_lock() points
     "final_flush",  # one VMID-wide invalidation after the walk (P5)
-    "host_free",  # host mm freeing the guest's pages in exit_mmap — outside Stage-2
+    "host_zap",  # host mm: zap_pte_range / zap_huge_pmd / hugetlb unmap, THP splits (core/host.py)
+    "host_free",  # host mm: folios and page-table pages freed — outside Stage-2
+    "wait",  # wall-clock waits that spend no CPU (synchronize_srcu): in the wall time only
 )
 
-#: Phases that are part of Stage-2 work (the host-side free is reported separately).
-STAGE2_PHASES: Final[tuple[str, ...]] = PHASES[:-1]
+#: The host's own work on the guest's memory (core/host.py): outside Stage-2.
+HOST_PHASES: Final[tuple[str, ...]] = ("host_zap", "host_free")
+#: Time the teardown waits without spending CPU: part of the wall time, of no CPU total.
+WAIT_PHASES: Final[tuple[str, ...]] = ("wait",)
+#: Phases that are part of Stage-2 work (the host side and the waits are reported separately).
+STAGE2_PHASES: Final[tuple[str, ...]] = tuple(
+    p for p in PHASES if p not in HOST_PHASES and p not in WAIT_PHASES)
 
 #: Kernel events counted by the model and the walker.
 EVENTS: Final[tuple[str, ...]] = (
@@ -54,8 +61,15 @@ EVENTS: Final[tuple[str, ...]] = (
     "flush_remote_tlbs",  # kvm_flush_remote_tlbs(): one __kvm_tlb_flush_vmid (VMALLS12E1IS)
     "range_flush_call",  # one range-invalidation hyp call (FEAT_TLBIRANGE, v6.6+)
     "range_tlbi_op",  # one TLBI RIPAS2E1IS instruction within a range flush
-    "host_page_free",  # host frees one order-0 guest page (4 KiB-leaf backing)
-    "host_folio_free",  # host frees one compound guest folio (THP / hugetlb backing)
+    "host_pte_zap",  # host zap_pte_range clears one present PTE (rmap, refcount)
+    "host_pmd_zap",  # host zap_huge_pmd clears one PMD-mapped THP
+    "host_hugetlb_zap",  # host __unmap_hugepage_range clears one hugetlb page
+    "host_pmd_split",  # host __split_huge_pmd: a THP cut by the range becomes PTE-mapped
+    "host_page_free",  # host frees one order-0 guest page
+    "host_folio_free",  # host frees one THP folio
+    "host_hugetlb_free",  # host returns one hugetlb folio to its pool (free_huge_folio)
+    "host_table_free",  # host frees one page-table page (free_pgtables, zap_deposited_table)
+    "srcu_sync",  # one synchronize_srcu() on the MMU-notifier SRCU (a wait, no CPU)
 )
 
 #: Priced primitive operations.
@@ -79,6 +93,9 @@ OPS: Final[tuple[str, ...]] = (
     "resched_point",
     "host_page_free",
     "host_folio_free",
+    "host_pmd_split",
+    "host_hugetlb_free",
+    "srcu_grace_period",  # one SRCU grace period waited for
 )
 
 PHASE_INDEX: Final[dict[str, int]] = {p: i for i, p in enumerate(PHASES)}

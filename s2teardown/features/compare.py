@@ -8,8 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from s2teardown.core.model import dominant_phase, stage2_total
-from s2teardown.core.vocabulary import PHASE_INDEX, PHASES, STAGE2_PHASES
+from s2teardown.core.model import (
+    dominant_phase,
+    end_to_end_total,
+    host_free,
+    host_total,
+    ratio,
+    stage2_total,
+    wall_total,
+)
+from s2teardown.core.vocabulary import PHASES, STAGE2_PHASES
 from s2teardown.features.estimate import Estimate
 from s2teardown.features.sweep import _STAGE2_IDX, F64
 
@@ -40,7 +48,26 @@ class Comparison:
 
     @property
     def host_free_ns(self) -> F64:
-        return self.time_ns[:, PHASE_INDEX["host_free"]]
+        return host_free(self.time_ns)
+
+    @property
+    def host_ns(self) -> F64:
+        """The host side (zaps and frees) of each entry."""
+        return host_total(self.time_ns)
+
+    @property
+    def end_to_end_ns(self) -> F64:
+        return end_to_end_total(self.time_ns)
+
+    @property
+    def wall_ns(self) -> F64:
+        return wall_total(self.time_ns)
+
+    @property
+    def end_to_end_speedup(self) -> F64:
+        """The first entry's end-to-end time / each entry's (inf when 0)."""
+        e = self.end_to_end_ns
+        return ratio(e[0], e)
 
     @property
     def speedup(self) -> F64:
@@ -93,7 +120,11 @@ class Comparison:
                     "phases": {p: float(self.time_ns[k, i]) for i, p in enumerate(PHASES)},
                     "stage2_ns": float(s2[k]),
                     "host_free_ns": float(host[k]),
+                    "host_ns": float(self.host_ns[k]),
+                    "end_to_end_ns": float(self.end_to_end_ns[k]),
+                    "wall_ns": float(self.wall_ns[k]),
                     "speedup": sp if np.isfinite(sp) else None,
+                    "end_to_end_speedup": _finite(float(self.end_to_end_speedup[k])),
                     "dominant_phase": dom[k],
                     "differs_most": None if d is None else {"phase": d[0], "delta_ns": d[1]},
                 }
@@ -104,6 +135,10 @@ class Comparison:
             "entries": entries,
             "most_different_phase": None if md is None else {"phase": md[0], "spread_ns": md[1]},
         }
+
+
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None
 
 
 def compare_estimates(

@@ -7,7 +7,7 @@ the variants to compare and how many teardowns run at once on one host (``concur
 (docs/api.md, "Capacity planning"):
 
 * **own cost**: CPU-seconds per hour spent tearing down, Stage-2 + host free,
-  ``teardowns_per_hour × Σ_s p_s · (stage2_ns + host_free_ns)_s / 1e9``, and the cores that takes
+  ``teardowns_per_hour × Σ_s p_s · (stage2_ns + host_ns)_s / 1e9`` (end to end, CPU), and the cores that takes
   (÷ 3600: the average number of CPUs busy tearing down, Little's law);
 * **latency**: the p50 and p99 of one teardown's time (Stage-2 + host free) over the workload
   mix — weighted quantiles of service time; there is **no queueing model**: a teardown never
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from s2teardown.core.model import host_total, stage2_total, weights
+from s2teardown.core.model import end_to_end_total, host_free, host_total, stage2_total, wall_total, weights
 from s2teardown.core.vocabulary import OP_INDEX, PHASES
 from s2teardown.errors import UserError, describe
 from s2teardown.features.estimate import evaluate_workloads
@@ -251,12 +251,21 @@ class Plan:
 
     @property
     def host_free_ns(self) -> F64:
+        return host_free(self.time_ns)
+
+    @property
+    def host_ns(self) -> F64:
         return host_total(self.time_ns)
 
     @property
+    def wall_ns(self) -> F64:
+        """One teardown's wall time (CPU plus waits), (S, V): what latency is planned on."""
+        return wall_total(self.time_ns)
+
+    @property
     def own_ns(self) -> F64:
-        """One teardown's time on its own CPU, Stage-2 + host free, (S, V)."""
-        return self.stage2_ns + self.host_free_ns
+        """One teardown's time on its own CPU, Stage-2 + host side (end to end), (S, V)."""
+        return end_to_end_total(self.time_ns)
 
     def _per_hour(self, per_teardown: F64) -> F64:
         """teardowns/h × expected ns per teardown, in seconds: (S, V[, ...]) -> (V[, ...])."""
@@ -278,11 +287,12 @@ class Plan:
 
     @property
     def p50_ns(self) -> F64:
-        return weighted_quantile(self.own_ns, self.probability, 0.50)
+        """Median teardown latency: wall time (CPU end to end plus the waits)."""
+        return weighted_quantile(self.wall_ns, self.probability, 0.50)
 
     @property
     def p99_ns(self) -> F64:
-        return weighted_quantile(self.own_ns, self.probability, 0.99)
+        return weighted_quantile(self.wall_ns, self.probability, 0.99)
 
     @property
     def saving_cpu_seconds_per_hour(self) -> F64:

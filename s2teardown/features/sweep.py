@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from s2teardown.core.model import dominant_phase, host_total, stage2_total
+from s2teardown.core.model import (
+    dominant_phase,
+    end_to_end_total,
+    host_free,
+    host_total,
+    ratio,
+    stage2_total,
+    wall_total,
+)
 from s2teardown.core.vocabulary import PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.errors import UserError
 from s2teardown.features.estimate import evaluate_workloads
@@ -183,7 +191,26 @@ class SweepResult:
 
     @property
     def host_free_ns(self) -> F64:
+        return host_free(self.time_ns)
+
+    @property
+    def host_ns(self) -> F64:
+        """The host side (zaps and frees), shape (M, N, B, E, V)."""
         return host_total(self.time_ns)
+
+    @property
+    def end_to_end_ns(self) -> F64:
+        return end_to_end_total(self.time_ns)
+
+    @property
+    def wall_ns(self) -> F64:
+        return wall_total(self.time_ns)
+
+    @property
+    def end_to_end_speedup(self) -> F64:
+        """Baseline end-to-end time / this variant's, at each point (inf when 0)."""
+        e = self.end_to_end_ns
+        return ratio(e[..., self.baseline : self.baseline + 1], e)
 
     @property
     def dominant_phase(self) -> I64:
@@ -227,6 +254,7 @@ class SweepResult:
     def records(self) -> list[dict[str, Any]]:
         """One plain dict per (machine, vm, backing, event, variant), numbers in ns."""
         s2, host, dom, speed = self.stage2_ns, self.host_free_ns, self.dominant_phase, self.speedup
+        h_all, e2e, wall, e2e_speed = self.host_ns, self.end_to_end_ns, self.wall_ns, self.end_to_end_speedup
         rows: list[dict[str, Any]] = []
         for m, n, b, e in self.points():
             for v, name in enumerate(self.variants):
@@ -243,8 +271,13 @@ class SweepResult:
                         },
                         "stage2_ns": float(s2[m, n, b, e, v]),
                         "host_free_ns": float(host[m, n, b, e, v]),
+                        "host_ns": float(h_all[m, n, b, e, v]),
+                        "end_to_end_ns": float(e2e[m, n, b, e, v]),
+                        "wall_ns": float(wall[m, n, b, e, v]),
                         "dominant_phase": PHASES[int(dom[m, n, b, e, v])],
                         "speedup": sp if np.isfinite(sp) else None,
+                        "end_to_end_speedup": (float(e2e_speed[m, n, b, e, v])
+                                               if np.isfinite(e2e_speed[m, n, b, e, v]) else None),
                     }
                 )
         return rows

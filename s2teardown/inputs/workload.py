@@ -9,7 +9,10 @@ A uniform workload (docs/model.md, "Workload"):
   leaves, largest leaves first so every region stays aligned;
 * the event is ``exit`` (release: whole IPA space) or ``munmap`` of ``[offset, offset+size)``
   of guest RAM (default: all of it), preceded by a THP-split CLEAR at each unaligned edge that
-  falls in a PMD-block region (`layout.munmap_event`).
+  falls in a PMD-block region (`layout.munmap_event`);
+* the host mm's own work on guest RAM follows the notifiers (core/host.py): ``exit`` runs
+  exit_mmap, ``munmap`` unmap_region over the range, ``clear`` MADV_DONTNEED over it, ``oom``
+  the OOM reaper over it; memslot delete, vCPU reset and the fault path leave host memory alone.
 
 Everything is built with numpy over many scenarios at once; the explicit `Layout` of one
 scenario (for the walker and for display) is read back from the batch.
@@ -25,6 +28,7 @@ import numpy.typing as npt
 
 from s2teardown.core.counts import Batch
 from s2teardown.core.geometry import MAX_IPA_BITS, Geometry, auto_ipa_bits
+from s2teardown.core.host import EXIT_MMAP, MADV_DONTNEED, MUNMAP, OOM_REAP, HostOp
 from s2teardown.core.layout import (
     BLOCK_RETRY,
     CLEAR,
@@ -248,6 +252,15 @@ def uniform_batch_arrays(
     else:
         raise ValueError(f"event: unknown event {event!r}")
 
+    # the host mm's own operations on guest RAM (core/host.py), after the notifiers
+    host_calls: list[tuple[str, I64, I64]] = {
+        "exit": [(EXIT_MMAP, zero, zero)],
+        "munmap": [(MUNMAP, r_lo, r_hi)],
+        "munmap-then-exit": [(MUNMAP, r_lo, r_hi), (EXIT_MMAP, zero, zero)],
+        "clear": [(MADV_DONTNEED, r_lo, r_hi)],
+        "oom": [(OOM_REAP, r_lo, r_hi)],
+    }.get(event, [])
+
     p_lo_l: list[I64] = []
     p_hi_l: list[I64] = []
     p_inv: list[int] = []
@@ -288,7 +301,17 @@ def uniform_batch_arrays(
         pass_hi=np.stack(p_hi_l, axis=1),
         pass_inv=tuple(p_inv),
         pass_slot=tuple(p_slot),
+        host_kind=tuple(h[0] for h in host_calls),
+        host_lo=np.stack([h[1] for h in host_calls], axis=1) if host_calls else np.zeros((n_s, 0), dtype=np.int64),
+        host_hi=np.stack([h[2] for h in host_calls], axis=1) if host_calls else np.zeros((n_s, 0), dtype=np.int64),
     )
+
+
+def host_ops_of(b: Batch, s: int) -> tuple[HostOp, ...]:
+    """The host operations of scenario ``s`` (for the walker's literal host simulation)."""
+    if b.host_lo is None or b.host_hi is None:
+        return ()
+    return tuple(HostOp(k, int(b.host_lo[s, i]), int(b.host_hi[s, i])) for i, k in enumerate(b.host_kind))
 
 
 def layout_of(b: Batch, s: int, slots: Sequence[tuple[int, int]]) -> Layout:

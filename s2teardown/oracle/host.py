@@ -116,6 +116,10 @@ def run(mm: HostMM, op: HostOp) -> dict[str, int]:
             mm.hugetlb.pop(addr)
             mm.bump("hugetlb_zap")
             mm.bump("hugetlb_free")
+    if op.kind == EXIT_MMAP:
+        # exit_mmap -> mmu_notifier_release -> __mmu_notifier_release -> synchronize_srcu, and
+        # later kvm_destroy_vm -> mmu_notifier_unregister -> synchronize_srcu
+        mm.bump("srcu_sync", 2)
     if op.kind in FREES_TABLES:
         for lvl, span in enumerate(table_spans(g)):
             gone = {r for r in mm.tables[lvl] if lo <= r and r + span <= hi}

@@ -82,8 +82,9 @@ Modelling conventions that the kernel does not fix (see also `walk`):
   is not walked again (its parent entry is empty).  For a single whole-IPA destroy walk this is
   exactly ``stage2_free_walker``; for a chunked destroy it is what a correct chunked destroy
   must do (a table spanning several chunks is freed by the last one that reaches it).
-* Host frees (``host_page_free`` / ``host_folio_free``) happen after the notifier returns and
-  outside ``mmu_lock``: they are counted in the totals but in no segment.
+* The host's own work on guest RAM (``host_*`` events: zaps, frees, page-table frees) is
+  counted by the literal host simulation (`oracle.host`) for the host operations given to
+  `walk`; it runs outside ``mmu_lock``: in the totals, in no segment.
 * Memslots are examined in v5.5's array order by default (highest base GFN first,
   ``update_memslots`` in virt/kvm/kvm_main.c); ``memslot_order="layout"`` uses the layout's.
   The order decides which pass frees a table shared by two memslots, so it changes the split
@@ -113,9 +114,10 @@ import numpy.typing as npt
 
 from s2teardown.core.behaviour import Behaviour
 from s2teardown.core.geometry import Geometry
+from s2teardown.core.host import EVENT_OF as HOST_EVENT_OF
+from s2teardown.core.host import HostOp
 from s2teardown.core.layout import (
     BLOCK_RETRY,
-    FREES_HOST_PAGES,
     ITERATES_MEMSLOTS,
     MEMSLOT,
     RESET,
@@ -125,6 +127,7 @@ from s2teardown.core.layout import (
     Memslot,
 )
 from s2teardown.core.vocabulary import EVENT_INDEX, EVENTS
+from s2teardown.oracle.host import host_counts
 
 # Event indices (positions in ops.EVENTS).
 _NOTIFIER_CALL: Final = EVENT_INDEX["notifier_call"]
@@ -142,8 +145,6 @@ _RESCHED_POINT: Final = EVENT_INDEX["resched_point"]
 _FLUSH_REMOTE_TLBS: Final = EVENT_INDEX["flush_remote_tlbs"]
 _RANGE_FLUSH_CALL: Final = EVENT_INDEX["range_flush_call"]
 _RANGE_TLBI_OP: Final = EVENT_INDEX["range_tlbi_op"]
-_HOST_PAGE_FREE: Final = EVENT_INDEX["host_page_free"]
-_HOST_FOLIO_FREE: Final = EVENT_INDEX["host_folio_free"]
 
 #: A valid leaf descriptor (page or block) mapping normal memory.  The leaf's size is implied
 #: by the level of the table that holds it.
@@ -389,8 +390,6 @@ class _Run:
         self.range_flush = False  # one kvm_tlb_flush_vmid_range per chunk-walk
         self.cmo = True  # kvm_flush_dcache_* per cleared (non-device) leaf
         self.rcu_free = False  # v6.2+ block retry: the last-level subtree freed via call_rcu
-        self.freed_pages = 0  # non-device page leaves removed by the current invocation
-        self.freed_folios = 0  # non-device block leaves removed by the current invocation
 
     def set_behaviour(self, b: Behaviour, inv: Invocation) -> None:
         """Derive the per-invocation switches from the behaviour and the machine's features."""
@@ -435,8 +434,6 @@ class _Run:
                 f"{g.granule}-byte granule"
             )
         self.set_behaviour(b, inv)
-        self.freed_pages = 0
-        self.freed_folios = 0
         self.seg[_NOTIFIER_CALL] += 1  # the callback, the ioctl or the fault-path entry
 
         if inv.kind == TEARDOWN:
@@ -478,12 +475,6 @@ class _Run:
             self.seg[_TABLE_FREE] += g.pgd_pages  # free_pages_exact(pgd): one page at a time
             self.table.pgd_freed = True
 
-        # The host frees the guest's pages after the notifier returns (exit_mmap / unmap_region
-        # -> tlb_finish_mmu); pages unmapped by the other kinds stay allocated.
-        # They are outside Stage-2 and outside mmu_lock, so they belong to no segment.
-        if inv.kind in FREES_HOST_PAGES:
-            self.host[_HOST_PAGE_FREE] += self.freed_pages
-            self.host[_HOST_FOLIO_FREE] += self.freed_folios
 
     # -- passes and chunks -----------------------------------------------------------------
 
@@ -607,11 +598,6 @@ class _Run:
                 seg[_DC_CIVAC_LINE] += size // self.cache_line
         table.refcount -= 1
         seg[_PUT_PAGE] += 1  # put_page(virt_to_page(entry))
-        if not device:
-            if size == self.g.granule:
-                self.freed_pages += 1
-            else:
-                self.freed_folios += 1
 
     def clear_table_entry(self, table: TablePage, index: int, *, deferred_free: bool = False) -> None:
         """``clear_stage2_{pgd,pud,pmd}_entry``: unhook and free a table the walk emptied.
@@ -642,6 +628,7 @@ def run_event(
     cache_line: int,
     memslot_order: str = "kernel",
     tlbi_range: bool = False,
+    host: Sequence[HostOp] = (),
 ) -> WalkResult:
     """Execute ``event`` against an existing ``table`` (mutated in place) and count events.
 
@@ -661,6 +648,9 @@ def run_event(
     run = _Run(table, layout.memslots, fwb=fwb, cache_line=cache_line, tlbi_range=tlbi_range)
     for inv, b in picked:
         run.invoke(inv, b, memslot_order)
+    for counts in host_counts(layout, host):  # the host mm's own work, after the notifiers
+        for name, n in counts.items():
+            run.host[EVENT_INDEX[HOST_EVENT_OF[name]]] += n
 
     segments = tuple(np.array(s, dtype=np.int64) for s in run.segments)
     events = np.array(run.host, dtype=np.int64) + np.array(run.deferred, dtype=np.int64)
@@ -683,6 +673,7 @@ def walk(
     cache_line: int,
     memslot_order: str = "kernel",
     tlbi_range: bool = False,
+    host: Sequence[HostOp] = (),
 ) -> WalkResult:
     """Build the layout's Stage-2 table and execute ``event`` on it, counting kernel events.
 
@@ -699,9 +690,8 @@ def walk(
     Each pass is cut into chunks (`chunk_size`), each walked from the entry level, followed by
     the range flush if it applies, with a resched point between chunks when the behaviour's
     resched is active for the invocation.  Then (P5) one ``flush_remote_tlbs``; a teardown then
-    frees the ``pgd_pages`` entry-level pages.  Teardown and unmap invocations finally free on
-    the host every non-device leaf they removed (a page: ``host_page_free``; a block:
-    ``host_folio_free``).
+    frees the ``pgd_pages`` entry-level pages.  Finally ``host``, the host mm's own operations
+    on guest RAM, run in order on the literal host simulation (`oracle.host.host_counts`).
     """
     return run_event(
         build_table(layout),
@@ -712,6 +702,7 @@ def walk(
         cache_line=cache_line,
         memslot_order=memslot_order,
         tlbi_range=tlbi_range,
+        host=host,
     )
 
 
@@ -723,7 +714,9 @@ def walk_counts(
     fwb: bool,
     cache_line: int,
     tlbi_range: bool = False,
+    host: Sequence[HostOp] = (),
 ) -> dict[str, int]:
     """`walk`'s totals as a plain ``{event name: count}`` dict (handy in tests and reports)."""
-    result = walk(layout, event, behaviours, fwb=fwb, cache_line=cache_line, tlbi_range=tlbi_range)
+    result = walk(layout, event, behaviours, fwb=fwb, cache_line=cache_line, tlbi_range=tlbi_range,
+                  host=host)
     return {name: int(result.events[i]) for i, name in enumerate(EVENTS)}

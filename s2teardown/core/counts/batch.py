@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from s2teardown.core.geometry import Geometry
+from s2teardown.core.host import HostOp
 from s2teardown.core.intervals import (
     I64,
 )
@@ -48,14 +49,20 @@ class Batch:
     pass_hi: I64  # (S, J)
     pass_inv: tuple[int, ...]  # (J,) invocation index of each pass
     pass_slot: tuple[int, ...]  # (J,) memslot index (-1 for a teardown pass)
+    # the host mm's own operations on guest RAM, in order (core/host.py): none by default
+    host_kind: tuple[str, ...] = ()  # (H,)
+    host_lo: I64 | None = None  # (S, H)
+    host_hi: I64 | None = None  # (S, H)
 
     @property
     def size(self) -> int:
         return int(self.ext_lo.shape[0])
 
 
-def batch_from_layout(layout: Layout, event: Sequence[Invocation]) -> Batch:
-    """A batch of one scenario from an explicit layout and event."""
+def batch_from_layout(
+    layout: Layout, event: Sequence[Invocation], host: Sequence[HostOp] = ()
+) -> Batch:
+    """A batch of one scenario from an explicit layout and event (and the host's operations)."""
     g = layout.geometry
     ext = layout.extents
     e_lo = np.array([[e.lo for e in ext]], dtype=np.int64).reshape(1, len(ext))
@@ -103,6 +110,9 @@ def batch_from_layout(layout: Layout, event: Sequence[Invocation]) -> Batch:
         pass_hi=np.array([p_hi], dtype=np.int64).reshape(1, len(p_hi)),
         pass_inv=tuple(p_inv),
         pass_slot=tuple(p_slot),
+        host_kind=tuple(op.kind for op in host),
+        host_lo=np.array([[op.lo for op in host]], dtype=np.int64).reshape(1, len(host)),
+        host_hi=np.array([[op.hi for op in host]], dtype=np.int64).reshape(1, len(host)),
     )
 
 
@@ -124,4 +134,7 @@ def slice_batch(b: Batch, lo: int, hi: int) -> Batch:
         pass_hi=b.pass_hi[lo:hi],
         pass_inv=b.pass_inv,
         pass_slot=b.pass_slot,
+        host_kind=b.host_kind,
+        host_lo=None if b.host_lo is None else b.host_lo[lo:hi],
+        host_hi=None if b.host_hi is None else b.host_hi[lo:hi],
     )

@@ -15,7 +15,6 @@ from s2teardown.core.intervals import (
 )
 from s2teardown.core.layout import (
     BLOCK_RETRY,
-    FREES_HOST_PAGES,
     ITERATES_MEMSLOTS,
     TEARDOWN,
 )
@@ -66,9 +65,6 @@ def pass_coefficients(
     a[_VISITS, ix["entry_visit"]] = 1
     a[[*_LEAVES, _FREED], ix["put_page"]] = 1  # the leaf's table page, the emptied table's parent
     a[_FREED, ix["table_free"]] = 1
-    if kind in FREES_HOST_PAGES:
-        a[_PTE, ix["host_page_free"]] = 1
-        a[[_PMD, _PUD], ix["host_folio_free"]] = 1
     if behaviour.walk == "destroy":
         a.setflags(write=False)
         return a  # kvm_pgtable_stage2_destroy: references dropped, tables freed, nothing cleared

@@ -30,6 +30,9 @@ from s2teardown.core.counts.quantities import (
     resched_active,
     walk_chunk,
 )
+from s2teardown.core.host import EVENT_OF as HOST_EVENT_OF
+from s2teardown.core.host import QUANTITY_NAMES as HOST_QUANTITIES
+from s2teardown.core.host import HostExtents, host_quantities
 from s2teardown.core.intervals import (
     I64,
     compact,
@@ -234,6 +237,15 @@ def count(
                     lin.put(key, [np.maximum(chunks_spanned(lo, hi, chunk) - 1, 0)])
                 lin.add(u, lin.columns(key), resched)
         prev_lo, prev_hi = compact(new_lo, new_hi)
+    if b.host_kind and b.host_lo is not None and b.host_hi is not None:
+        # the host mm's own work: the same for every behaviour set (the host side does not
+        # depend on KVM's variant), in no segment (it runs outside mmu_lock)
+        hq = host_quantities(g, HostExtents.of(b.ext_lo, b.ext_hi, b.ext_leaf, b.ext_dev),
+                             b.host_kind, b.host_lo, b.host_hi)
+        for k, q in enumerate(hq):
+            lin.put(("host", k), [getattr(q, f) for f in HOST_QUANTITIES])
+            for u in range(len(behs)):
+                lin.add(u, lin.columns(("host", k)), _HOST_COEFFICIENTS)
     segs = None
     if with_segments:
         per_s = []
@@ -250,7 +262,10 @@ def count(
     return Counts(columns, coefficients, row, segs)
 
 
-_HOST = (EVENT_INDEX["host_page_free"], EVENT_INDEX["host_folio_free"])
+#: One host quantity is one host event (core/host.py EVENT_OF).
+_HOST_COEFFICIENTS = np.zeros((len(HOST_QUANTITIES), N_EVENTS), dtype=np.int64)
+for _k, _name in enumerate(HOST_QUANTITIES):
+    _HOST_COEFFICIENTS[_k, EVENT_INDEX[HOST_EVENT_OF[_name]]] = 1
 
 
 class _ChunkedPasses:
@@ -355,7 +370,6 @@ def _segments_one(
             n = int(chunks_spanned(lo, hi, chunk)[0])
             if int((m * t).sum()) != n or m[0] != 1 or m[-1] != 1 or t[0] != 1 or t[-1] != 1:
                 raise RuntimeError(f"chunk runs cover {int((m * t).sum())} chunks of {n}")
-            ev[:, list(_HOST)] = 0
             active = resched_active(beh, one.inv_blockable[i]) and walk_chunk(g, beh) is not None
             if active:
                 # a resched point after every chunk but the pass's last; an interior run of m

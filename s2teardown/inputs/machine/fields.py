@@ -179,6 +179,9 @@ OP_DERIVATION: Final[dict[str, str]] = {
     "resched_point": "resched_point_ns",
     "host_page_free": "host_page_free_ns",
     "host_folio_free": "host_folio_free_ns",
+    "host_pmd_split": "host_pmd_split_ns",
+    "host_hugetlb_free": "host_hugetlb_free_ns",
+    "srcu_grace_period": "srcu_grace_period_ns",
 }
 #: Operations priced by exactly one parameter.
 ONE_TO_ONE: Final[dict[str, str]] = {
@@ -406,10 +409,32 @@ _MACHINE_FIELDS: tuple[Field, ...] = (
     _ns("host_page_free_ns", "The host frees one order-0 guest page (exit_mmap).", 150, 50, 500),
     _ns(
         "host_folio_free_ns",
-        "The host frees one compound THP/hugetlb guest folio.",
+        "The host frees one THP folio (order 9 with 4 KiB pages).",
         2000,
         1000,
         5000,
+    ),
+    _ns(
+        "host_pmd_split_ns",
+        "The host splits one PMD-mapped THP into PTEs (__split_huge_pmd: one PTE written per page).",
+        3000,
+        1000,
+        10000,
+    ),
+    _ns(
+        "host_hugetlb_free_ns",
+        "The host returns one hugetlb folio to its pool (free_huge_folio; no buddy free).",
+        500,
+        200,
+        2000,
+    ),
+    _ns(
+        "srcu_grace_period_ns",
+        "One synchronize_srcu() on the MMU-notifier SRCU: a wall-clock wait, no CPU "
+        "(mmu_notifier_release and mmu_notifier_unregister each wait one at exit).",
+        100000,
+        10000,
+        20000000,
     ),
 )
 

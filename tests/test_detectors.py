@@ -238,3 +238,14 @@ def test_model_doc_lists_every_detector() -> None:
     for knob in ("kernel.watchdog_thresh", "CONFIG_RCU_CPU_STALL_TIMEOUT", "LATENCY_WARN",
                  "--watchdog-thresh", "--rcu-stall-timeout", "--preempt", "v5.13"):
         assert knob in section, knob
+
+
+def test_compare_json_carries_every_detector(capsys: Any) -> None:
+    code, out, _ = run(capsys, "compare", *ISSUE[1:-1], "v5.10,v6.19", "--format", "json")
+    assert code == 0
+    holds = json.loads(out)["lock_hold_warnings"]
+    # the same 27.5 s-class stretch: v5.10 (no need_resched warning before v5.13) trips the soft
+    # lockup and the RCU stall; v6.19 splits the walk and passes only the 100 ms latency
+    assert [(h["machine"], h["variant"], h["threshold"]) for h in holds] == [
+        ("d05", "v5.10", "soft_lockup"), ("d05", "v5.10", "rcu_stall"), ("d05", "v6.19", "need_resched"),
+    ]

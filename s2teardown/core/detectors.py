@@ -130,14 +130,15 @@ NEED_RESCHED = Detector(
 HARD_LOCKUP = Detector(
     key="hard_lockup",
     name="hard lockup",
-    decides="watchdog_overflow_callback (kernel/watchdog_hld.c, perf NMI) / "
+    decides="watchdog_overflow_callback (kernel/watchdog_hld.c, perf NMI; watchdog_perf.c later) / "
     "watchdog_hardlockup_check (kernel/watchdog.c, v6.5+)",
     rule="no hrtimer interrupt on the CPU for watchdog_thresh (10 s by default)",
     setting="sysctl kernel.nmi_watchdog, kernel.watchdog_thresh; CONFIG_HARDLOCKUP_DETECTOR "
     "(arm64: perf with pseudo-NMI, or the buddy detector)",
-    since=(6, 4),
-    since_text="arm64: v6.4 (perf, needs CONFIG_ARM64_PSEUDO_NMI and irqchip.gicv3_pseudo_nmi=1), "
-    "v6.5 (buddy)",
+    since=(6, 5),
+    since_text="arm64: v6.5 (the buddy detector, and the perf one with CONFIG_ARM64_PSEUDO_NMI and "
+    "irqchip.gicv3_pseudo_nmi=1; release taken from the upstream buddy-detector series, not "
+    "re-checked against the tree)",
     format="Watchdog detected hard LOCKUP on cpu %d",
     message="Watchdog detected hard LOCKUP on cpu N",
     sees="interrupts disabled: the hrtimer interrupt that counts hrtimer_interrupts cannot run",

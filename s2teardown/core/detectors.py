@@ -41,9 +41,10 @@ DEFAULT_RCU_STALL_TIMEOUT_S = 21.0
 #: The clamp of ``rcu_jiffies_till_stall_check`` (kernel/rcu/tree_stall.h): below 3 s reads as 3,
 #: above 300 s as 300.
 RCU_STALL_TIMEOUT_RANGE_S = (3, 300)
-#: ``sysctl_resched_latency_warn_ms = 100`` (kernel/sched/core.c, v5.13, "sched: Warn on long
-#: periods of pending need_resched"); debugfs /sys/kernel/debug/sched/latency_warn_ms, boot
-#: ``resched_latency_warn_ms=``.
+#: ``sysctl_resched_latency_warn_ms = 100`` (kernel/sched/core.c, v5.13: commit c006fac556e4
+#: "sched: Warn on long periods of pending need_resched", in the v5.13 scheduler pull; the
+#: message became a pr_err in v6.14, commit 8061b9f5e111); debugfs
+#: /sys/kernel/debug/sched/latency_warn_ms, boot ``resched_latency_warn_ms=``.
 DEFAULT_RESCHED_LATENCY_WARN_MS = 100.0
 
 PREEMPT_MODES = ("none", "voluntary", "full")

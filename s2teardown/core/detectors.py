@@ -110,8 +110,8 @@ RCU_STALL = Detector(
 NEED_RESCHED = Detector(
     key="need_resched",
     name="need_resched latency",
-    decides="scheduler_tick → cpu_resched_latency (kernel/sched/core.c) → resched_latency_warn "
-    "(kernel/sched/debug.c)",
+    decides="scheduler_tick (sched_tick in later kernels) → cpu_resched_latency "
+    "(kernel/sched/core.c) → resched_latency_warn (kernel/sched/debug.c)",
     rule="need_resched set for more than resched_latency_warn_ms (100 ms by default) without "
     "a schedule",
     setting="sched feature LATENCY_WARN (off by default; /sys/kernel/debug/sched/features); "

@@ -8,6 +8,7 @@ values), `features` (estimates, sweeps, plans, tables, calibration — compute o
 
 from __future__ import annotations
 
+from s2teardown.core.detectors import DETECTORS, Detector, DetectorSettings
 from s2teardown.core.geometry import Geometry
 from s2teardown.core.layout import Layout
 from s2teardown.core.model import Breakdown
@@ -46,6 +47,7 @@ __all__ = [
     "Comparison", "Concurrency", "Fleet", "Plan", "SweepResult", "compare_estimates", "fleet_from_text",
     "load_fleet", "parse_sizes", "plan", "plot_sweep", "run_sweep", "select_variants",
     "weighted_quantile",
+    "DETECTORS", "Detector", "DetectorSettings",
     "EVENTS", "OPS", "PHASES", "STAGE2_PHASES", "Breakdown", "Estimate", "Geometry", "Layout",
     "LockHold", "Machine", "Placement", "UserError", "Variant", "VariantSet", "Workload", "estimate",
     "estimate_scenario", "evaluate_workloads", "format_ns", "format_size", "load_machine",

@@ -208,6 +208,7 @@ events: [exit, munmap]
 variants: [v5.5, P5, series]
 preempt: none
 watchdog_thresh_s: 10
+rcu_stall_timeout_s: 21
 """
 
 MY_VARIANTS = """\
@@ -343,6 +344,7 @@ POOLS: dict[str, tuple[list[str], list[str]]] = {
     "placement": V(["1,0,0", "0.5,0.5,0", "0.25,0.25,0.5"],
                    ["0.5,0.5,0.5", "nan,nan,nan", "1,0", "x"]),
     "watchdog_thresh": V(["10", "0.001", "1e5", "60"], ["0", "-1", "nan", "inf", "1e7"]),
+    "rcu_stall_timeout": V(["21", "3", "300", "60"], ["2", "301", "0", "-1", "x", "2.5"]),
     "baseline": V(["v5.5", "P5", "series"], ["zz"]),
     "samples": V(["1", "10", "200"], ["0", "-1", "x"]),
     "seed": V(["0", "1", "12345"], ["-1", "x"]),
@@ -560,7 +562,7 @@ KINDS: dict[str, Kind] = {
     "spec": Kind(
         None,  # SPEC above (small: a table of the bundled example takes too long per example)
         ("schema_version", "machines", "vm_bytes", "backings", "events", "variants",
-         "leaf_bytes", "percent", "preempt", "watchdog_thresh_s"),
+         "leaf_bytes", "percent", "preempt", "watchdog_thresh_s", "rcu_stall_timeout_s"),
         lambda f, o: ["table", f, "-q", "-o", o],
         valid_table,
     ),

@@ -213,35 +213,47 @@ def test_v510_block_retry_is_one_vmall() -> None:
 
 def test_v510_exit_lock_hold_warning_is_unlocked() -> None:
     d05 = load_machine("d05")
-    vs = [VS.lookup(n) for n in ("v5.5", "v5.10", "v6.19")]
+    vs = [VS.lookup(n) for n in ("v5.5", "v5.10", "v6.1", "v6.19")]
     w = Workload(vm_bytes=64 * G, backing=B4K, event="exit")
     e = estimate(d05, vs, w)
-    by_variant = {line.split(":", 1)[0]: line for line in e.warnings}
-    # v5.5: 1 GiB per stretch under mmu_lock; v5.10: the whole 64 GiB destroy, unlocked;
-    # v6.19: 1 GiB of destroy per stretch — below 100 ms on d05, so no warning.
-    assert "holding mmu_lock" in by_variant["v5.5"]
-    assert "mmu_lock not held" in by_variant["v5.10"]
-    assert "need_resched" in by_variant["v5.10"] and "preempt=none" in by_variant["v5.10"]
-    assert "v6.19" not in by_variant
-    # preempt=full: an unlocked walk is preemptible, so only v5.5 remains
+    stretch = e.breakdown.stretch_ns[0]
+    # v5.5: 1 GiB per stretch under mmu_lock; v5.10 and v6.1: the unlocked destroy; all three
+    # between 100 ms and 20 s, so only the need_resched latency warning could fire — and it
+    # exists from v5.13 on: v5.5 and v5.10 print nothing, v6.1 would (with LATENCY_WARN on).
+    # v6.19: 1 GiB of destroy per stretch — below 100 ms on d05.
+    assert all(0.1e9 < float(x) < 20e9 for x in stretch[:3]) and float(stretch[3]) < 0.1e9
+    assert len(e.warnings) == 1
+    (line,) = e.warnings
+    assert line.startswith("v6.1: need_resched latency (resched_latency_warn_ms = 100 ms) at 100 ms ")
+    assert "mmu_lock not held, preempt=none" in line
+    assert "if the LATENCY_WARN sched feature is on (it is off by default)" in line
+    assert line.endswith(": sched: CPU N need_resched set for > N ns (N ticks) without schedule")
+    assert [(h.variant, h.threshold, h.first_fire_ns) for h in e.lock_holds] == [
+        ("v6.1", "need_resched", 100e6)
+    ]
+    # preempt=full: an unlocked walk is preemptible, and v5.5 (locked) predates the warning
     full = estimate(d05, vs, w, preempt="full")
-    assert [line.split(":", 1)[0] for line in full.warnings] == ["v5.5"]
-    assert "holding mmu_lock, preempt=full" in full.warnings[0]
+    assert full.warnings == () and full.lock_holds == ()
 
 
 def test_lock_hold_thresholds() -> None:
-    # 25 s > RCU 21 s > soft lockup 2 × 10 s: the worst passed is the RCU stall.
-    # With watchdog_thresh 5 s, 15 s passes the soft lockup (10 s) but not the RCU stall.
-    # 0.2 s passes only need_resched (100 ms); 0.05 s nothing.
+    # every detector a stretch passes, earliest first; the thresholds by hand:
+    # need_resched 100 ms, soft lockup 2 × watchdog_thresh, RCU stall 21 s.
+    # With watchdog_thresh 5 s: 25 s passes all three; 15 s the soft lockup (10 s) and
+    # need_resched, not the RCU stall; 0.2 s only need_resched; 0.05 s nothing.
     h = lock_holds(["a", "b", "c", "d"], [25e9, 15e9, 0.2e9, 0.05e9], [25e9, 0.0, 0.2e9, 0.0],
                    watchdog_thresh_s=5.0)
-    assert [(x.variant, x.threshold, x.mmu_lock_held) for x in h] == [
-        ("a", "rcu_stall", True), ("b", "soft_lockup", False), ("c", "need_resched", True),
+    assert [(x.variant, x.threshold, x.limit_ns, x.mmu_lock_held) for x in h] == [
+        ("a", "need_resched", 100e6, True), ("a", "soft_lockup", 10e9, True),
+        ("a", "rcu_stall", 21e9, True),
+        ("b", "need_resched", 100e6, False), ("b", "soft_lockup", 10e9, False),
+        ("c", "need_resched", 100e6, True),
     ]
-    assert h[1].limit_ns == 10e9
     # default watchdog_thresh 10 s: soft lockup at 20 s, so 15 s is only past need_resched
     h = lock_holds(["b"], [15e9], [0.0])
     assert [(x.threshold, x.limit_ns) for x in h] == [("need_resched", 100e6)]
+    # a v5.10 kernel has no need_resched warning (v5.13): 15 s trips nothing there
+    assert lock_holds(["b"], [15e9], [0.0], kernels=["5.10"]) == []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -613,10 +625,14 @@ def test_every_path_names_its_kernel_functions(capsys) -> None:
 
 
 def test_lock_hold_warning_in_json_and_table(capsys) -> None:
-    argv = ("estimate", "--vm", "64G", "--backing", "4K", "--machine", "d05", "--kernel", "5.10")
+    argv = ("estimate", "--vm", "64G", "--backing", "4K", "--machine", "d05", "--kernel", "6.1")
     code, out, _ = run_cli(capsys, *argv, "--format", "json")
     assert code == 0
-    (warning,) = json.loads(out)["warnings"]
-    assert warning.startswith("v5.10: ") and "mmu_lock not held" in warning
+    doc = json.loads(out)
+    (warning,) = doc["warnings"]
+    assert warning.startswith("v6.1: need_resched latency") and "mmu_lock not held" in warning
+    (hold,) = doc["lock_hold_warnings"]
+    assert hold["variant"] == "v6.1" and hold["threshold"] == "need_resched"
+    assert hold["first_fire_ns"] == 100e6 and hold["on_by_default"] is False
     code, out, _ = run_cli(capsys, *argv)
-    assert code == 0 and "mmu_lock not held" in out
+    assert code == 0 and "mmu_lock not held" in out and "need_resched set for > N ns" in out

@@ -168,9 +168,13 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Memory placement: fractions on the local node, another node of the same "
                      "socket, another socket (default: the machine's)."),
         click.option("--preempt", type=click.Choice(["none", "voluntary", "full"]), default="none",
-                     show_default=True, help="Kernel preemption model for the lock-hold warnings."),
+                     show_default=True, help="Kernel preemption model for the lock-hold warnings "
+                     "(full: only stretches holding mmu_lock count; RCU is then rcu_preempt)."),
         click.option("--watchdog-thresh", default=10.0, show_default=True, type=float,
                      help="kernel.watchdog_thresh in seconds; soft lockups are reported at twice it."),
+        click.option("--rcu-stall-timeout", default=21, show_default=True, type=int, metavar="SECONDS",
+                     help="rcupdate.rcu_cpu_stall_timeout (CONFIG_RCU_CPU_STALL_TIMEOUT), 3..300 s: "
+                     "RCU CPU stalls are reported past it."),
         SET_OPTION,
         click.option("--baseline", default=None, metavar="NAME",
                      help="Variant speedups are relative to (default: the first)."),
@@ -185,8 +189,10 @@ def build_estimate(
     event: str, range_: str | None, backing: str | None, mapped: float, device: float, memslots: int,
     ipa_bits: str, granule: str, ram_base: str, placement: str | None, preempt: str,
     watchdog_thresh: float, baseline: str | None, sets: Sequence[str] = (),
+    rcu_stall_timeout: int = 21,
 ) -> Any:
     """Parse and check the input options, then run the estimate (exit 2 on any bad input)."""
+    from s2teardown.core.detectors import RCU_STALL_TIMEOUT_RANGE_S
     from s2teardown.core.prices import Placement
     from s2teardown.features.estimate import estimate as run
     from s2teardown.inputs.machine import apply_sets, load_machine
@@ -214,6 +220,12 @@ def build_estimate(
                         f"--event {event}")
     if not (0 < watchdog_thresh < 1e6):
         raise UserError("--watchdog-thresh", None, None, "a positive number of seconds", repr(watchdog_thresh))
+    lo, hi = RCU_STALL_TIMEOUT_RANGE_S
+    if not lo <= rcu_stall_timeout <= hi:
+        # rcu_jiffies_till_stall_check (kernel/rcu/tree_stall.h) clamps the kernel's value to 3..300
+        raise UserError("--rcu-stall-timeout", None, None,
+                        f"a whole number of seconds {lo}..{hi} (the range the kernel accepts)",
+                        str(rcu_stall_timeout))
     base_b = parse_flag("--ram-base", parse_size, ram_base)
     bits: int | None = None
     if ipa_bits != "auto":
@@ -260,7 +272,8 @@ def build_estimate(
 
         sc = load_scenario(scenario, flag="--scenario")
         est = estimate_scenario(m, chosen, sc, baseline=baseline, placement=pl, preempt=preempt,
-                                watchdog_thresh_s=watchdog_thresh)
+                                watchdog_thresh_s=watchdog_thresh,
+                                rcu_stall_timeout_s=float(rcu_stall_timeout))
         return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings),
                                    assumptions=(*what_if_note(m), *est.assumptions))
     gran = GRANULE_BYTES[granule]
@@ -269,7 +282,7 @@ def build_estimate(
                  range=rng, placement=pl)
     try:
         est = run(m, chosen, w, baseline=baseline, default_backing=backing is None, preempt=preempt,
-                  watchdog_thresh_s=watchdog_thresh)
+                  watchdog_thresh_s=watchdog_thresh, rcu_stall_timeout_s=float(rcu_stall_timeout))
         return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings),
                                    assumptions=(*what_if_note(m), *est.assumptions))
     except ValueError as exc:

@@ -95,7 +95,10 @@ def compare(machines: Sequence[str], fmt: str, output: str | None, **inputs: Any
     if fmt == "json":
         from s2teardown.render.envelope import envelope, to_json
 
-        doc = envelope("compare", warnings=warnings, workload=header, **cmp.as_dict())
+        holds = [{"machine": e.machine.name, "variant": h.variant, **h.as_dict(), "warning": h.line}
+                 for e in estimates for h in e.lock_holds]  # every detector tripped (model.md §11.5)
+        doc = envelope("compare", warnings=warnings, workload=header, lock_hold_warnings=holds,
+                       **cmp.as_dict())
         emit(to_json(doc), output)
     elif fmt == "markdown":
         emit(_markdown(cmp, header, warnings), output)

@@ -151,6 +151,8 @@ def table(spec: str, output: str | None, quiet: bool, embed_inputs: bool) -> Non
     if not quiet:
         where = output or "stdout"
         click.echo(f"s2teardown: wrote {where}: {views.summary_of_table(doc)}", err=True)
+        for line in views.lock_hold_lines(doc):
+            click.echo(f"s2teardown: warning: {line}", err=True)
 
 
 @click.command("check")

@@ -16,6 +16,14 @@ from typing import Any
 import numpy as np
 
 from s2teardown.core.counts import Batch, batch_from_layout, linear_from_events
+from s2teardown.core.detectors import (
+    DEFAULT_RCU_STALL_TIMEOUT_S,
+    DEFAULT_RESCHED_LATENCY_WARN_MS,
+    DEFAULT_WATCHDOG_THRESH_S,
+    DetectorSettings,
+    firings,
+    kernel_release,
+)
 from s2teardown.core.geometry import Geometry
 from s2teardown.core.instructions import DEFAULT_FRAME, Features, Frame, frame_for
 from s2teardown.core.model import Breakdown, MachineInputs, VariantSpec, evaluate
@@ -27,11 +35,13 @@ from s2teardown.inputs.units import format_ns, format_size
 from s2teardown.inputs.variants import Variant
 from s2teardown.inputs.workload import Workload, uniform_batch
 
-#: Lock-hold thresholds (docs/model.md §11.5): need_resched warnings past 100 ms; the soft-lockup
-#: detector fires at 2 × watchdog_thresh (watchdog_thresh 10 s by default: 20 s); RCU stall 21 s.
-NEED_RESCHED_NS = 100e6
-SOFT_LOCKUP_NS = 20e9
-RCU_STALL_NS = 21e9
+#: Lock-hold thresholds by default (the detectors, their rules and kernel sources:
+#: core/detectors.py, docs/model.md §11.5): need_resched latency warning past
+#: resched_latency_warn_ms = 100 ms (v5.13+, LATENCY_WARN only); the soft-lockup detector at
+#: 2 × watchdog_thresh = 20 s; the RCU CPU stall at CONFIG_RCU_CPU_STALL_TIMEOUT = 21 s.
+NEED_RESCHED_NS = DEFAULT_RESCHED_LATENCY_WARN_MS * 1e6
+SOFT_LOCKUP_NS = 2.0 * DEFAULT_WATCHDOG_THRESH_S * 1e9
+RCU_STALL_NS = DEFAULT_RCU_STALL_TIMEOUT_S * 1e9
 
 @dataclass(frozen=True)
 class Estimate:
@@ -48,6 +58,8 @@ class Estimate:
     warnings: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
     scenario: Any = None  # scenario.Scenario when the input was a scenario file
+    lock_holds: tuple[LockHold, ...] = ()  # every detector each variant's stretch trips
+    detectors: DetectorSettings = field(default_factory=DetectorSettings)  # the knobs in force
 
     @property
     def header(self) -> str:
@@ -182,18 +194,32 @@ PREEMPT_MODES = ("none", "voluntary", "full")
 
 @dataclass(frozen=True)
 class LockHold:
-    """The worst lock-hold threshold one variant's longest stretch passes."""
+    """One detector one variant's longest non-preemptible stretch would trip (core/detectors.py)."""
 
     variant: str
-    threshold: str  # "rcu_stall" | "soft_lockup" | "need_resched"
-    limit_ns: float
-    stretch_ns: float
+    threshold: str  # the detector: "need_resched" | "soft_lockup" | "rcu_stall"
+    limit_ns: float  # its threshold in force
+    stretch_ns: float  # the stretch it sees (with preempt=full: the longest holding mmu_lock)
     mmu_lock_held: bool
-    what: str  # the threshold in words
+    what: str  # the threshold in force, in words ("2 × watchdog_thresh = 20 s")
+    name: str = ""  # "soft lockup", "RCU CPU stall", "need_resched latency"
+    message: str = ""  # as the kernel prints it, run-time values as N / TASK / PID
+    format: str = ""  # the kernel's printf format, verbatim
+    first_fire_ns: float = 0.0  # from the start of the stretch
+    on_by_default: bool = True  # False: only with the LATENCY_WARN sched feature on
+    preempt: str = "none"
 
     def as_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "limit_ns": self.limit_ns,
-                "stretch_ns": self.stretch_ns, "mmu_lock_held": self.mmu_lock_held}
+                "stretch_ns": self.stretch_ns, "mmu_lock_held": self.mmu_lock_held,
+                "detector": self.name, "message": self.message, "format": self.format,
+                "first_fire_ns": self.first_fire_ns, "first_fire_from": "stretch start",
+                "on_by_default": self.on_by_default, "preempt": self.preempt}
+
+    @property
+    def line(self) -> str:
+        """The warning line for this detector alone (`stretch_warnings` groups variants)."""
+        return _warning_line(self.variant, self)
 
 
 def lock_holds(
@@ -202,30 +228,39 @@ def lock_holds(
     locked_ns: Sequence[float],
     *,
     preempt: str = "none",
-    watchdog_thresh_s: float = 10.0,
+    watchdog_thresh_s: float = DEFAULT_WATCHDOG_THRESH_S,
+    rcu_stall_timeout_s: float = DEFAULT_RCU_STALL_TIMEOUT_S,
+    kernels: Sequence[str | None] | None = None,
 ) -> list[LockHold]:
-    """For each variant whose longest non-preemptible stretch passes a threshold, the worst one.
+    """Every detector each variant's longest non-preemptible stretch trips, earliest first.
 
     With ``preempt=none`` or ``voluntary`` only resched points end a non-preemptible stretch;
     with ``full`` a stretch is non-preemptible only while it holds mmu_lock (a spinlock).
+    ``kernels`` gives each variant's mainline release ("5.10"; None: unknown, taken to have
+    every detector): a detector newer than the release (need_resched latency, v5.13) is left out.
     """
-    soft = 2.0 * watchdog_thresh_s * 1e9
-    limits = sorted(
-        (
-            (RCU_STALL_NS, "rcu_stall", "the RCU stall timeout (21 s)"),
-            (soft, "soft_lockup", f"the soft-lockup threshold (2 × watchdog_thresh = {soft / 1e9:g} s)"),
-            (NEED_RESCHED_NS, "need_resched", "the need_resched warning latency (100 ms)"),
-        ),
-        reverse=True,
-    )
+    settings = DetectorSettings(preempt=preempt, watchdog_thresh_s=watchdog_thresh_s,
+                                rcu_stall_timeout_s=rcu_stall_timeout_s)
+    if kernels is None:
+        kernels = [None] * len(names)
     out: list[LockHold] = []
-    for name, s_all, s_locked in zip(names, stretch_ns, locked_ns, strict=True):
-        s = s_locked if preempt == "full" else s_all
-        for limit, kind, what in limits:
-            if s > limit:
-                out.append(LockHold(name, kind, float(limit), float(s), s_locked >= s, what))
-                break
+    for name, s_all, s_locked, k in zip(names, stretch_ns, locked_ns, kernels, strict=True):
+        s = float(s_locked if preempt == "full" else s_all)
+        for f in firings(s, kernel_release(k), settings):
+            out.append(LockHold(
+                name, f.key, f.threshold_ns, s, s_locked >= s, f.threshold_text,
+                name=f.name, message=f.message, format=f.format, first_fire_ns=f.first_fire_ns,
+                on_by_default=f.on_by_default, preempt=preempt,
+            ))
     return out
+
+
+def _warning_line(variants: str, h: LockHold) -> str:
+    where = (f"the longest stretch without a resched point ({format_ns(h.stretch_ns)}"
+             f"{', holding mmu_lock' if h.mmu_lock_held else ', mmu_lock not held'}, preempt={h.preempt})")
+    gate = "" if h.on_by_default else (
+        ", if the LATENCY_WARN sched feature is on (it is off by default)")
+    return f"{variants}: {h.name} ({h.what}) at {format_ns(h.first_fire_ns)} into {where}{gate}: {h.message}"
 
 
 def stretch_warnings(
@@ -234,18 +269,43 @@ def stretch_warnings(
     locked_ns: Sequence[float],
     *,
     preempt: str = "none",
-    watchdog_thresh_s: float = 10.0,
+    watchdog_thresh_s: float = DEFAULT_WATCHDOG_THRESH_S,
+    rcu_stall_timeout_s: float = DEFAULT_RCU_STALL_TIMEOUT_S,
+    kernels: Sequence[str | None] | None = None,
 ) -> list[str]:
-    """One warning line per (threshold, stretch) shared by variants (see `lock_holds`)."""
-    grouped: dict[tuple[str, str, bool], list[str]] = {}
-    for h in lock_holds(names, stretch_ns, locked_ns, preempt=preempt,
-                        watchdog_thresh_s=watchdog_thresh_s):
-        grouped.setdefault((format_ns(h.stretch_ns), h.what, h.mmu_lock_held), []).append(h.variant)
-    return [
-        f"{', '.join(vs)}: the longest stretch without a resched point ({s}"
-        f"{', holding mmu_lock' if locked else ', mmu_lock not held'}, preempt={preempt}) exceeds {what}"
-        for (s, what, locked), vs in grouped.items()
-    ]
+    """One warning line per (detector, stretch) shared by variants (see `lock_holds`)."""
+    return holds_warnings(lock_holds(names, stretch_ns, locked_ns, preempt=preempt,
+                                     watchdog_thresh_s=watchdog_thresh_s,
+                                     rcu_stall_timeout_s=rcu_stall_timeout_s, kernels=kernels))
+
+
+def holds_warnings(holds: Sequence[LockHold]) -> list[str]:
+    """The warning lines of `lock_holds`' result: variants with the same stretch and detector
+    share a line; a variant's lines in the order its detectors fire."""
+    grouped: dict[tuple[float, str, bool, str], list[LockHold]] = {}
+    for h in holds:
+        grouped.setdefault((h.first_fire_ns, h.threshold, h.mmu_lock_held, format_ns(h.stretch_ns)),
+                           []).append(h)
+    return [_warning_line(", ".join(x.variant for x in hs), hs[0]) for hs in grouped.values()]
+
+
+@functools.cache
+def _bundled_kernels() -> dict[str, tuple[str | None, str | None]]:
+    from s2teardown.inputs.variants import load_variants
+
+    return {v.name: (v.kernel, v.base) for v in load_variants().variants}
+
+
+def variant_kernel(var: Variant, pool: Sequence[Variant] = ()) -> str | None:
+    """The mainline release a variant is (its ``kernel``) or is based on (its bases' ``kernel``,
+    looked up in ``pool`` and then the bundled variants); None if none is known."""
+    own = {v.name: (v.kernel, v.base) for v in pool}
+    kernel, base = var.kernel, var.base
+    seen = {var.name}
+    while kernel is None and base is not None and base not in seen:
+        seen.add(base)
+        kernel, base = own.get(base) or _bundled_kernels().get(base) or (None, None)
+    return kernel
 
 
 def estimate(
@@ -258,6 +318,7 @@ def estimate(
     default_backing: bool = False,
     preempt: str = "none",
     watchdog_thresh_s: float = 10.0,
+    rcu_stall_timeout_s: float = DEFAULT_RCU_STALL_TIMEOUT_S,
 ) -> Estimate:
     """Per-phase cost of tearing down ``workload`` on ``machine`` for each variant.
 
@@ -274,6 +335,7 @@ def estimate(
         kinds=user_path(workload.event).kinds, path=user_path(workload.event).kernel, size=workload.vm_bytes,
         workload=workload, scenario=None, baseline=baseline, with_segments=with_segments,
         assumptions=assumptions, preempt=preempt, watchdog_thresh_s=watchdog_thresh_s,
+        rcu_stall_timeout_s=rcu_stall_timeout_s,
     )
 
 
@@ -287,6 +349,7 @@ def estimate_scenario(
     placement: Placement | None = None,
     preempt: str = "none",
     watchdog_thresh_s: float = 10.0,
+    rcu_stall_timeout_s: float = DEFAULT_RCU_STALL_TIMEOUT_S,
 ) -> Estimate:
     """The same for an explicit layout and event from a scenario file (`scenario.Scenario`)."""
     kinds = tuple(dict.fromkeys(inv.kind for inv in scenario.event))
@@ -298,7 +361,7 @@ def estimate_scenario(
         machine, variants, batch_from_layout(scenario.layout, scenario.event), scenario.geometry,
         placement, kinds=kinds, path=path, size=size, workload=None, scenario=scenario,
         baseline=baseline, with_segments=with_segments, assumptions=[], preempt=preempt,
-        watchdog_thresh_s=watchdog_thresh_s,
+        watchdog_thresh_s=watchdog_thresh_s, rcu_stall_timeout_s=rcu_stall_timeout_s,
     )
 
 
@@ -319,6 +382,7 @@ def _estimate_batch(
     assumptions: list[str],
     preempt: str,
     watchdog_thresh_s: float,
+    rcu_stall_timeout_s: float = DEFAULT_RCU_STALL_TIMEOUT_S,
 ) -> Estimate:
     mi, placement = machine_inputs(machine, placement_in)
     specs = variant_specs(variants)
@@ -351,16 +415,18 @@ def _estimate_batch(
             f"the VM ({format_size(size)}) is larger than {machine.name}'s "
             f"installed memory ({format_size(mem)})"
         )
+    holds: list[LockHold] = []
     if b.stretch_ns is not None and b.stretch_locked is not None:
-        warnings.extend(
-            stretch_warnings(
-                names,
-                [float(x) for x in b.stretch_ns[0]],
-                [float(x) for x in b.stretch_locked[0]],
-                preempt=preempt,
-                watchdog_thresh_s=watchdog_thresh_s,
-            )
+        holds = lock_holds(
+            names,
+            [float(x) for x in b.stretch_ns[0]],
+            [float(x) for x in b.stretch_locked[0]],
+            preempt=preempt,
+            watchdog_thresh_s=watchdog_thresh_s,
+            rcu_stall_timeout_s=rcu_stall_timeout_s,
+            kernels=[variant_kernel(v, variants) for v in variants],
         )
+        warnings.extend(holds_warnings(holds))
     return Estimate(
         breakdown=b,
         machine=machine,
@@ -375,6 +441,9 @@ def _estimate_batch(
         warnings=tuple(warnings),
         extra={"path": path, "preempt": preempt},
         scenario=scenario,
+        lock_holds=tuple(holds),
+        detectors=DetectorSettings(preempt=preempt, watchdog_thresh_s=watchdog_thresh_s,
+                                   rcu_stall_timeout_s=rcu_stall_timeout_s),
     )
 
 

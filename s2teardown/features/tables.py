@@ -21,6 +21,7 @@ A table spec (YAML, e.g. configs/tables/example.yaml)::
     variants_file: my-variants.yaml              # optional, relative to the spec
     preempt: none                                # optional: none | voluntary | full
     watchdog_thresh_s: 10                        # optional
+    rcu_stall_timeout_s: 21                      # optional: 3 … 300
 
 Relative paths in the table (the spec's own path) are relative to the table's directory, and
 paths in the spec are relative to the spec's directory, so a table committed beside its spec
@@ -44,14 +45,17 @@ from typing import Any, Final
 import numpy as np
 
 from s2teardown import __version__
+from s2teardown.core.detectors import DEFAULT_RCU_STALL_TIMEOUT_S, RCU_STALL_TIMEOUT_RANGE_S
 from s2teardown.core.model import MODEL_VERSION
 from s2teardown.core.vocabulary import EVENTS, PHASES
 from s2teardown.errors import NothingComparable, UserError, describe
 from s2teardown.features.estimate import (
     PREEMPT_MODES,
+    LockHold,
     evaluate_workloads,
+    holds_warnings,
     lock_holds,
-    stretch_warnings,
+    variant_kernel,
 )
 from s2teardown.inputs.bundled import bundled_names, bundled_root
 from s2teardown.inputs.check import unknown_key
@@ -88,7 +92,8 @@ SPEC_SCHEMA_VERSION: Final = 1
 #: What changed in each version of the spec format (shown when a spec's schema_version differs).
 SPEC_CHANGES_SINCE: Final[dict[int, str]] = {
     1: "first version: description, machines, vm_bytes, backings, events, variants, "
-    "variants_file, preempt and watchdog_thresh_s",
+    "variants_file, preempt and watchdog_thresh_s (later, still version 1: the optional "
+    "rcu_stall_timeout_s)",
 }
 DEFAULT_RTOL: Final = 0.01
 DEFAULT_ATOL_NS: Final = 1000.0
@@ -107,6 +112,7 @@ _SPEC_KEYS: Final = (
     "variants_file",
     "preempt",
     "watchdog_thresh_s",
+    "rcu_stall_timeout_s",
 )
 _DEFAULT_BACKING: Final[Backing] = ((2 << 20, 100.0),)
 #: Lock-hold thresholds, lowest first: the kinds a variant's longest stretch may exceed.
@@ -136,6 +142,7 @@ class TableSpec:
     lines: Mapping[str, int | None] = field(default_factory=dict)
     text: str = ""
     sha256: str = ""
+    rcu_stall_timeout_s: float = DEFAULT_RCU_STALL_TIMEOUT_S
 
     @property
     def row_count(self) -> int:
@@ -157,6 +164,7 @@ class TableSpec:
             "variants_file": self.variants_file,
             "preempt": self.preempt,
             "watchdog_thresh_s": self.watchdog_thresh_s,
+            "rcu_stall_timeout_s": self.rcu_stall_timeout_s,
         }
 
 
@@ -365,6 +373,17 @@ def parse_spec(
             "a positive number of seconds",
             _describe(thresh),
         )
+    rcu_timeout = data.get("rcu_stall_timeout_s", DEFAULT_RCU_STALL_TIMEOUT_S)
+    lo, hi = RCU_STALL_TIMEOUT_RANGE_S
+    if not _is_num(rcu_timeout) or float(rcu_timeout) != int(rcu_timeout) or not lo <= rcu_timeout <= hi:
+        # rcu_jiffies_till_stall_check (kernel/rcu/tree_stall.h) clamps the kernel's value to 3..300
+        raise ck.fail(
+            data,
+            "rcu_stall_timeout_s",
+            "rcu_stall_timeout_s",
+            f"a whole number of seconds {lo}..{hi}",
+            _describe(rcu_timeout),
+        )
 
     for i, vm in enumerate(sizes):
         for j, b in enumerate(backings):
@@ -400,6 +419,7 @@ def parse_spec(
         variants_file=vfile,
         preempt=str(preempt),
         watchdog_thresh_s=float(thresh),
+        rcu_stall_timeout_s=float(rcu_timeout),
         description=desc,
         base_dir=base_dir,
         source=source,
@@ -568,15 +588,23 @@ def row_label(key: Key) -> str:
     return f"{machine} · {format_size(vm)} · {backing_label(backing)} · {event}"
 
 
-def _lock_hold(
-    name: str, stretch: float, locked: float, preempt: str, thresh_s: float
-) -> dict[str, Any] | None:
-    """The worst lock-hold threshold a variant's longest stretch passes (api.lock_holds)."""
-    holds = lock_holds([name], [stretch], [locked], preempt=preempt, watchdog_thresh_s=thresh_s)
+def _lock_holds(
+    var: Variant, pool: Sequence[Variant], stretch: float, locked: float, spec: TableSpec
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[str]]:
+    """Every detector a variant's longest stretch trips (api.lock_holds): the latest-firing one as
+    ``lock_hold`` (the field tables have always had), all of them as ``lock_holds``, and the
+    warning lines."""
+    holds = lock_holds([var.name], [stretch], [locked], preempt=spec.preempt,
+                       watchdog_thresh_s=spec.watchdog_thresh_s,
+                       rcu_stall_timeout_s=spec.rcu_stall_timeout_s,
+                       kernels=[variant_kernel(var, pool)])
+    lines = [holds_warnings([h])[0] for h in holds]
+    every = [{**h.as_dict(), "warning": line} for h, line in zip(holds, lines, strict=True)]
     if not holds:
-        return None
-    msg = stretch_warnings([name], [stretch], [locked], preempt=preempt, watchdog_thresh_s=thresh_s)
-    return {**holds[0].as_dict(), "message": msg[0]}
+        return None, [], []
+    worst: LockHold = holds[-1]
+    return ({"threshold": worst.threshold, "limit_ns": worst.limit_ns, "stretch_ns": worst.stretch_ns,
+             "mmu_lock_held": worst.mmu_lock_held, "message": lines[-1]}, every, lines)
 
 
 def _rows(spec: TableSpec, inputs: _Inputs) -> list[dict[str, Any]]:
@@ -622,7 +650,7 @@ def _rows(spec: TableSpec, inputs: _Inputs) -> list[dict[str, Any]]:
             for v, var in enumerate(variants):
                 st = 0.0 if stretch is None else float(stretch[s, v])
                 lk = 0.0 if locked is None else float(locked[s, v])
-                hold = _lock_hold(var.name, st, lk, spec.preempt, spec.watchdog_thresh_s)
+                hold, holds, lines = _lock_holds(var, inputs.variant_set.variants, st, lk, spec)
                 per_v.append(
                     {
                         "name": var.name,
@@ -632,7 +660,8 @@ def _rows(spec: TableSpec, inputs: _Inputs) -> list[dict[str, Any]]:
                         "longest_stretch_ns": st,
                         "longest_locked_stretch_ns": lk,
                         "lock_hold": hold,
-                        "warnings": [] if hold is None else [hold["message"]],
+                        "lock_holds": holds,
+                        "warnings": lines,
                     }
                 )
             rows.append(
@@ -756,6 +785,22 @@ def _schema() -> dict[str, Any]:
         "longest_stretch_ns": _NUM,
         "longest_locked_stretch_ns": _NUM,
         "lock_hold": lock,
+        # every detector tripped (docs/model.md §11.5); tables written before it lack the key
+        "lock_holds": (
+            "optional",
+            [
+                {
+                    "threshold": _STR,
+                    "limit_ns": _NUM,
+                    "stretch_ns": _NUM,
+                    "mmu_lock_held": _BOOL,
+                    "message": _STR,
+                    "first_fire_ns": _NUM,
+                    "on_by_default": _BOOL,
+                    "warning": _STR,
+                }
+            ],
+        ),
         "warnings": [_STR],
     }
     key = {
@@ -835,6 +880,10 @@ def _check_type(value: Any, schema: Any, where: str, file: str) -> None:
         if not isinstance(value, dict):
             raise bad("a mapping")
         for k, sub in schema.items():
+            if isinstance(sub, tuple) and sub[0] == "optional":
+                if k in value:
+                    _check_type(value[k], sub[1], f"{where}.{k}" if where else k, file)
+                continue
             if k not in value:
                 raise UserError(
                     file,
@@ -1215,7 +1264,25 @@ def _compare_variant(
             else:
                 better = True
             reasons.append(f"{name} {format_delta_ns(d)} ({format_percent(percent_change(o, n))})")
-    la, lb = a.get("lock_hold"), b.get("lock_hold")
+    if "lock_holds" in a and "lock_holds" in b:
+        # both tables list every detector: each one newly tripped is a regression
+        ka = {h["threshold"]: h for h in a["lock_holds"]}
+        kb = {h["threshold"]: h for h in b["lock_holds"]}
+        for key, h in kb.items():
+            if key not in ka:
+                worse = worse or gated
+                gate = "" if h["on_by_default"] else ", if LATENCY_WARN is on"
+                reasons.append(
+                    f"new lock-hold warning: {key} ({format_ns(float(h['stretch_ns']))} "
+                    f"> {format_ns(float(h['limit_ns']))}) at {format_ns(float(h['first_fire_ns']))}"
+                    f"{gate}: {h['message']}"
+                )
+        gone = [key for key in ka if key not in kb]
+        if gone:
+            better = True
+            reasons.append("lock-hold warning gone: " + ", ".join(gone))
+        return ("worse" if worse else "better" if better else "unchanged"), reasons
+    la, lb = a.get("lock_hold"), b.get("lock_hold")  # a table from before lock_holds: the worst
     lim_a = 0.0 if la is None else float(la["limit_ns"])
     lim_b = 0.0 if lb is None else float(lb["limit_ns"])
     if lb is not None and lim_b > lim_a:

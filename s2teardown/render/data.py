@@ -11,6 +11,7 @@ import io
 import math
 from typing import Any
 
+from s2teardown.core.detectors import DETECTORS, DetectorSettings
 from s2teardown.core.vocabulary import EVENTS, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.features.estimate import Estimate
 from s2teardown.inputs.units import backing_label, format_ns
@@ -62,6 +63,8 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
                 "longest_locked_stretch_ns": (
                     None if b.stretch_locked is None else float(b.stretch_locked[0, v])
                 ),
+                # every detector the stretch trips, earliest first (docs/model.md §11.5)
+                "lock_holds": [h.as_dict() for h in e.lock_holds if h.variant == var.name],
                 "phases": phases,
                 "events": {ev: int(b.events[0, v, i]) for i, ev in enumerate(EVENTS)},
                 # instructions and priced operations, all phases: what make validate-kernel
@@ -82,8 +85,33 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
         baseline=e.variants[b.baseline].name,
         prices_overridden=sorted(e.prices.overridden),
         assumptions=list(e.assumptions),
+        detectors=detectors_document(e.detectors),
+        lock_hold_warnings=[{"variant": h.variant, **h.as_dict()} for h in e.lock_holds],
         variants=variants,
     )
+
+
+def detectors_document(settings: DetectorSettings) -> list[dict[str, Any]]:
+    """The detector table with the thresholds in force (core/detectors.py, docs/model.md §11.5)."""
+    return [
+        {
+            "detector": d.key,
+            "name": d.name,
+            "threshold_ns": settings.threshold_ns(d.key),
+            "threshold": settings.threshold_text(d.key),
+            "rule": d.rule,
+            "setting": d.setting,
+            "since": d.since_text,
+            "decides": d.decides,
+            "format": d.format,
+            "message": settings.message(d.key),
+            "sees": d.sees,
+            "on_by_default": d.on_by_default,
+            "can_fire": d.can_fire,
+            "note": d.note,
+        }
+        for d in DETECTORS
+    ]
 
 
 def _workload(e: Estimate) -> dict[str, Any]:
@@ -141,6 +169,10 @@ def estimate_csv(e: Estimate) -> str:
                          int(p["assumed"]), p["note"] or "", what_if])
         wr.writerow([e.machine.name, *workload, v["name"], "stage2_total", repr(v["stage2_ns"]),
                      "1.0", "", "", what_if])
+        for h in v["lock_holds"]:  # time_ns: when it first fires, from the stretch's start
+            gate = "" if h["on_by_default"] else " [only with LATENCY_WARN on; off by default]"
+            wr.writerow([e.machine.name, *workload, v["name"], f"lock_hold:{h['threshold']}",
+                         repr(h["first_fire_ns"]), "", "", h["message"] + gate, what_if])
     return out.getvalue()
 
 
@@ -173,4 +205,14 @@ def estimate_markdown(e: Estimate) -> str:
         lines.append(f"- {a}")
     for wmsg in e.warnings:
         lines.append(f"- **warning:** {wmsg}")
+    if e.lock_holds:
+        lines += ["", f"Lock-hold detectors (preempt={e.detectors.preempt}; times from the start of "
+                  "the stretch):", "",
+                  "| variant | detector | threshold | first fires | stretch | the kernel prints |",
+                  "|---|---|---|---:|---:|---|"]
+        for h in e.lock_holds:
+            gate = "" if h.on_by_default else " (if LATENCY_WARN is on; off by default)"
+            lock = "holding mmu_lock" if h.mmu_lock_held else "mmu_lock not held"
+            lines.append(f"| {h.variant} | {h.name}{gate} | {h.what} | {format_ns(h.first_fire_ns)} | "
+                         f"{format_ns(h.stretch_ns)}, {lock} | `{h.message}` |")
     return "\n".join(lines) + "\n"

@@ -79,6 +79,9 @@ def explain_tree(e: Estimate, v: int) -> dict[str, Any]:
         root["longest_locked_stretch_ns"] = (
             None if b.stretch_locked is None else float(b.stretch_locked[0, v])
         )
+    name = e.variants[v].name
+    # every detector the variant's stretch trips, earliest first (docs/model.md §11.5)
+    root["lock_holds"] = [{**h.as_dict(), "warning": h.line} for h in e.lock_holds if h.variant == name]
     return root
 
 
@@ -98,7 +101,11 @@ def explain_rich(data: dict[str, Any]) -> Tree:
                 enode.add(f"[dim]{op['label']} ×{format_int(op['count'])} @ {op['unit_ns']:.4g} ns"
                           f" = {format_ns(op['time_ns'])}[/dim]")
     if "longest_stretch_ns" in data:
-        top.add(f"longest stretch without a resched point: {format_ns(data['longest_stretch_ns'])}")
+        st = top.add(f"longest stretch without a resched point: {format_ns(data['longest_stretch_ns'])}")
+        for h in data.get("lock_holds", []):
+            gate = "" if h["on_by_default"] else " (if LATENCY_WARN is on; off by default)"
+            st.add(f"[yellow]{escape(h['detector'])} at {format_ns(h['first_fire_ns'])}{gate}:[/yellow] "
+                   f"{escape(h['message'])}")
     return top
 
 

@@ -302,3 +302,15 @@ def summary_of_table(doc: Mapping[str, Any]) -> str:
     return f"{len(rows)} rows × {nv} variants, model_version {doc['model_version']}" + (
         f", {warn} lock-hold warnings" if warn else ""
     )
+
+
+def lock_hold_lines(doc: Mapping[str, Any]) -> list[str]:
+    """Every detector each row's variants trip, one line each, as the estimate warns of it
+    (``row label: variant: detector (threshold) at T into the stretch …: kernel message``)."""
+    out = []
+    for r in doc["rows"]:
+        for v in r["variants"]:
+            holds = v.get("lock_holds")
+            lines = [h["warning"] for h in holds] if holds is not None else list(v["warnings"])
+            out += [f"{r['label']}: {line}" for line in lines]
+    return out

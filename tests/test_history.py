@@ -78,7 +78,16 @@ W4G2M = dict(vm_bytes=4 * G, backing=B2M)
 #:   visits  = 4 entry-level + 4 × 512 PMD entries = 2,052
 #:   leaves  = 2,048 blocks; tables freed = the 4 PMD tables
 #:   put_page = TLBI calls = 2,048 + 4 = 2,052; CMO: 2,048 calls, 2,048 × 32,768 lines
-#:   resched = 4 chunks of 1 GiB − 1 = 3; the UNMAP frees 2,048 host folios
+#:   resched = 4 chunks of 1 GiB − 1 = 3
+#: then unmap_region on the host (docs/model.md §14): 2,048 THPs zapped and freed, each with its
+#: deposited PTE table, and the 4 PMD tables of [1G, 5G) (the 512 GiB PUD table's region is
+#: not wholly inside the range): 2,052 table pages.
+HOST_MUNMAP_4G2M = {"host_pmd_zap": 2_048, "host_folio_free": 2_048, "host_table_free": 2_052}
+#: MADV_DONTNEED and the OOM reaper zap and free the same THPs (and their deposited tables) but
+#: free no page table (no free_pgtables).
+HOST_ZAP_4G2M = {**HOST_MUNMAP_4G2M, "host_table_free": 2_048}
+#: exit_mmap: everything, the PUD table too (2,048 + 4 + 1), and 2 SRCU waits.
+HOST_EXIT_4G2M = {**HOST_MUNMAP_4G2M, "host_table_free": 2_053, "srcu_sync": 2}
 MUNMAP_4G2M = {
     "notifier_call": 1,
     "memslot_visit": 1,
@@ -91,7 +100,7 @@ MUNMAP_4G2M = {
     "dc_civac_line": 67_108_864,
     "table_free": 4,
     "resched_point": 3,
-    "host_folio_free": 2_048,
+    **HOST_MUNMAP_4G2M,
 }
 
 
@@ -106,17 +115,20 @@ def without(d: dict[str, int], *keys: str) -> dict[str, int]:
 def test_v59_munmap_keeps_resched_points() -> None:
     w = Workload(**W4G2M, event="munmap")
     assert events("v5.9", w, fwb=False) == MUNMAP_4G2M
-    # and the clear path (blockable) likewise: 3 resched points, no host frees
+    # and the clear path (blockable) likewise: 3 resched points; MADV_DONTNEED frees the THPs
+    # on the host but no page table
     wc = Workload(**W4G2M, event="clear")
-    assert events("v5.9", wc, fwb=False) == without(MUNMAP_4G2M, "host_folio_free")
+    assert events("v5.9", wc, fwb=False) == {**MUNMAP_4G2M, **HOST_ZAP_4G2M}
 
 
 def test_v59_oom_has_no_resched_point() -> None:
     w = Workload(**W4G2M, event="oom")
     # The OOM reaper's UNMAP is non-blockable: v5.9 drops the 3 resched points, nothing else.
-    assert events("v5.9", w, fwb=False) == without(MUNMAP_4G2M, "resched_point")
+    # The reaper zaps like MADV_DONTNEED: no page table freed (exit_mmap frees them later).
+    reaped = {**MUNMAP_4G2M, **HOST_ZAP_4G2M}
+    assert events("v5.9", w, fwb=False) == without(reaped, "resched_point")
     # v5.5 rescheduled even there (the bug v5.9 fixed): 3 points.
-    assert events("v5.5", w, fwb=False) == MUNMAP_4G2M
+    assert events("v5.5", w, fwb=False) == reaped
 
 
 def test_v59_oom_holds_the_lock_for_the_whole_range() -> None:
@@ -142,7 +154,7 @@ def test_v510_exit_is_a_destroy_walk() -> None:
         "entry_visit": 3_072,
         "put_page": 2_052,
         "table_free": 6,
-        "host_folio_free": 2_048,
+        **HOST_EXIT_4G2M,
     }
     assert events("v5.10", w, fwb=False) == want
     assert events("v5.10", w, fwb=True, tlbi_range=True) == want  # nothing left for FWB to remove
@@ -154,13 +166,17 @@ def test_v510_exit_4k_pages() -> None:
     w = Workload(vm_bytes=G, backing=B4K, event="exit")
     # [1G, 2G) of pages: 262,144 PTEs in 512 PTE tables under 1 PMD table.
     # visits 1,024 + 512 + 512 × 512 = 263,680; put_page 262,144 + 512 + 1 = 262,657;
-    # tables freed 513 + 2 pgd pages = 515.
+    # tables freed 513 + 2 pgd pages = 515.  Host exit_mmap: 262,144 PTEs zapped and pages
+    # freed; 512 PTE tables + 1 PMD table + 1 PUD table; 2 SRCU waits.
     assert events("v5.10", w, fwb=False) == {
         "notifier_call": 1,
         "entry_visit": 263_680,
         "put_page": 262_657,
         "table_free": 515,
+        "host_pte_zap": 262_144,
         "host_page_free": 262_144,
+        "host_table_free": 514,
+        "srcu_sync": 2,
     }
 
 
@@ -179,7 +195,10 @@ def test_v510_munmap_then_exit_pays_per_entry_tlbis() -> None:
         "tlb_flush_vmid_ipa": 2_052,
         "table_free": 6,  # 4 + 2
         "resched_point": 3,
-        "host_folio_free": 2_048,
+        # the host: the munmap's THPs and tables, then exit_mmap frees the PUD table left
+        **HOST_MUNMAP_4G2M,
+        "host_table_free": 2_053,
+        "srcu_sync": 2,
     }
     # the plain exit on the same machine: no TLBI at all
     assert "tlb_flush_vmid_ipa" not in events("v5.10", Workload(**W4G2M), fwb=True, tlbi_range=True)
@@ -278,7 +297,7 @@ def test_v61_four_level_munmap_chunks_at_1g() -> None:
         "dc_civac_line": 67_108_864,
         "table_free": 5,
         "resched_point": 3,
-        "host_folio_free": 2_048,
+        **HOST_MUNMAP_4G2M,  # the host's own tables: 3 levels below its top, as with 40 bits
     }
     assert events("v6.1", w, fwb=False) == want
     # v5.10 chunks at entry-level entries (512 GiB): one walk, 1 + 4 + 2,048 = 2,053 visits and
@@ -366,7 +385,11 @@ def test_v66_unaligned_munmap_range_ops() -> None:
         "resched_point": 1,
         "range_flush_call": 2,
         "range_tlbi_op": 7,
+        # the host: 262,146 pages zapped and freed; the PTE tables of [1G+2M, 2G) (511) lie
+        # wholly inside the range, [2G, 2G+2M) does not; no 1 GiB region does
+        "host_pte_zap": 262_146,
         "host_page_free": 262_146,
+        "host_table_free": 511,
     }
     assert events("v6.6", w, fwb=True, tlbi_range=True) == deferred
     assert events("v6.9", w, fwb=True, tlbi_range=True) == {**deferred, "tlb_flush_vmid_ipa": 511}
@@ -390,7 +413,9 @@ def test_v66_munmap_with_thp_split_edges() -> None:
     #   [2G, 3G): 512 blocks, table freed, visits 513, 2**18 pages -> 1 op.
     #   [3G, 3G+1M): its block went with the CLEAR: 0 blocks, visits 1 + 1 = 2, 256 pages -> 1 op.
     #   -> blocks 1,023, tables 2, visits 1,028, 3 range calls, 5 ops, resched 2.
-    #   Host frees: the UNMAP's 1,023 folios only (the split THPs are not counted).
+    #   Host: the 1,023 THPs of [1G+2M, 3G) zapped and freed (+ their deposited tables); the
+    #   THPs at 1G and 3G split, their 256 + 256 pages inside the range zapped per PTE, folios
+    #   kept; the PMD table of [2G, 3G) freed: 1,023 + 1 table pages.
     w = Workload(**W4G2M, event="munmap", range=(M, 2 * G))
     want = {
         "notifier_call": 3,
@@ -403,7 +428,11 @@ def test_v66_munmap_with_thp_split_edges() -> None:
         "resched_point": 2,
         "range_flush_call": 5,
         "range_tlbi_op": 7,
+        "host_pmd_zap": 1_023,
         "host_folio_free": 1_023,
+        "host_pmd_split": 2,
+        "host_pte_zap": 512,
+        "host_table_free": 1_024,
     }
     assert events("v6.6", w, fwb=True, tlbi_range=True) == want
     assert events("v6.9", w, fwb=True, tlbi_range=True) == {**want, "tlb_flush_vmid_ipa": 2}
@@ -507,7 +536,7 @@ def test_v619_exit_destroys_in_1g_chunks() -> None:
         "put_page": 2_052,
         "table_free": 6,
         "resched_point": 1_023,
-        "host_folio_free": 2_048,
+        **HOST_EXIT_4G2M,
     }
     assert events("v6.19", w, fwb=True, tlbi_range=True) == want
     segs = segments("v6.19", w, fwb=True, tlbi_range=True)
@@ -528,7 +557,12 @@ def test_v619_16k_pages_chunk_at_32m() -> None:
         "entry_visit": 32_768,
         "put_page": 32,
         "table_free": 16,
+        # host exit_mmap: 32 THPs of 32 MiB zapped and freed, their 32 deposited tables, the
+        # PMD table (64 GiB span) and the PUD table (128 TiB span); 2 SRCU waits
+        "host_pmd_zap": 32,
         "host_folio_free": 32,
+        "host_table_free": 34,
+        "srcu_sync": 2,
     }
     assert events("v5.10", w, fwb=False) == v510
     assert events("v6.19", w, fwb=False) == {**v510, "resched_point": 32_767}
@@ -548,7 +582,12 @@ def test_v619_four_level_64t_guest() -> None:
         "entry_visit": 66_304,
         "put_page": 65_665,
         "table_free": 130,
-        "host_folio_free": 65_536,
+        # host exit_mmap: 65,536 1 GiB hugetlb pages zapped and back to the pool; the PUD
+        # tables of the 129 512 GiB regions they touch; 2 SRCU waits
+        "host_hugetlb_zap": 65_536,
+        "host_hugetlb_free": 65_536,
+        "host_table_free": 129,
+        "srcu_sync": 2,
     }
     assert events("v5.10", w, fwb=True, tlbi_range=True) == v510
     # v6.19: 2**47 / 2**30 = 131,072 chunks -> 131,071 resched points.  Each chunk loads its L0

@@ -12,8 +12,10 @@ import pytest
 
 import s2teardown.core.model as model
 from s2teardown.core.counts import count, expand_linear, linear_from_events
+from s2teardown.core.host import QUANTITY_NAMES as HOST_QUANTITIES
 from s2teardown.core.instructions import expansion
 from s2teardown.core.model import VariantSpec, evaluate, weights
+from s2teardown.core.vocabulary import EVENTS
 from s2teardown.features.estimate import machine_inputs, variant_specs
 from s2teardown.inputs.machine import load_machine
 from s2teardown.inputs.variants import load_variants
@@ -98,7 +100,7 @@ def test_linear_forms() -> None:
     """expand_linear is the integer product; linear_from_events is its inverse for explicit events."""
     rng = np.random.default_rng(1)
     columns = rng.integers(0, 1 << 40, size=(5, 4))
-    coefficients = rng.integers(0, 3, size=(2, 4, 17))
+    coefficients = rng.integers(0, 3, size=(2, 4, len(EVENTS)))
     want = np.einsum("sc,uce->sue", columns, coefficients)
     assert np.array_equal(expand_linear(columns, coefficients), want)
     cols, coef = linear_from_events(want)
@@ -110,6 +112,8 @@ def test_shared_quantities_are_counted_once() -> None:
     batch = uniform_batch(workloads("exit"))
     c = count(batch, [s.behaviours for s in SPECS], fwb=False, cache_line=64)
     # invocation (present, memslots, range-flush calls and ops) + one pass's six quantities +
-    # resched points for the one chunk size of these 3-level guests (1 GiB)
-    assert c.columns.shape[1] == 4 + 6 + 1
-    assert c.coefficients.shape == (len(set(c.variant_row.tolist())), c.columns.shape[1], 17)
+    # resched points for the one chunk size of these 3-level guests (1 GiB) + exit_mmap's host
+    # quantities (core/host.py: 9, shared by every variant)
+    assert len(HOST_QUANTITIES) == 9
+    assert c.columns.shape[1] == 4 + 6 + 1 + 9
+    assert c.coefficients.shape == (len(set(c.variant_row.tolist())), c.columns.shape[1], len(EVENTS))

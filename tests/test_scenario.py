@@ -11,6 +11,7 @@ import pytest
 
 from s2teardown.core.behaviour import Behaviour
 from s2teardown.core.counts import batch_from_layout, count
+from s2teardown.core.host import EXIT_MMAP, MUNMAP, HostOp
 from s2teardown.core.layout import CLEAR, TEARDOWN, UNMAP, Extent, Invocation, Layout, munmap_event
 from s2teardown.core.vocabulary import EVENTS
 from s2teardown.errors import UserError
@@ -47,8 +48,9 @@ ELIDED = {
 BEHAVIOURS = {"v5.5": STOCK, "elided": ELIDED}
 
 
-def vector_counts(lay: Layout, event: tuple[Invocation, ...], behs: dict[str, Behaviour]) -> list[int]:
-    c = count(batch_from_layout(lay, event), [behs], fwb=False, cache_line=64)
+def vector_counts(lay: Layout, event: tuple[Invocation, ...], behs: dict[str, Behaviour],
+                  host: tuple[HostOp, ...] = ()) -> list[int]:
+    c = count(batch_from_layout(lay, event, host), [behs], fwb=False, cache_line=64)
     return [int(x) for x in c.events[0, 0]]
 
 
@@ -152,16 +154,21 @@ def test_hand_worked_exit() -> None:
     #   dc_civac     = 4 * 4096/64 + 2 MiB/64 = 256 + 32768 = 33024
     #   the PTE table, then the PMD table empty: 2 table_clear, each 1 TLB flush, 1 put_page
     #   table_free   = 2 (tables) + 2 (pgd pages) = 4
-    #   put_page = tlb_flush = 5 + 2 = 7;  host frees 4 pages and 1 folio
+    #   put_page = tlb_flush = 5 + 2 = 7
+    # then exit_mmap on the host: 4 PTEs zapped and 4 pages freed, 1 THP zapped and freed;
+    #   tables: the THP's deposited PTE table + the PTE table of [1 GiB, +2 MiB) + the PMD
+    #   table of the 1 GiB region + the PUD table of the 512 GiB region = 4; 2 SRCU waits
     s = scenario_from_text(TINY + "event: exit\n", "tiny.yaml")
+    assert s.host == (HostOp(EXIT_MMAP),)
     expected = {
         "notifier_call": 1, "entry_visit": 2048, "pte_clear": 4, "block_clear": 1,
         "table_clear": 2, "put_page": 7, "tlb_flush_vmid_ipa": 7, "dcache_flush_call": 5,
         "dc_civac_line": 33024, "table_free": 4, "resched_point": 1023,
-        "host_page_free": 4, "host_folio_free": 1,
+        "host_pte_zap": 4, "host_page_free": 4, "host_pmd_zap": 1, "host_folio_free": 1,
+        "host_table_free": 4, "srcu_sync": 2,
     }
-    assert nonzero(walk_counts(s.layout, s.event, STOCK, fwb=False, cache_line=64)) == expected
-    assert nonzero(dict(zip(EVENTS, vector_counts(s.layout, s.event, STOCK), strict=True))) == expected
+    assert nonzero(walk_counts(s.layout, s.event, STOCK, fwb=False, cache_line=64, host=s.host)) == expected
+    assert nonzero(dict(zip(EVENTS, vector_counts(s.layout, s.event, STOCK, s.host), strict=True))) == expected
 
 
 def test_hand_worked_unaligned_munmap() -> None:
@@ -173,17 +180,21 @@ def test_hand_worked_unaligned_munmap() -> None:
     #   UNMAP: 1 notifier call, 1 memslot visit; 1 entry-level + 2 PMD entries (the second now
     #          empty) + PTEs 2..511 = 510 visits; PTEs 2 and 3 cleared (2 TLB flushes, 2 dcache
     #          calls, 128 lines, 2 put_page); PTEs 0 and 1 survive: no table freed.
-    #   entry_visit = 2 + 513 = 515; host frees the 2 pages (the CLEAR frees nothing).
+    #   entry_visit = 2 + 513 = 515.
+    # Then unmap_region on the host: the 2 pages zapped and freed; the THP the end cuts split
+    #   (1) and its 256 pages below 1 GiB + 3 MiB zapped per PTE, its folio kept; no table
+    #   region lies wholly inside the range: 258 PTE zaps, 2 page frees, 1 split.
     s = scenario_from_text(
         TINY + "event: {munmap: {gpa_bytes: 0x40002000, size_bytes: 3137536}}\n", "tiny.yaml")
     assert s.event == (Invocation(CLEAR, G + 2 * M, G + 4 * M), Invocation(UNMAP, G + 8 * K, G + 3 * M))
     expected = {
         "notifier_call": 2, "memslot_visit": 2, "entry_visit": 515, "pte_clear": 2,
         "block_clear": 1, "put_page": 3, "tlb_flush_vmid_ipa": 3, "dcache_flush_call": 3,
-        "dc_civac_line": 32896, "host_page_free": 2,
+        "dc_civac_line": 32896, "host_pte_zap": 258, "host_page_free": 2, "host_pmd_split": 1,
     }
-    assert nonzero(walk_counts(s.layout, s.event, STOCK, fwb=False, cache_line=64)) == expected
-    assert nonzero(dict(zip(EVENTS, vector_counts(s.layout, s.event, STOCK), strict=True))) == expected
+    assert s.host == (HostOp(MUNMAP, G + 8 * K, G + 3 * M),)
+    assert nonzero(walk_counts(s.layout, s.event, STOCK, fwb=False, cache_line=64, host=s.host)) == expected
+    assert nonzero(dict(zip(EVENTS, vector_counts(s.layout, s.event, STOCK, s.host), strict=True))) == expected
 
 
 # --- shorthand, defaults and event forms ----------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from s2teardown import cli
 from s2teardown.cli.sweep import progress_wanted
-from s2teardown.core.vocabulary import PHASE_INDEX, PHASES
+from s2teardown.core.vocabulary import PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.features.compare import Comparison
 from s2teardown.features.sweep import MAX_ROWS, parse_sizes, run_sweep, sweep_rows
 from s2teardown.inputs.units import backing_label, short_size
@@ -122,8 +122,8 @@ def test_csv_long_form_row_count_and_values(capsys) -> None:
     assert code == 0, err
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[0] == ["machine", "vm_bytes", "backing", "event", "variant", "phase", "time_ns"]
-    # 2 machines × 3 sizes × 2 backings × 2 events × 2 variants × 10 phases
-    assert len(rows) - 1 == 2 * 3 * 2 * 2 * 2 * len(PHASES) == 480
+    # 2 machines × 3 sizes × 2 backings × 2 events × 2 variants × 12 phases
+    assert len(rows) - 1 == 2 * 3 * 2 * 2 * 2 * len(PHASES) == 576
     assert {r[1] for r in rows[1:]} == {str(G), str(2 * G), str(4 * G)}
     assert {r[2] for r in rows[1:]} == {"4K", "2M"} and {r[0] for r in rows[1:]} == {"d05", "emag"}
     # one point, against `estimate`
@@ -170,20 +170,22 @@ def test_json_and_table(capsys) -> None:
     r = doc["rows"][1]  # 1 GiB, P5
     assert r["variant"] == "P5" and r["dominant_phase"] == "resched"
     assert r["stage2_ns"] == pytest.approx(
-        sum(v for k, v in r["phases"].items() if k != "host_free")
+        sum(v for k, v in r["phases"].items() if k in STAGE2_PHASES)
     )
+    assert r["end_to_end_ns"] == pytest.approx(r["stage2_ns"] + r["host_ns"])
+    assert r["wall_ns"] == pytest.approx(r["end_to_end_ns"] + r["phases"]["wait"])
     code, out, err = run(capsys, "sweep", "--vm", "1G", "--variants", "v5.5,P5")
     assert code == 0 and "speedup vs v5.5" in out and "backing defaults to 2 MiB" in out
 
 
 def test_size_cap_one_line_exit_2_before_any_work(capsys) -> None:
-    # 1000 sizes × 2 machines × 4 events × 16 variants × 10 phases = 1,280,000 rows
+    # 1000 sizes × 2 machines × 4 events × 16 variants × 12 phases = 1,536,000 rows
     argv = ["sweep", "--vm", "1G..1000G:+1G", "--machine", "d05", "--machine", "emag"]
     for ev in ("exit", "munmap", "clear", "oom"):
         argv += ["--event", ev]
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "at most 1,000,000 rows" in err and "1,280,000" in err
+    assert err.count("\n") == 1 and "at most 1,000,000 rows" in err and "1,536,000" in err
     assert sweep_rows(2, 1000, 1, 4, 16) > MAX_ROWS
 
 
@@ -353,6 +355,9 @@ def test_compare_by_hand_v55_vs_p5(capsys) -> None:
           table_free = 3 × 300 = 900; resched = 1,023 × 20 = 20,460; notifier 300;
           final_flush = 150 + 40 + 50 + 10 + 3,110 + 20 = 3,380        -> dominant: resched
     Differs most: cmo, by −142,631,936 ns (tlbi only −774,630).
+    Host side (both): exit_mmap zaps 512 THPs at 10 + 10 + 20 ns = 20,480; frees them at
+    2,000 ns and 512 deposited + 1 PMD + 1 PUD table pages at 300 ns: 1,024,000 + 154,200 =
+    1,178,200; waits 2 SRCU grace periods of 100 µs (wall only).
     """
     code, out, err = run(
         capsys,
@@ -381,9 +386,16 @@ def test_compare_by_hand_v55_vs_p5(capsys) -> None:
         "table_free": 900,
         "resched": 20_460,
         "final_flush": 3_380,
-        "host_free": 512 * 2000,
+        "host_zap": 512 * 40,
+        "host_free": 512 * 2000 + 514 * 300,
+        "wait": 2 * 100_000,
     }
     assert p5["stage2_ns"] == 55_790  # 300 + 15,360 + 15,390 + 900 + 20,460 + 3,380
+    assert p5["host_ns"] == v55["host_ns"] == 20_480 + 1_178_200
+    assert p5["end_to_end_ns"] == 55_790 + 1_198_680 and p5["wall_ns"] == 1_254_470 + 200_000
+    # v5.5's Stage-2: cmo + tlbi + P5's phases less its final flush = 143,458,976 ns
+    assert v55["stage2_ns"] == 142_631_936 + 774_630 + 55_790 - 3_380 == 143_458_976
+    assert p5["end_to_end_speedup"] == pytest.approx((143_458_976 + 1_198_680) / 1_254_470)
     assert v55["dominant_phase"] == "cmo" and p5["dominant_phase"] == "resched"
     assert v55["differs_most"] is None
     assert p5["differs_most"] == {"phase": "cmo", "delta_ns": -142_631_936}

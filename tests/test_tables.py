@@ -83,7 +83,7 @@ def edit_machine(work: Path, old: str, new: str) -> None:
 
 def test_table_document_layout(work: Path, capsys: Any) -> None:
     from s2teardown.core.model import MODEL_VERSION
-    from s2teardown.core.vocabulary import EVENTS, PHASES
+    from s2teardown.core.vocabulary import EVENTS, PHASES, STAGE2_PHASES
 
     doc = load(make_table(capsys, work))
     assert doc["format_version"] == 1 and doc["document"] == "s2teardown cost table"
@@ -114,8 +114,14 @@ def test_table_document_layout(work: Path, capsys: Any) -> None:
         type(x) is float for x in v["phases_ns"].values()
     )
     assert v["stage2_ns"] == pytest.approx(
-        sum(x for p, x in v["phases_ns"].items() if p != "host_free")
+        sum(x for p, x in v["phases_ns"].items() if p in STAGE2_PHASES)
     )
+    # the host side of a 1 GiB THP exit on d05 (docs/model.md §14): 512 THPs zapped at 40 ns
+    # and freed at 2,000 ns, 512 deposited + 1 PMD + 1 PUD table pages at 300 ns; the wall adds
+    # 2 SRCU grace periods (d05-mod keeps d05's 100 µs)
+    assert v["host_ns"] == pytest.approx(512 * 40 + 512 * 2000 + 514 * 300)
+    assert v["end_to_end_ns"] == pytest.approx(v["stage2_ns"] + v["host_ns"])
+    assert v["wall_ns"] == pytest.approx(v["end_to_end_ns"] + 2 * 100_000)
     # v5.5 holds mmu_lock for a whole 1 GiB entry of CMO (16,777,216 lines): past 100 ms, far
     # below the soft lockup (20 s) and the RCU stall (21 s); the need_resched latency warning came
     # with v5.13, so a v5.5 kernel prints nothing (docs/model.md §11.5)

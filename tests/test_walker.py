@@ -18,6 +18,7 @@ import pytest
 
 from s2teardown.core.behaviour import STOCK, Behaviour
 from s2teardown.core.geometry import Geometry
+from s2teardown.core.host import EXIT_MMAP, HostOp
 from s2teardown.core.layout import (
     CLEAR,
     TEARDOWN,
@@ -75,7 +76,7 @@ def check(result: WalkResult, expected: dict[str, int]) -> None:
         for i, v in enumerate(seg):
             assert v >= 0
             total[i] += int(v)
-    host = {EVENTS.index("host_page_free"), EVENTS.index("host_folio_free")}
+    host = {i for i, e in enumerate(EVENTS) if e.startswith("host_") or e == "srcu_sync"}
     for i in host:
         assert total[i] == 0  # host frees happen outside mmu_lock: in no segment
     assert [t for i, t in enumerate(total) if i not in host] == [
@@ -110,7 +111,6 @@ def test_exit_64g_of_2m_blocks_stock() -> None:
             "dc_civac_line": 1_073_741_824,  # 32,768 * 32,768 = 2**30 (64 GiB / 64 B)
             "table_free": 66,  # 64 PMD tables + 2 pgd pages
             "resched_point": 1_023,  # 1024 entry-level entries - 1
-            "host_folio_free": 32_768,  # every block is a THP on the host
         },
     )
     segs = [as_dict(s) for s in r.segments]
@@ -153,7 +153,6 @@ def test_exit_1g_of_2m_blocks_small_version() -> None:
             "dc_civac_line": 16_777_216,  # 512 * 32,768 = 2**24
             "table_free": 3,  # 1 PMD table + 2 pgd pages
             "resched_point": 1_023,
-            "host_folio_free": 512,
         },
     )
 
@@ -182,7 +181,6 @@ def test_exit_64g_of_1g_blocks(cache_line: int, lines: int) -> None:
             "dc_civac_line": lines,
             "table_free": 2,  # only the pgd pages
             "resched_point": 1_023,
-            "host_folio_free": 64,
         },
     )
 
@@ -206,7 +204,6 @@ def test_exit_1g_of_4k_pages() -> None:
             "dc_civac_line": 16_777_216,  # 262,144 * 64 = 2**24 (1 GiB / 64 B)
             "table_free": 515,  # 513 tables + 2 pgd pages
             "resched_point": 1_023,
-            "host_page_free": 262_144,
         },
     )
     # the whole 1 GiB is one stretch under the lock (docs/model.md §5 "longest stretch": 262,656 TLBI
@@ -240,7 +237,6 @@ def test_exit_four_levels() -> None:
             "dc_civac_line": 50_331_648,  # 1024 * 32,768 + 16,777,216
             "table_free": 5,  # 4 tables + 1 pgd page
             "resched_point": 31,  # 32 - 1
-            "host_folio_free": 1_025,
         },
     )
 
@@ -272,8 +268,6 @@ def test_exit_two_levels_16k_granule() -> None:
             "dc_civac_line": 1_572_864,
             "table_free": 17,  # 1 PTE table + 16 pgd pages
             "resched_point": 32_767,
-            "host_page_free": 2_048,
-            "host_folio_free": 2,
         },
     )
 
@@ -300,7 +294,6 @@ def test_exit_device_ptes_get_no_cmo_and_no_host_free() -> None:
             "dc_civac_line": 32_768,  # 512 * 64
             "table_free": 5,  # 3 + 2 pgd pages
             "resched_point": 1_023,
-            "host_page_free": 512,  # device pages are not the host's to free
         },
     )
 
@@ -344,7 +337,6 @@ def test_fwb_removes_every_cmo() -> None:
             "tlb_flush_vmid_ipa": 32_832,  # TLBIs unchanged
             "table_free": 66,
             "resched_point": 1_023,
-            "host_folio_free": 32_768,
         },
     )
 
@@ -363,7 +355,6 @@ def test_p5_teardown_one_vmid_flush_and_nothing_per_entry() -> None:
             "table_free": 66,  # frees unchanged
             "resched_point": 1_023,
             "flush_remote_tlbs": 1,  # the one kvm_flush_remote_tlbs
-            "host_folio_free": 32_768,
         },
     )
     # the final flush is still under the lock, in the last segment with the pgd free
@@ -396,7 +387,6 @@ def test_partial_unaligned_unmap_clears_whole_blocks() -> None:
             "tlb_flush_vmid_ipa": 3,
             "dcache_flush_call": 3,
             "dc_civac_line": 98_304,  # 3 * 32,768: whole blocks, not the 4 MiB asked for
-            "host_folio_free": 3,
         },
     )
     # the PMD table keeps 509 blocks (refcount 510) and is not freed
@@ -427,7 +417,6 @@ def test_partly_covered_table_is_freed_when_emptied() -> None:
             "dcache_flush_call": 16,
             "dc_civac_line": 1_024,  # 16 * 64
             "table_free": 2,  # never the pgd pages on a range unmap
-            "host_page_free": 16,
         },
     )
     assert table.pages() == []
@@ -460,7 +449,6 @@ def test_munmap_event_clear_then_unmap() -> None:
             "tlb_flush_vmid_ipa": 3,
             "dcache_flush_call": 3,
             "dc_civac_line": 98_304,  # 3 * 32,768
-            "host_folio_free": 1,  # only the UNMAP frees on the host (block 1)
         },
     )
 
@@ -493,7 +481,6 @@ def test_two_memslots_range_spanning_both() -> None:
             "dc_civac_line": 16_908_288,  # 516 * 32,768
             "table_free": 1,
             "resched_point": 1,  # between entries 2 and 3 of slot 1's pass
-            "host_folio_free": 516,
         },
     )
     # layout order: slot 0 first.  Both memslot visits happen before the resched point.
@@ -572,7 +559,6 @@ def test_unmap_four_levels_frees_pud_table() -> None:
             "dcache_flush_call": 1,
             "dc_civac_line": 16_777_216,  # 2**24
             "table_free": 1,
-            "host_folio_free": 1,
         },
     )
 
@@ -603,7 +589,6 @@ def test_resched_gating(behaviour: Behaviour, blockable: bool, resched: int) -> 
         "dcache_flush_call": 1_024,
         "dc_civac_line": 33_554_432,  # 1024 * 32,768
         "table_free": 2,
-        "host_folio_free": 1_024,
     }
     if resched:
         expected["resched_point"] = resched
@@ -704,7 +689,6 @@ def test_later_strategies_same_counts_on_3_level_4k(behaviour: Behaviour) -> Non
         "dc_civac_line": 16_777_216,  # 512 * 32,768 = 2**24
         "table_free": 3,  # 1 PMD table + 2 pgd pages
         "resched_point": 1_023,
-        "host_folio_free": 512,
     }
     assert len(r.segments) == 1_024
     assert r.lock_held_segments == (behaviour.lock == "held",) * 1_024
@@ -764,7 +748,8 @@ def test_identities_on_random_layouts(seed: int) -> None:
     pages = leaves.get(g.levels - 1, 0)
     blocks = sum(n for level, n in leaves.items() if level != g.levels - 1)
     device = sum(e.hi - e.lo for e in lay.extents if e.device) // g.granule
-    r = run_event(table, lay, exit_event(lay), STOCK_ALL, fwb=False, cache_line=64)
+    r = run_event(table, lay, exit_event(lay), STOCK_ALL, fwb=False, cache_line=64,
+                  host=[HostOp(EXIT_MMAP)])
     c = {name: int(v) for name, v in zip(EVENTS, r.events, strict=True)}
     assert c["pte_clear"] == pages and c["block_clear"] == blocks
     assert c["table_clear"] == tables  # a teardown empties every table
@@ -774,7 +759,9 @@ def test_identities_on_random_layouts(seed: int) -> None:
     assert c["dc_civac_line"] * 64 == lay.mapped_bytes - device * g.granule
     assert c["table_free"] == tables + g.pgd_pages
     assert c["resched_point"] == g.top_entries - 1
-    assert c["host_page_free"] == pages - device and c["host_folio_free"] == blocks
+    # exit_mmap frees every host page and folio behind a leaf (1 GiB blocks: hugetlb pages)
+    assert c["host_page_free"] == c["host_pte_zap"] == pages - device
+    assert c["host_folio_free"] + c["host_hugetlb_free"] == blocks
     assert table.pages() == [] and all(p.refcount == 1 for p in table.pgd)
     check(r, {k: v for k, v in c.items() if v})
 
@@ -793,8 +780,6 @@ def test_identities_on_random_layouts(seed: int) -> None:
         "dcache_flush_call",
         "dc_civac_line",
         "table_free",
-        "host_page_free",
-        "host_folio_free",
     ):
         assert c2[name] == c[name], name
     assert c2["memslot_visit"] == len(lay.memslots) ** 2

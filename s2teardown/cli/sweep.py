@@ -157,7 +157,7 @@ def sweep(
 
     Repeating --backing, --machine or --event sweeps it; --vm takes ranges.  Each machine is
     one vectorised evaluation.  A sweep may have at most 1,000,000 output rows (machines × sizes
-    × backings × events × variants × 10 phases); past that it stops with exit 2.  A progress bar
+    × backings × events × variants × 12 phases); past that it stops with exit 2.  A progress bar
     is drawn on stderr when stderr is a terminal (not when piped, not with --quiet).
 
     \b

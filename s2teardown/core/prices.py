@@ -49,6 +49,9 @@ DIRECT: dict[str, str] = {
     "resched_point": "resched_point_ns",
     "host_page_free": "host_page_free_ns",
     "host_folio_free": "host_folio_free_ns",
+    "host_pmd_split": "host_pmd_split_ns",
+    "host_hugetlb_free": "host_hugetlb_free_ns",
+    "srcu_grace_period": "srcu_grace_period_ns",
 }
 
 

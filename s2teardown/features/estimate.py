@@ -358,7 +358,7 @@ def estimate_scenario(
     )
     size = sum(s.hi - s.lo for s in scenario.layout.memslots)
     return _estimate_batch(
-        machine, variants, batch_from_layout(scenario.layout, scenario.event), scenario.geometry,
+        machine, variants, batch_from_layout(scenario.layout, scenario.event, scenario.host), scenario.geometry,
         placement, kinds=kinds, path=path, size=size, workload=None, scenario=scenario,
         baseline=baseline, with_segments=with_segments, assumptions=[], preempt=preempt,
         watchdog_thresh_s=watchdog_thresh_s, rcu_stall_timeout_s=rcu_stall_timeout_s,

@@ -36,8 +36,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from s2teardown.core.model import end_to_end_total, host_free, host_total, stage2_total, wall_total, weights
-from s2teardown.core.vocabulary import OP_INDEX, PHASES
+from s2teardown.core.model import (
+    end_to_end_total,
+    host_free,
+    host_total,
+    stage2_total,
+    wall_total,
+    weights,
+)
+from s2teardown.core.vocabulary import OP_INDEX, PHASES, WAIT_PHASES
+from s2teardown.core.vocabulary import PHASE_INDEX as PHASE_INDEX
 from s2teardown.errors import UserError, describe
 from s2teardown.features.estimate import evaluate_workloads
 from s2teardown.features.sweep import Backing, select_variants, size_list
@@ -282,8 +290,10 @@ class Plan:
 
     @property
     def phase_cpu_seconds_per_hour(self) -> F64:
-        """(V, PHASES): where the own CPU-seconds go."""
-        return self._per_hour(self.time_ns)
+        """(V, PHASES): where the own CPU-seconds go (the waits spend none: 0)."""
+        out = self._per_hour(self.time_ns)
+        out[..., [PHASE_INDEX[p] for p in WAIT_PHASES]] = 0.0
+        return out
 
     @property
     def p50_ns(self) -> F64:

@@ -53,7 +53,14 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from s2teardown.core.vocabulary import OP_INDEX, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
+from s2teardown.core.vocabulary import (
+    HOST_PHASES,
+    OP_INDEX,
+    OPS,
+    PHASE_INDEX,
+    PHASES,
+    STAGE2_PHASES,
+)
 from s2teardown.errors import UserError
 from s2teardown.inputs.machine import THETA_FIELDS, Machine, Param
 
@@ -392,9 +399,11 @@ def _weakest(kinds: Sequence[str]) -> str:
 def sensitivity(est: Estimate, total: str = "stage2") -> dict[str, Any]:
     """Elasticities of each variant's total to each parameter, and the share of each total
     resting on assumed values (by source kind).  ``total``: ``stage2`` (the Stage-2 total),
-    ``host_free`` or ``all`` (both).  A JSON-ready dict; elasticities are exact.
+    ``host`` (the host side), ``host_free`` (its frees alone), ``end_to_end`` (Stage-2 + host)
+    or ``all`` (every phase: the wall time).  A JSON-ready dict; elasticities are exact.
     """
-    choices = {"stage2": STAGE2_PHASES, "host_free": ("host_free",), "all": PHASES}
+    choices = {"stage2": STAGE2_PHASES, "host": HOST_PHASES, "host_free": ("host_free",),
+               "end_to_end": STAGE2_PHASES + HOST_PHASES, "all": PHASES}
     if total not in choices:
         raise UserError("--sensitivity", None, None, "one of " + ", ".join(choices), repr(total))
     form = linear_form(est.breakdown, est.prices, est.machine)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from s2teardown.core.geometry import GRANULES, MAX_IPA_BITS, MIN_IPA_BITS, Geometry, auto_ipa_bits
+from s2teardown.core.host import EXIT_MMAP, MUNMAP, HostOp
 from s2teardown.core.layout import (
     CLEAR,
     TEARDOWN,
@@ -140,6 +141,19 @@ class Scenario:
     @property
     def geometry(self) -> Geometry:
         return self.layout.geometry
+
+    @property
+    def host(self) -> tuple[HostOp, ...]:
+        """The host mm's own operations on guest RAM after the notifiers (core/host.py):
+        ``exit`` runs exit_mmap, one ``munmap`` (or a one-item ``unmaps``) unmap_region over its
+        range.  Several unmaps and explicit invocations leave the host side out (the host model
+        takes one range operation, then an exit)."""
+        if self.event_form == "exit":
+            return (HostOp(EXIT_MMAP),)
+        if self.event_form in ("munmap", "unmaps") and len(self.steps) == 1:
+            unmap = self.steps[0].invocations[-1]
+            return (HostOp(MUNMAP, unmap.lo, unmap.hi),)
+        return ()
 
     @property
     def source_name(self) -> str:

@@ -242,8 +242,8 @@ def count(
         # depend on KVM's variant), in no segment (it runs outside mmu_lock)
         hq = host_quantities(g, HostExtents.of(b.ext_lo, b.ext_hi, b.ext_leaf, b.ext_dev),
                              b.host_kind, b.host_lo, b.host_hi)
-        for k, q in enumerate(hq):
-            lin.put(("host", k), [getattr(q, f) for f in HOST_QUANTITIES])
+        for k, hop in enumerate(hq):
+            lin.put(("host", k), [getattr(hop, f) for f in HOST_QUANTITIES])
             for u in range(len(behs)):
                 lin.add(u, lin.columns(("host", k)), _HOST_COEFFICIENTS)
     segs = None

@@ -25,7 +25,7 @@ from s2teardown.core.prices import Prices
 from s2teardown.core.vocabulary import OP_INDEX, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
 
 #: Bumped whenever the model's equations change (docs/model.md keeps the changelog).
-MODEL_VERSION = 3
+MODEL_VERSION = 4
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

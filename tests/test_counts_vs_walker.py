@@ -1,7 +1,7 @@
 """The vectorised counts equal the literal walker's, exactly, event by event and segment by segment.
 
 Hypothesis draws layouts (memslots, mixed leaf sizes, device pages, holes, any granule and IPA
-size), events (exit; munmap with THP-split CLEARs; arbitrary sequences of UNMAP/CLEAR calls with
+size), events (exit; munmap with its edge CLEARs; arbitrary sequences of UNMAP/CLEAR calls with
 or without a final teardown) and a behaviour per invocation kind, i.e. every variant the schema
 can express with the strategies both implement.  200 derandomised examples in `make test`,
 1,000 in `make test-deep`.
@@ -172,7 +172,7 @@ def test_chunked_walk_closed_form_equals_chunk_by_chunk(data: st.DataObject) -> 
 
 
 def test_munmap_across_many_memslots_equals_walker() -> None:
-    """An unmap across 96 memslots (288 passes with the THP-split CLEARs, the coverage kept
+    """An unmap across 96 memslots (288 passes with the two edge CLEARs, the coverage kept
     narrow by intervals.compact) against the walker, every variant's behaviours, in totals and
     segments; the memslots hold 2 MiB blocks, 4 KiB pages and device pages."""
     from s2teardown.inputs.variants import load_variants
@@ -248,3 +248,48 @@ def test_four_level_batch_equals_its_scenarios() -> None:
         for s, w in enumerate(group):
             alone = count(uniform_batch([w]), behs, fwb=False, cache_line=64, tlbi_range=True).events
             assert alone[0].tolist() == together[s].tolist(), (event, s)
+
+
+def test_munmap_calls_vectorised_equal_layout_munmap_event() -> None:
+    """The workload builder's vectorised edge rule (inputs/workload.py ``split_block``) and the
+    scalar one the walker's layouts use (core/layout.py ``munmap_event``) are two codings of
+    docs/model.md §3: on random workloads (granules, backings, mapped fractions, memslots,
+    unaligned ranges) they give the same invocations, scenario by scenario."""
+    from s2teardown.core.layout import munmap_event
+    from s2teardown.inputs.workload import (
+        Workload,
+        event_of,
+        layout_of,
+        memslot_bounds,
+        uniform_batch,
+    )
+
+    rng = np.random.default_rng(20261207)
+    seen_4k_clear = seen_no_table = 0
+    for _ in range(300):
+        granule = int(rng.choice([4 * K, 16 * K, 64 * K]))
+        pmd = granule * (granule // 8)
+        slots = int(rng.choice([1, 2, 4]))
+        vm = slots * pmd * int(rng.integers(1, 6))
+        mix = rng.choice(["pages", "blocks", "both"])
+        backing = {"pages": ((granule, 100.0),), "blocks": ((pmd, 100.0),),
+                   "both": ((pmd, 50.0), (granule, 50.0))}[mix]
+        mapped = float(rng.choice([1.0, 0.5, 0.2, 0.0]))
+        pages = vm // granule
+        a = int(rng.integers(0, pages))
+        b = int(rng.integers(a + 1, pages + 1))
+        w = Workload(vm_bytes=vm, backing=backing, mapped=mapped, memslots=slots, granule=granule,
+                     device_fraction=float(rng.choice([0.0, 0.1])), event="munmap",
+                     range=(a * granule, (b - a) * granule))
+        w.check()
+        bt = uniform_batch([w])
+        lay = layout_of(bt, 0, memslot_bounds(w))
+        lo, hi = w.ram_base + a * granule, w.ram_base + b * granule
+        want = munmap_event(lay, lo, hi)
+        assert event_of(bt, 0) == want, (w, want)
+        clears = [i for i in want if i.kind == "clear"]
+        if any(not any(e.leaf == pmd and e.lo <= c.lo < e.hi for e in lay.extents) for c in clears):
+            seen_4k_clear += 1
+        if len(clears) < 2 and lo % pmd and hi % pmd and mapped < 1.0:
+            seen_no_table += 1
+    assert seen_4k_clear > 20 and seen_no_table > 0  # the new cases were exercised

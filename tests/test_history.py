@@ -366,25 +366,34 @@ def test_v69_table_tlbis_are_back() -> None:
 
 
 def test_v66_unaligned_munmap_range_ops() -> None:
-    # 2 GiB of pages at [1G, 3G); munmap [1G+4K, 2G+12K) (offset 4K, size 1G+8K): no THP, so one
-    # UNMAP.  Chunks: [1G+4K, 2G) = 262,143 pages, [2G, 2G+12K) = 3 pages.
-    #   ops(262,143 = 2**18 − 1): odd -> 1, and fields (n>>1)&31 = 31, (n>>6)&31 = 31,
+    # 2 GiB of pages at [1G, 3G); munmap [1G+4K, 2G+12K) (offset 4K, size 1G+8K).  Both edges are
+    # unaligned with their 2 MiB blocks inside the VMA (docs/model.md §3): CLEAR [1G, 1G+2M),
+    # CLEAR [2G, 2G+2M), then the UNMAP, one memslot visit each.
+    #   Each CLEAR: visits 1 + 1 + 512 = 514, 512 PTEs, its PTE table freed (513 put_page), one
+    #     range flush of 512 pages: ops(512) = [(512>>6)&31 = 8] = 1.
+    #   UNMAP chunks: [1G+4K, 2G) = 262,143 pages, [2G, 2G+12K) = 3 pages.
+    #     ops(262,143 = 2**18 − 1): odd -> 1, and fields (n>>1)&31 = 31, (n>>6)&31 = 31,
     #     (n>>11)&31 = 31, (n>>16)&31 = 3 -> 4: 5 ops.   ops(3): 1 + ((3>>1)&31 = 1) = 2 ops.
-    #   PTEs 262,146; PTE tables of GiB 1: 511 freed (the one at [1G, 1G+2M) keeps page 1G);
-    #   the PMD tables survive.  Visits: chunk 1 = 1 + 512 + 262,143 = 262,656; chunk 2 =
-    #   1 + 1 + 3 = 5 -> 262,661.  put_page 262,146 + 511 = 262,657.  resched 1.
+    #     Chunk 1: 1 + 512 PMD entries (entry 0 now empty) + 511 x 512 PTEs = 262,145 visits;
+    #     261,632 PTEs, 511 PTE tables freed, then GiB 1's PMD table, now empty: 512 tables.
+    #     Chunk 2: 1 + 1 (PMD entry 0, empty since CLEAR 2) = 2 visits, nothing cleared; GiB 2's
+    #     PMD table keeps its other 511 PTE tables.
+    #   -> visits 514 + 514 + 262,145 + 2 = 263,175; PTEs 512 + 512 + 261,632 = 262,656; tables
+    #   1 + 1 + 512 = 514; put_page 262,656 + 514 = 263,170; range calls 1 + 1 + 2 = 4, ops
+    #   1 + 1 + 5 + 2 = 9; resched 1.  The host frees every page of the range (its own mapping
+    #   is untouched by the CLEARs, which split no THP here).
     w = Workload(vm_bytes=2 * G, backing=B4K, event="munmap", range=(4 * K, G + 8 * K))
     deferred = {
-        "notifier_call": 1,
-        "memslot_visit": 1,
-        "entry_visit": 262_661,
-        "pte_clear": 262_146,
-        "table_clear": 511,
-        "put_page": 262_657,
-        "table_free": 511,
+        "notifier_call": 3,
+        "memslot_visit": 3,
+        "entry_visit": 263_175,
+        "pte_clear": 262_656,
+        "table_clear": 514,
+        "put_page": 263_170,
+        "table_free": 514,
         "resched_point": 1,
-        "range_flush_call": 2,
-        "range_tlbi_op": 7,
+        "range_flush_call": 4,
+        "range_tlbi_op": 9,
         # the host: 262,146 pages zapped and freed; the PTE tables of [1G+2M, 2G) (511) lie
         # wholly inside the range, [2G, 2G+2M) does not; no 1 GiB region does
         "host_pte_zap": 262_146,
@@ -392,13 +401,13 @@ def test_v66_unaligned_munmap_range_ops() -> None:
         "host_table_free": 511,
     }
     assert events("v6.6", w, fwb=True, tlbi_range=True) == deferred
-    assert events("v6.9", w, fwb=True, tlbi_range=True) == {**deferred, "tlb_flush_vmid_ipa": 511}
-    # no FWB: TLBI per entry 262,146 + 511 = 262,657, CMO of every page (× 64 lines)
+    assert events("v6.9", w, fwb=True, tlbi_range=True) == {**deferred, "tlb_flush_vmid_ipa": 514}
+    # no FWB: TLBI per entry 262,656 + 514 = 263,170, CMO of every page (× 64 lines)
     assert events("v6.6", w, fwb=False, tlbi_range=True) == {
         **without(deferred, "range_flush_call", "range_tlbi_op"),
-        "tlb_flush_vmid_ipa": 262_657,
-        "dcache_flush_call": 262_146,
-        "dc_civac_line": 16_777_344,
+        "tlb_flush_vmid_ipa": 263_170,
+        "dcache_flush_call": 262_656,
+        "dc_civac_line": 16_809_984,
     }
 
 

@@ -22,6 +22,7 @@ from validation.kernel.kernel_counts import in_scope, subtract, sysreg_writes
 from validation.kernel.known import lookup
 from validation.kernel.model_side import model_counts
 
+K = 1 << 10
 RECORDED = Path(__file__).resolve().parent.parent / "validation" / "kernel" / "recorded.json"
 
 
@@ -121,3 +122,46 @@ def test_a_wrong_expansion_fails_naming_the_op(monkeypatch: pytest.MonkeyPatch) 
     bad = [r for r in compare(name, ev, ops, _attributed(rec[name]), lookup) if not r.ok]
     assert [r.op for r in bad] == ["ISB"]
     assert bad[0].model == bad[0].kernel + ev["tlb_flush_vmid_ipa"] > bad[0].kernel
+
+
+def test_partial_munmap_with_4k_pages_equals_the_kernel_without_a_known_entry() -> None:
+    """The partial munmap of 4 KiB-backed guest RAM (cases.PARTIAL_KIB: [1G+1M+4K, 1G+5M+4K),
+    1,024 pages), worked by hand (docs/model.md §9, "The real-kernel case"): both edges are
+    unaligned and their 2 MiB blocks lie inside the VMA, so __split_huge_pmd raises CLEAR
+    [1G, 1G+2M) and CLEAR [1G+4M, 1G+6M) (512 PTEs + their PTE table each: 513 TLB-flush calls),
+    then the UNMAP clears the one block still mapped, [1G+2M, 1G+4M) (513): 1,539 calls, 1,536
+    CMO calls of 4 KiB / 64 = 64 lines, 3 notifier calls.  The recorded kernels executed exactly
+    that, and no known-difference entry covers these cases any more (on `max`, 6.12 and 7.2,
+    only the LPA2 range-flush entry does)."""
+    rec = _recorded()
+    release = _release()
+    names = [n for n in rec if "/munmap-partial/4k/" in n]
+    assert len(names) == 27  # 3 kernels x 3 CPUs x 3 shapes
+    for name in names:
+        c = _case(name)
+        assert c.range_bytes == (1028 * K, 4096 * K)
+        _, ev, ops = model_counts(c, release[c.kernel])
+        lpa2 = c.cpu == "max" and c.kernel != "6.1"
+        assert ev["notifier_call"] == 3, name
+        if lpa2:  # v6.9 / v7.2 with FWB + TLBIRANGE: each pass ends in one range flush, and only
+            # the 3 emptied PTE tables get a per-IPA TLBI
+            assert ev["tlb_flush_vmid_ipa"] == 3 and ev["range_flush_call"] == 3, name
+        else:
+            assert ev["tlb_flush_vmid_ipa"] == 3 * (512 + 1), name
+        if c.cpu != "max":  # no FWB: one CMO per page
+            assert ev["dcache_flush_call"] == 1_536 and ev["dc_civac_line"] == 1_536 * 64, name
+            assert rec[name]["dcache_clean_inval_poc|dsb sy"] == 1_536, name
+            assert rec[name]["dcache_clean_inval_poc|dc civac"] == 98_304, name
+        for r in compare(name, ev, ops, _attributed(rec[name]), lookup):
+            assert r.equal or (lpa2 and r.known and "LPA2" in r.known), (r.op, r.model, r.kernel, name)
+        kernel_calls = sum(n for k, n in rec[name].items()
+                           if k.endswith("__kvm_tlb_flush_vmid_ipa|tlbi ipas2e1is"))
+        assert kernel_calls == (1_539 if not lpa2 else 3), name  # LPA2 + FWB: 3 table TLBIs
+        assert lookup(name, "tlb_flush_vmid_ipa calls") is None or lpa2, name
+
+
+def test_known_list_names_no_partial_munmap_4k_gap() -> None:
+    from validation.kernel.known import KNOWN
+
+    assert all("4k" not in k.cases for k in KNOWN)
+    assert lookup("6.1/a72/munmap-partial/4k/64M/1slot", "*") is None

@@ -7,9 +7,10 @@ document and this test cannot drift apart.
 
 Worked example (docs/model.md §9): 40-bit IPA, 4 KiB granule (3 levels), L = 64; memslots
 [1G, 3G) and [3G, 5G); mapped: A = [2G-4M, 2G+4M) 2 MiB THP blocks, B = [3G-64K, 3G) pages,
-C = [3G, 3G+6M) pages; munmap [2G-3M, 3G+5M+20K) -> CLEAR [2G-4M, 2G-2M), then UNMAP.
-Passes in kernel memslot order (highest GPA first): 1 = CLEAR on slot 0, 2 = UNMAP on slot 1,
-3 = UNMAP on slot 0.
+C = [3G, 3G+6M) pages; munmap [2G-3M, 3G+5M+20K) -> CLEAR [2G-4M, 2G-2M) (the lower edge's THP),
+CLEAR [3G+4M, 3G+6M) (the upper edge's block of 4 KiB pages: __split_huge_pmd starts the notifier
+before it looks at the PMD), then UNMAP.  Passes in kernel memslot order (highest GPA first):
+1 = CLEAR 1 on slot 0, 2 = CLEAR 2 on slot 1, 3 = UNMAP on slot 1, 4 = UNMAP on slot 0.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 from s2teardown.core.behaviour import Behaviour
 from s2teardown.core.counts import batch_from_layout, count
 from s2teardown.core.geometry import Geometry
+from s2teardown.core.host import MUNMAP, HostOp
 from s2teardown.core.instructions import Features, op_counts
 from s2teardown.core.layout import (
     CLEAR,
@@ -45,83 +47,95 @@ STOCK = {"teardown": Behaviour(), "unmap": Behaviour(), "clear": Behaviour()}
 # ----------------------------------------------------------------------------------------------
 # The hand derivation (docs/model.md §9), as literals.
 
-#: event -> (pass 1, pass 2, pass 3, per invocation, total)
-PASSES: dict[str, tuple[int, int, int, int, int]] = {
-    "notifier_call": (0, 0, 0, 2, 2),
-    "memslot_visit": (0, 0, 0, 4, 4),
-    "entry_visit": (2, 1_289, 1_028, 0, 2_319),
-    "pte_clear": (0, 1_285, 16, 0, 1_301),
-    "block_clear": (1, 0, 3, 0, 4),
-    "table_clear": (0, 2, 3, 0, 5),
-    "put_page": (1, 1_287, 22, 0, 1_310),
-    "tlb_flush_vmid_ipa": (1, 1_287, 22, 0, 1_310),
-    "dcache_flush_call": (1, 1_285, 19, 0, 1_305),
-    "dc_civac_line": (32_768, 82_240, 99_328, 0, 214_336),
-    "table_free": (0, 2, 3, 0, 5),
-    "resched_point": (0, 0, 1, 0, 1),
-    "flush_remote_tlbs": (0, 0, 0, 0, 0),
-    "host_page_free": (0, 1_285, 16, 0, 1_301),
-    "host_folio_free": (0, 0, 3, 0, 3),
+#: event -> (pass 1, pass 2, pass 3, pass 4, per invocation, total)
+PASSES: dict[str, tuple[int, int, int, int, int, int]] = {
+    "notifier_call": (0, 0, 0, 0, 3, 3),
+    "memslot_visit": (0, 0, 0, 0, 6, 6),  # 2 memslots per notifier call
+    "entry_visit": (2, 514, 1_028, 1_028, 0, 2_572),
+    "pte_clear": (0, 512, 1_024, 16, 0, 1_552),
+    "block_clear": (1, 0, 0, 3, 0, 4),
+    "table_clear": (0, 1, 3, 3, 0, 7),  # Tc | Ta, Tb, P3 | P1, T511, P2
+    "put_page": (1, 513, 1_027, 22, 0, 1_563),
+    "tlb_flush_vmid_ipa": (1, 513, 1_027, 22, 0, 1_563),
+    "dcache_flush_call": (1, 512, 1_024, 19, 0, 1_556),
+    "dc_civac_line": (32_768, 32_768, 65_536, 99_328, 0, 230_400),
+    "table_free": (0, 1, 3, 3, 0, 7),
+    "resched_point": (0, 0, 0, 1, 0, 1),
+    "flush_remote_tlbs": (0, 0, 0, 0, 0, 0),
 }
 
 TOTAL = {
-    "notifier_call": 2,
-    "memslot_visit": 4,
-    "entry_visit": 2_319,
-    "pte_clear": 1_301,
+    "notifier_call": 3,
+    "memslot_visit": 6,
+    "entry_visit": 2_572,
+    "pte_clear": 1_552,
     "block_clear": 4,
-    "table_clear": 5,
-    "put_page": 1_310,
-    "tlb_flush_vmid_ipa": 1_310,
-    "dcache_flush_call": 1_305,
-    "dc_civac_line": 214_336,
-    "table_free": 5,
+    "table_clear": 7,
+    "put_page": 1_563,
+    "tlb_flush_vmid_ipa": 1_563,
+    "dcache_flush_call": 1_556,
+    "dc_civac_line": 230_400,
+    "table_free": 7,
     "resched_point": 1,
-    "host_page_free": 1_301,
-    "host_folio_free": 3,
 }
 
-#: event -> (segment 0, segment 1)
+#: The host's side of the same munmap (unmap_region, docs/model.md §14), by hand:
+#: THPs wholly inside [2G-3M, 3G+5M+20K): [2G-2M, 2G+4M) = 3 (zapped, freed, each with its
+#: deposited PTE table); the THP at 2G-4M cut: split, its 256 pages from 2G-3M zapped per PTE;
+#: pages: B's 16 and C's [3G, 3G+5M+20K) = 1,285 -> 1,301 zapped and freed, 1,557 PTE zaps in
+#: all; tables wholly inside: the PTE tables of [3G-2M, 3G), [3G, 3G+2M), [3G+2M, 3G+4M) and
+#: the PMD table of [2G, 3G) = 4, + 3 deposited = 7.
+HOST = {
+    "host_pte_zap": 1_557,
+    "host_pmd_zap": 3,
+    "host_pmd_split": 1,
+    "host_page_free": 1_301,
+    "host_folio_free": 3,
+    "host_table_free": 7,
+}
+
+#: event -> (segment 0, segment 1): the only resched point is in pass 4, between its entry-level
+#: entries 1 and 2, so segment 0 is passes 1-3 and pass 4's entry 1, segment 1 pass 4's entry 2.
 SEGMENTS: dict[str, tuple[int, int]] = {
-    "notifier_call": (2, 0),
-    "memslot_visit": (4, 0),
-    "entry_visit": (1_294, 1_025),
-    "pte_clear": (1_285, 16),
+    "notifier_call": (3, 0),
+    "memslot_visit": (6, 0),
+    "entry_visit": (1_547, 1_025),  # 2 + 514 + 1,028 + 3 | 1 + 512 + 512
+    "pte_clear": (1_536, 16),
     "block_clear": (2, 2),
-    "table_clear": (3, 2),
-    "put_page": (1_290, 20),
-    "tlb_flush_vmid_ipa": (1_290, 20),
-    "dcache_flush_call": (1_287, 18),
-    "dc_civac_line": (147_776, 66_560),
-    "table_free": (3, 2),
+    "table_clear": (5, 2),
+    "put_page": (1_543, 20),
+    "tlb_flush_vmid_ipa": (1_543, 20),
+    "dcache_flush_call": (1_538, 18),
+    "dc_civac_line": (163_840, 66_560),
+    "table_free": (5, 2),
     "resched_point": (1, 0),
 }
 
 #: primitive operations, nVHE, no repeat-TLBI erratum (summed over phases)
 OPS_NVHE = {
-    "notifier_call": 2,
-    "memslot_visit": 4,
-    "entry_visit": 2_319,
-    "entry_clear": 1_310,
-    "put_page": 1_310,
-    "dsb_ishst": 2_611,
-    "dc_civac_line": 214_336,
-    "dsb_sy": 1_305,
-    "hvc": 1_310,
-    "sysreg_write": 3_930,  # 3 per call: VTCR_EL2 + VTTBR_EL2 in, VTTBR_EL2 out
-    "isb": 2_620,
-    "tlbi_is": 2_620,
-    "dsb_ish": 2_620,
-    "table_free": 5,
+    "notifier_call": 3,
+    "memslot_visit": 6,
+    "entry_visit": 2_572,
+    "entry_clear": 1_563,  # 1,552 PTEs + 4 blocks + 7 table entries
+    "put_page": 1_563,
+    "dsb_ishst": 3_115,  # 1 per TLB-flush call (1,563) + 1 per PTE clear (1,552)
+    "dc_civac_line": 230_400,
+    "dsb_sy": 1_556,
+    "hvc": 1_563,
+    "sysreg_write": 4_689,  # 3 per call: VTCR_EL2 + VTTBR_EL2 in, VTTBR_EL2 out
+    "isb": 3_126,
+    "tlbi_is": 3_126,
+    "dsb_ish": 3_126,
+    "table_free": 7,
     "resched_point": 1,
-    "host_page_free": 1_301,
-    "host_folio_free": 3,
 }
 
 #: event -> (v5.5, P5, P7, v5.5 with FWB, v5.5 with 128-byte lines); all other events as TOTAL
+#: P7 elides the UNMAP's CMOs (passes 3, 4), not the CLEARs' (passes 1, 2: 1 + 512 calls,
+#: 32,768 + 32,768 lines); L = 128: 4 x 16,384 + 1,552 x 32 = 115,200 lines.
 VARIANTS = {
-    "dcache_flush_call": (1_305, 1_305, 1, 0, 1_305),
-    "dc_civac_line": (214_336, 214_336, 32_768, 0, 107_168),
+    "dcache_flush_call": (1_556, 1_556, 513, 0, 1_556),
+    "dc_civac_line": (230_400, 230_400, 65_536, 0, 115_200),
 }
 
 #: docs/model.md §5: 64 GiB at 1 GiB, fully mapped, 40-bit IPA, v5.5 exit, L = 64.
@@ -208,7 +222,8 @@ def full(expected: dict[str, int]) -> dict[str, int]:
 def test_doc_tables_are_the_hand_derivation() -> None:
     rows = doc_table("worked-example-passes")
     got = {
-        r["event"]: tuple(num(r[c]) for c in ("pass 1", "pass 2", "pass 3", "per invocation", "total"))
+        r["event"]: tuple(num(r[c]) for c in ("pass 1", "pass 2", "pass 3", "pass 4", "per invocation",
+                                               "total"))
         for r in rows
     }
     assert got == PASSES
@@ -224,23 +239,34 @@ def test_doc_tables_are_the_hand_derivation() -> None:
 
 
 def test_hand_derivation_adds_up() -> None:
-    for event, (p1, p2, p3, inv, total) in PASSES.items():
-        assert p1 + p2 + p3 + inv == total, event
+    for event, (p1, p2, p3, p4, inv, total) in PASSES.items():
+        assert p1 + p2 + p3 + p4 + inv == total, event
         assert TOTAL.get(event, 0) == total, event
     for event, (s0, s1) in SEGMENTS.items():
-        if event not in ("host_page_free", "host_folio_free"):
-            assert s0 + s1 == TOTAL.get(event, 0), event
+        assert s0 + s1 == TOTAL.get(event, 0), event
     # docs/model.md §5 identities: TLBI calls = put_page = leaves + tables; lines = bytes / 64
     assert TOTAL["tlb_flush_vmid_ipa"] == TOTAL["pte_clear"] + TOTAL["block_clear"] + TOTAL["table_clear"]
     assert TOTAL["dc_civac_line"] == (TOTAL["pte_clear"] * 4 * K + TOTAL["block_clear"] * 2 * M) // 64
 
 
-def test_event_is_one_clear_then_the_unmap() -> None:
+def test_event_is_two_clears_then_the_unmap() -> None:
     _, event = example()
     assert [(i.kind, i.lo, i.hi) for i in event] == [
         (CLEAR, 2 * G - 4 * M, 2 * G - 2 * M),  # lower edge splits the THP at 2G-4M
-        (UNMAP, 2 * G - 3 * M, 3 * G + 5 * M + 20 * K),  # upper edge is in order-0 pages
+        (CLEAR, 3 * G + 4 * M, 3 * G + 6 * M),  # upper edge: order-0 pages, the notifier anyway
+        (UNMAP, 2 * G - 3 * M, 3 * G + 5 * M + 20 * K),
     ]
+
+
+def test_host_side_equals_hand_derivation() -> None:
+    lay, event = example()
+    host = (HostOp(MUNMAP, 2 * G - 3 * M, 3 * G + 5 * M + 20 * K),)
+    r = walk(lay, event, STOCK, fwb=False, cache_line=64, host=host)
+    assert as_dict(r.events) == full({**TOTAL, **HOST})
+    c = count(batch_from_layout(lay, event, host), [STOCK], fwb=False, cache_line=64)
+    assert as_dict(c.events[0, 0]) == full({**TOTAL, **HOST})
+    rows = {r["event"]: num(r["count"]) for r in doc_table("worked-example-host")}
+    assert rows == HOST
 
 
 def test_walker_equals_hand_derivation() -> None:
@@ -263,12 +289,14 @@ def test_counts_equal_hand_derivation() -> None:
 
 def test_each_pass_with_the_walker() -> None:
     # Run the passes one notifier call at a time on the same table, in the kernel's order: the
-    # CLEAR (pass 1), then the UNMAP's slot-1 part (pass 2), then its slot-0 part (pass 3).
-    # Each call adds 1 notifier call and 2 memslot visits; the rest is the pass column.
+    # lower edge's CLEAR (pass 1), the upper edge's CLEAR (pass 2), then the UNMAP's slot-1 part
+    # (pass 3), then its slot-0 part (pass 4).  Each call adds 1 notifier call and 2 memslot
+    # visits; the rest is the pass column.
     lay, _ = example()
     table = build_table(lay)
     calls = [
         Invocation(CLEAR, 2 * G - 4 * M, 2 * G - 2 * M),
+        Invocation(CLEAR, 3 * G + 4 * M, 3 * G + 6 * M),
         Invocation(UNMAP, 3 * G, 3 * G + 5 * M + 20 * K),
         Invocation(UNMAP, 2 * G - 3 * M, 3 * G),
     ]
@@ -278,9 +306,10 @@ def test_each_pass_with_the_walker() -> None:
         want["notifier_call"] = 1
         want["memslot_visit"] = 2
         assert as_dict(r.events) == full(want), f"pass {j + 1}"
-    # what survives: 251 PTEs of Tc under P3, nothing else
-    assert table.leaf_count() == {2: 251}
-    assert len(table.pages()) == 2  # P3 and Tc
+    # nothing survives: CLEAR 2 took Tc's 251 PTEs above the range with its other 261, so
+    # pass 3 empties P3 too
+    assert table.leaf_count() == {}
+    assert table.pages() == []
 
 
 def test_instruction_expansion_nvhe() -> None:

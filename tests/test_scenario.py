@@ -117,8 +117,12 @@ def test_thp_dirty_log_event() -> None:
     assert s.layout.geometry.ipa_bits == 40  # auto
     assert s.mapped_by_leaf()[2 * M] > 0.98 * 16 * G
     lo, hi = G + 8 * G + M + 4 * K, G + 12 * G + 64 * M + 12 * K
-    # the start splits the THP it falls in; the end falls in 4 KiB pages: no second CLEAR
-    assert s.event == (Invocation(CLEAR, G + 8 * G, G + 8 * G + 2 * M), Invocation(UNMAP, lo, hi))
+    # the start splits the THP it falls in; the end falls in 4 KiB pages, its block
+    # [13G+64M, 13G+66M) inside the VMA [lo, 17G) split there, with a host PMD table over
+    # [13G, 14G): __split_huge_pmd raises the CLEAR of that block too (it splits nothing)
+    assert s.event == (Invocation(CLEAR, G + 8 * G, G + 8 * G + 2 * M),
+                       Invocation(CLEAR, G + 12 * G + 64 * M, G + 12 * G + 66 * M),
+                       Invocation(UNMAP, lo, hi))
     assert s.event == munmap_event(s.layout, lo, hi)
     assert s.event_form == "munmap" and len(s.steps) == 1
 
@@ -172,25 +176,33 @@ def test_hand_worked_exit() -> None:
 
 
 def test_hand_worked_unaligned_munmap() -> None:
-    # munmap [1 GiB + 8 KiB, 1 GiB + 3 MiB): the start falls in the pages (no THP to split),
-    # the end in the block: CLEAR [1 GiB + 2 MiB, 1 GiB + 4 MiB) first, then the UNMAP.
-    #   CLEAR: 1 notifier call, 1 memslot visit; 1 entry-level + 1 PMD entry visited; the block
-    #          goes whole (1 block_clear, 1 TLB flush, 1 dcache call, 32768 lines, 1 put_page);
-    #          the PMD table still holds the PTE table: nothing freed.
-    #   UNMAP: 1 notifier call, 1 memslot visit; 1 entry-level + 2 PMD entries (the second now
-    #          empty) + PTEs 2..511 = 510 visits; PTEs 2 and 3 cleared (2 TLB flushes, 2 dcache
-    #          calls, 128 lines, 2 put_page); PTEs 0 and 1 survive: no table freed.
-    #   entry_visit = 2 + 513 = 515.
-    # Then unmap_region on the host: the 2 pages zapped and freed; the THP the end cuts split
+    # munmap [1 GiB + 8 KiB, 1 GiB + 3 MiB) of the VMA [1 GiB, 1 GiB + 4 MiB) (docs/model.md §3):
+    # the start 1G+8K is unaligned, its block [1G, 1G+2M) inside the VMA: CLEAR [1G, 1G+2M)
+    # although it holds pages, not a THP; the end 1G+3M is unaligned, its block [1G+2M, 1G+4M)
+    # inside [1G+8K, 1G+4M) (the VMA split there): CLEAR [1G+2M, 1G+4M) (splits the THP); UNMAP.
+    #   CLEAR 1: 1 notifier call, 1 memslot visit; 1 entry-level + 1 PMD entry + all 512 PTE
+    #          entries visited = 514; PTEs 0..3 cleared (4 TLB flushes, 4 dcache calls, 4 x 64
+    #          lines, 4 put_page); the PTE table empties: clear, TLB flush, free, put_page.  The
+    #          PMD table still holds the block: not freed.
+    #   CLEAR 2: 1 notifier call, 1 memslot visit; 1 entry-level + 1 PMD entry = 2 visits; the
+    #          block goes whole (1 block_clear, 1 TLB flush, 1 dcache call, 32768 lines, 1
+    #          put_page); the PMD table empties: clear, TLB flush, free, put_page.
+    #   UNMAP: 1 notifier call, 1 memslot visit; entry-level entry 1 is empty: 1 visit.
+    #   entry_visit = 514 + 2 + 1 = 517; put_page = TLB flushes = 4 + 1 + 1 + 1 = 7;
+    #   lines = 256 + 32768 = 33024.
+    # Then unmap_region on the host (docs/model.md §14): pages 2 and 3 zapped and freed (the
+    #   host's PMD there maps a PTE table: the CLEAR split nothing); the THP the end cuts split
     #   (1) and its 256 pages below 1 GiB + 3 MiB zapped per PTE, its folio kept; no table
     #   region lies wholly inside the range: 258 PTE zaps, 2 page frees, 1 split.
     s = scenario_from_text(
         TINY + "event: {munmap: {gpa_bytes: 0x40002000, size_bytes: 3137536}}\n", "tiny.yaml")
-    assert s.event == (Invocation(CLEAR, G + 2 * M, G + 4 * M), Invocation(UNMAP, G + 8 * K, G + 3 * M))
+    assert s.event == (Invocation(CLEAR, G, G + 2 * M), Invocation(CLEAR, G + 2 * M, G + 4 * M),
+                       Invocation(UNMAP, G + 8 * K, G + 3 * M))
     expected = {
-        "notifier_call": 2, "memslot_visit": 2, "entry_visit": 515, "pte_clear": 2,
-        "block_clear": 1, "put_page": 3, "tlb_flush_vmid_ipa": 3, "dcache_flush_call": 3,
-        "dc_civac_line": 32896, "host_pte_zap": 258, "host_page_free": 2, "host_pmd_split": 1,
+        "notifier_call": 3, "memslot_visit": 3, "entry_visit": 517, "pte_clear": 4,
+        "block_clear": 1, "table_clear": 2, "put_page": 7, "tlb_flush_vmid_ipa": 7,
+        "dcache_flush_call": 5, "dc_civac_line": 33024, "table_free": 2,
+        "host_pte_zap": 258, "host_page_free": 2, "host_pmd_split": 1,
     }
     assert s.host == (HostOp(MUNMAP, G + 8 * K, G + 3 * M),)
     assert nonzero(walk_counts(s.layout, s.event, STOCK, fwb=False, cache_line=64, host=s.host)) == expected

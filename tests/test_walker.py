@@ -453,6 +453,90 @@ def test_munmap_event_clear_then_unmap() -> None:
     )
 
 
+def test_munmap_edges_in_4k_pages_raise_clears() -> None:
+    # The kernel validation's partial munmap (validation/kernel/cases.py PARTIAL_KIB) on 64 MiB
+    # of 4 KiB pages at 1G: munmap [1G+1M+4K, 1G+5M+4K), 1,024 pages.  __split_vma at the lower
+    # edge: unaligned, block [1G, 1G+2M) inside the VMA [1G, 1G+64M), host PMD table over
+    # [1G, 2G) -> CLEAR; at the upper edge: block [1G+4M, 1G+6M) inside [1G+1M+4K, 1G+64M) ->
+    # CLEAR.  __split_huge_pmd raises both before it finds PTE tables, not THPs.
+    lay = layout(G40, [(G, G + 64 * M)], [(G, G + 64 * M, 4 * K, 0)])
+    event = munmap_event(lay, G + M + 4 * K, G + 5 * M + 4 * K)
+    assert [(i.kind, i.lo, i.hi) for i in event] == [
+        (CLEAR, G, G + 2 * M),
+        (CLEAR, G + 4 * M, G + 6 * M),
+        (UNMAP, G + M + 4 * K, G + 5 * M + 4 * K),
+    ]
+    r = walk(lay, event, STOCK_ALL, fwb=False, cache_line=64)
+    # CLEAR 1: entry 1 + PMD entry 0 + 512 PTEs = 514 visits, 512 PTEs, PTE table freed.
+    # CLEAR 2: the same at PMD entry 2.  UNMAP: entry 1 + PMD entries 0, 1, 2 (0 and 2 empty now)
+    # + 512 PTEs of entry 1 = 516 visits; block [1G+2M, 1G+4M): 512 PTEs, its table freed.
+    # TLB flushes 3 x (512 + 1) = 1,539: the 1,536 pages flushed the kernels measured.
+    check(
+        r,
+        {
+            "notifier_call": 3,
+            "memslot_visit": 3,
+            "entry_visit": 1_544,  # 514 + 514 + 516
+            "pte_clear": 1_536,
+            "table_clear": 3,
+            "put_page": 1_539,
+            "tlb_flush_vmid_ipa": 1_539,
+            "dcache_flush_call": 1_536,
+            "dc_civac_line": 98_304,  # 1,536 x 64
+            "table_free": 3,
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "clears"),
+    [
+        # both edges in block [1G, 1G+2M), the lower unaligned: the VMA split at the upper edge
+        # starts at 1G+8K, above the block's start: one CLEAR (the lower edge's)
+        (G + 8 * K, G + 1 * M, [(G, G + 2 * M)]),
+        # the lower edge aligned (no split test), the upper in the block starting at it
+        (G + 2 * M, G + 3 * M, [(G + 2 * M, G + 4 * M)]),
+        # both aligned: no CLEAR
+        (G + 2 * M, G + 6 * M, []),
+        # the range starts at the VMA's start: __split_vma only at the upper edge
+        (G, G + 5 * M, [(G + 4 * M, G + 6 * M)]),
+        # the upper edge's block [1G+6M, 1G+8M) straddles the VMA's end 1G+7M: no CLEAR there
+        (G + 3 * M, G + 6 * M + 4 * K, [(G + 2 * M, G + 4 * M)]),
+        # the range ends at the VMA's end: no split at the upper edge
+        (G + 3 * M, G + 7 * M, [(G + 2 * M, G + 4 * M)]),
+    ],
+)
+def test_munmap_edge_rules(lo: int, hi: int, clears: list[tuple[int, int]]) -> None:
+    # one 7 MiB VMA of 4 KiB pages at 1G (memslot [1G, 1G+7M), fully mapped)
+    lay = layout(G40, [(G, G + 7 * M)], [(G, G + 7 * M, 4 * K, 0)])
+    event = munmap_event(lay, lo, hi)
+    assert [(i.lo, i.hi) for i in event if i.kind == CLEAR] == clears
+    assert event[-1] == Invocation(UNMAP, lo, hi)
+
+
+def test_munmap_edge_needs_a_host_pmd_table() -> None:
+    # memslot [1G, 3G); munmap [2G+1M, 2G+5M), both edges unaligned, blocks inside the VMA.
+    # Nothing mapped in [2G, 3G): no host PMD table there (split_huge_pmd_address stops at the
+    # missing PUD entry), so no CLEAR; the UNMAP finds entry-level entry 2 empty: 1 visit.
+    lay = layout(G40, [(G, 3 * G)], [(G, G + 4 * M, 4 * K, 0)])
+    event = munmap_event(lay, 2 * G + M, 2 * G + 5 * M)
+    assert event == (Invocation(UNMAP, 2 * G + M, 2 * G + 5 * M),)
+    check(walk(lay, event, STOCK_ALL, fwb=False, cache_line=64),
+          {"notifier_call": 1, "memslot_visit": 1, "entry_visit": 1})
+    # One THP far away in [2G, 3G) gives the host a PMD table over it: both edges now raise a
+    # CLEAR, though their blocks hold nothing.  CLEAR 1: entry 2 + PMD entry 0 (empty) = 2
+    # visits; CLEAR 2: entry 2 + PMD entry 2 = 2; UNMAP: entry 2 + PMD entries 0..2 = 4.
+    lay = layout(G40, [(G, 3 * G)], [(G, G + 4 * M, 4 * K, 0), (2 * G + 512 * M, 2 * G + 514 * M, 2 * M, 0)])
+    event = munmap_event(lay, 2 * G + M, 2 * G + 5 * M)
+    assert [(i.kind, i.lo, i.hi) for i in event] == [
+        (CLEAR, 2 * G, 2 * G + 2 * M),
+        (CLEAR, 2 * G + 4 * M, 2 * G + 6 * M),
+        (UNMAP, 2 * G + M, 2 * G + 5 * M),
+    ]
+    check(walk(lay, event, STOCK_ALL, fwb=False, cache_line=64),
+          {"notifier_call": 3, "memslot_visit": 3, "entry_visit": 8})
+
+
 def test_two_memslots_range_spanning_both() -> None:
     # slot 0: [1G, 2G), slot 1: [2G, 4G), both full of 2 MiB blocks.
     # UNMAP [2G-4M, 3G+4M) (2 MiB-aligned: no THP split) intersects

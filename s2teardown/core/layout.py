@@ -12,10 +12,16 @@ Modelling conventions (docs/model.md, "Layouts"):
   THP (or a hugetlb page) on the host, a page extent is order-0 host pages.
 * Memslots are mapped at ``userspace_addr = GPA + constant`` (one contiguous host mapping), so a
   munmap range is given directly in guest-physical terms.
+* The memslots, from the first one's start to the last one's end, are **one VMA** of the host
+  (anonymous memory), and the host populated exactly what the layout maps (every extent, device
+  pages included: their host PTEs sit in the same tables), so the host has a PMD table wherever
+  an extent lies in that table's span (`host_pmd_table_span`).  The constant between GPA and
+  host address is a multiple of that span.
 * An **event** is the ordered list of notifier calls (`Invocation`) one user-visible action
   raises: process exit raises one release (whole IPA space, no memslot iteration); a munmap
-  raises one ``MMU_NOTIFY_UNMAP`` for the range, preceded by one 2 MiB ``MMU_NOTIFY_CLEAR`` per
-  range edge that splits a THP (``__split_vma`` -> ``__split_huge_pmd``, mm/huge_memory.c).
+  raises one ``MMU_NOTIFY_UNMAP`` for the range, preceded by one PMD-block ``MMU_NOTIFY_CLEAR``
+  per range edge that ``__split_vma`` hands to ``__split_huge_pmd`` (`munmap_event`), whatever
+  backs that block.
 """
 
 from __future__ import annotations
@@ -103,27 +109,56 @@ def exit_event(layout: Layout) -> tuple[Invocation, ...]:
     return (Invocation(TEARDOWN, 0, layout.geometry.ipa_size),)
 
 
-def munmap_event(layout: Layout, lo: int, hi: int) -> tuple[Invocation, ...]:
-    """munmap of guest-physical ``[lo, hi)``: THP-split CLEARs at unaligned edges, then one UNMAP.
+def host_pmd_table_span(g: Geometry) -> int:
+    """Bytes one host PMD table maps: PMD block x entries per table (4 KiB pages: 1 GiB; 16 KiB:
+    64 GiB; 64 KiB: 4 TiB).  ``split_huge_pmd_address`` reaches the PMD entry only when the entry
+    above it is present (v5.5: ``pgd_present`` / ``p4d_present`` / ``pud_present``; later
+    ``mm_find_pmd`` returns NULL otherwise): a host with 48-bit VA, where that entry is a real
+    PUD (4 KiB) or the pgd entry above a folded PUD (64 KiB)."""
+    return g.leaf_sizes[1] * g.entries_per_table
 
-    An edge splits a THP when it is not aligned to the PMD block size and falls inside a
-    (non-device) PMD-block extent; the CLEAR covers that whole block.  Two edges in one block
-    split it once (the second ``__split_vma`` finds it already split).
+
+def split_edge(layout: Layout, edge: int, vma_lo: int, vma_hi: int) -> bool:
+    """Does ``__split_vma`` at ``edge`` of the VMA ``[vma_lo, vma_hi)`` start a notifier?
+
+    ``vma_adjust_trans_huge`` -> ``split_huge_pmd_if_needed`` (mm/huge_memory.c; the same test
+    open-coded in v5.5's ``vma_adjust_trans_huge``): the edge is not PMD-aligned and the
+    PMD block holding it lies inside the VMA being split (``range_in_vma``); then
+    ``split_huge_pmd_address`` finds the PMD entry if the host has a PMD table there, and
+    ``__split_huge_pmd`` calls ``mmu_notifier_invalidate_range_start`` over the whole block
+    **before** it looks at the PMD: a THP is split, a PTE table is left as it is, the CLEAR is
+    raised either way.
+    """
+    g = layout.geometry
+    pmd = g.leaf_sizes[1]
+    if not vma_lo < edge < vma_hi or edge % pmd == 0:
+        return False
+    block = edge - edge % pmd
+    if block < vma_lo or block + pmd > vma_hi:
+        return False
+    span = host_pmd_table_span(g)
+    t_lo = edge - edge % span
+    return any(e.lo < t_lo + span and t_lo < e.hi for e in layout.extents)
+
+
+def munmap_event(layout: Layout, lo: int, hi: int) -> tuple[Invocation, ...]:
+    """munmap of guest-physical ``[lo, hi)``: PMD-block CLEARs at the edges, then one UNMAP.
+
+    ``__do_munmap`` (v5.5; ``do_vmi_align_munmap`` / ``vms_gather_munmap_vmas`` later) splits
+    the VMA at ``lo`` if ``lo`` is inside it, then the VMA that now starts at ``lo`` at ``hi``;
+    each split raises one CLEAR over the edge's PMD block under `split_edge`'s condition.  The
+    VMA split at ``hi`` starts at ``lo``, so an upper edge whose block begins below ``lo`` (both
+    edges in one block, ``lo`` unaligned) raises nothing: one CLEAR for that block, not two.
+    Then ``unmap_region`` -> ``unmap_vmas`` raises the UNMAP of the whole range.
     """
     g = layout.geometry
     pmd = g.leaf_sizes[1]
     calls: list[Invocation] = []
-    seen: set[int] = set()
-    for edge in (lo, hi):
-        if edge % pmd == 0:
-            continue
-        block = edge - edge % pmd
-        if block in seen:
-            continue
-        for e in layout.extents:
-            if e.leaf == pmd and not e.device and e.lo <= block < e.hi:
+    if layout.memslots:
+        v_lo, v_hi = layout.memslots[0].lo, layout.memslots[-1].hi
+        for edge, bottom in ((lo, v_lo), (hi, max(v_lo, lo))):
+            if split_edge(layout, edge, bottom, v_hi):
+                block = edge - edge % pmd
                 calls.append(Invocation(CLEAR, block, block + pmd))
-                seen.add(block)
-                break
     calls.append(Invocation(UNMAP, lo, hi))
     return tuple(calls)

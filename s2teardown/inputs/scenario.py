@@ -728,7 +728,9 @@ def _unmaps(file: str, raw: Any, line: int | None, layout: Layout) -> tuple[Step
                             f"{name!r} again (event.unmaps[{names[name]}] has it)")
         names[name] = k
         lo, hi = _range(file, m, w, iline, layout.geometry)
-        # A THP an earlier munmap touched is already split (or gone): no second CLEAR for it.
+        # After an earlier munmap the VMA has a hole there: a block that overlaps an earlier
+        # range no longer lies inside one VMA, so vma_adjust_trans_huge does not hand it to
+        # __split_huge_pmd (range_in_vma) and raises no CLEAR for it (docs/model.md §3).
         calls = tuple(
             inv
             for inv in munmap_event(layout, lo, hi)

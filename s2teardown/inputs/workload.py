@@ -8,8 +8,9 @@ A uniform workload (docs/model.md, "Workload"):
   shared between leaf sizes by the backing mix (percentages), each share rounded down to whole
   leaves, largest leaves first so every region stays aligned;
 * the event is ``exit`` (release: whole IPA space) or ``munmap`` of ``[offset, offset+size)``
-  of guest RAM (default: all of it), preceded by a THP-split CLEAR at each unaligned edge that
-  falls in a PMD-block region (`layout.munmap_event`);
+  of guest RAM (default: all of it; guest RAM is one anonymous VMA of the host), preceded by a
+  PMD-block CLEAR at each unaligned edge that ``__split_vma`` hands to ``__split_huge_pmd``,
+  4 KiB-backed or THP (`layout.munmap_event`, `layout.split_edge`);
 * the host mm's own work on guest RAM follows the notifiers (core/host.py): ``exit`` runs
   exit_mmap, ``munmap`` unmap_region over the range, ``clear`` MADV_DONTNEED over it, ``oom``
   the OOM reaper over it; memslot delete, vCPU reset and the fault path leave host memory alone.
@@ -41,6 +42,7 @@ from s2teardown.core.layout import (
     Invocation,
     Layout,
     Memslot,
+    host_pmd_table_span,
 )
 from s2teardown.core.prices import Placement
 from s2teardown.inputs.paths import PATH_NAMES, RANGED
@@ -215,17 +217,20 @@ def uniform_batch_arrays(
     r_lo = ram_base + off
     r_hi = r_lo + size
     pmd = g.leaf_sizes[1]
-    thp = (e_leaf == pmd) & ~e_dev
+    span = host_pmd_table_span(g)
+    v_lo, v_hi = ram_base, ram_base + vm_bytes  # guest RAM: one anonymous VMA of the host
 
-    def split_block(edge: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
+    def split_block(edge: I64, bottom: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
+        """`layout.split_edge` over the batch: the CLEAR's block, and whether it is raised."""
         block = edge - edge % pmd
-        inside = (thp & (e_lo <= block[:, None]) & (block[:, None] < e_hi)).any(axis=1)
-        return block, (edge % pmd != 0) & inside
+        t_lo = (edge - edge % span)[:, None]
+        table = ((e_leaf > 0) & (e_lo < t_lo + span) & (t_lo < e_hi)).any(axis=1)
+        raised = (bottom < edge) & (edge < v_hi) & (edge % pmd != 0)
+        return block, raised & (block >= bottom) & (block + pmd <= v_hi) & table
 
     def munmap_calls() -> list[tuple[str, I64, I64, npt.NDArray[np.bool_], bool]]:
-        b_lo, p_lo = split_block(r_lo)
-        b_hi, p_hi = split_block(r_hi)
-        p_hi = p_hi & ~(p_lo & (b_hi == b_lo))
+        b_lo, p_lo = split_block(r_lo, v_lo)
+        b_hi, p_hi = split_block(r_hi, np.maximum(v_lo, r_lo))  # the VMA split at hi starts at lo
         return [(CLEAR, b_lo, b_lo + pmd, p_lo, True), (CLEAR, b_hi, b_hi + pmd, p_hi, True),
                 (UNMAP, r_lo, r_hi, yes, True)]
 

@@ -16,6 +16,7 @@ from s2teardown.core.vocabulary import EVENTS, OPS, PHASE_INDEX, PHASES, STAGE2_
 from s2teardown.features.estimate import Estimate
 from s2teardown.inputs.units import backing_label, format_ns
 from s2teardown.render.envelope import envelope, to_json
+from s2teardown.render.format import format_speedup
 
 __all__ = ["estimate_csv", "estimate_document", "estimate_markdown", "to_json"]
 
@@ -57,7 +58,12 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
                 "title": var.title,
                 "stage2_ns": float(s2[v]),
                 "host_free_ns": float(b.host_free_ns[0, v]),
+                "host_ns": float(b.host_ns[0, v]),
+                "end_to_end_ns": float(b.end_to_end_ns[0, v]),
+                "wall_ns": float(b.wall_ns[0, v]),
                 "speedup": _num(float(speed[v])),
+                "end_to_end_speedup": _num(float(b.end_to_end_speedup[0, v])),
+                "host_speedup": _num(float(b.host_speedup[0, v])),
                 "dominant_phase": PHASES[int(dom[v])],
                 "longest_stretch_ns": None if b.stretch_ns is None else float(b.stretch_ns[0, v]),
                 "longest_locked_stretch_ns": (
@@ -169,6 +175,9 @@ def estimate_csv(e: Estimate) -> str:
                          int(p["assumed"]), p["note"] or "", what_if])
         wr.writerow([e.machine.name, *workload, v["name"], "stage2_total", repr(v["stage2_ns"]),
                      "1.0", "", "", what_if])
+        for total in ("host", "end_to_end", "wall"):
+            wr.writerow([e.machine.name, *workload, v["name"], f"{total}_total",
+                         repr(v[f"{total}_ns"]), "", "", "", what_if])
         for h in v["lock_holds"]:  # time_ns: when it first fires, from the stretch's start
             gate = "" if h["on_by_default"] else " [only with LATENCY_WARN on; off by default]"
             wr.writerow([e.machine.name, *workload, v["name"], f"lock_hold:{h['threshold']}",
@@ -193,10 +202,15 @@ def estimate_markdown(e: Estimate) -> str:
             note = b.notes.get((v, phase))
             cell = format_ns(t) + ("\\*" if b.assumed[0, v, p] and t else "")
             cells.append(f"0 ({note})" if note else cell)
-        label = "host free (outside Stage-2)" if phase == "host_free" else phase
+        label = {"host_zap": "host zap (outside Stage-2)", "host_free": "host free (outside Stage-2)",
+                 "wait": "wait (wall only)"}.get(phase, phase)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| **Stage-2 total** | " + " | ".join(f"**{format_ns(float(x))}**" for x in b.stage2_ns[0]) + " |")
-    lines.append("| speedup | " + " | ".join(f"{float(x):.1f}×" for x in b.speedup[0]) + " |")
+    lines.append("| host side | " + " | ".join(format_ns(float(x)) for x in b.host_ns[0]) + " |")
+    lines.append("| **end to end** | " + " | ".join(f"**{format_ns(float(x))}**" for x in b.end_to_end_ns[0]) + " |")
+    lines.append("| wall | " + " | ".join(format_ns(float(x)) for x in b.wall_ns[0]) + " |")
+    lines.append("| speedup, Stage-2 (headline) | " + " | ".join(format_speedup(float(x)) for x in b.speedup[0]) + " |")
+    lines.append("| speedup, end to end | " + " | ".join(format_speedup(float(x)) for x in b.end_to_end_speedup[0]) + " |")
     lines.append("| dominant | " + " | ".join(PHASES[int(d)] for d in b.dominant_phase[0]) + " |")
     if b.stretch_ns is not None:
         lines.append("| longest stretch | " + " | ".join(format_ns(float(x)) for x in b.stretch_ns[0]) + " |")

@@ -20,16 +20,6 @@ class Known:
 
 KNOWN: tuple[Known, ...] = (
     Known(
-        "*/munmap-partial/4k/*", "*",
-        "__split_vma -> vma_adjust_trans_huge -> split_huge_pmd_address -> __split_huge_pmd "
-        "(mm/huge_memory.c; 6.1, 6.12, 7.2)",
-        "the kernel raises a 2 MiB MMU_NOTIFY_CLEAR at each unaligned munmap edge whose PMD "
-        "block holds mapped memory even when it is 4 KiB-backed: __split_huge_pmd starts the "
-        "notifier before it checks for a huge PMD, so KVM unmaps those whole blocks (measured: "
-        "1,536 pages flushed for a 1,024-page munmap).  The model raises the CLEAR for THP edges "
-        "only; the fix changes docs/model.md's worked example and is the next change",
-    ),
-    Known(
         "6.12/max/munmap-partial/*", "*",
         "__flush_tlb_range_op (arch/arm64/include/asm/tlbflush.h, v6.9+ with FEAT_LPA2)",
         "with LPA2 (QEMU max, CONFIG_ARM64_LPA2) a range flush whose start is not 64 KiB-aligned "

@@ -29,6 +29,7 @@ from s2teardown.core.layout import (
     Memslot,
     exit_event,
     munmap_event,
+    vmas,
 )
 from s2teardown.core.vocabulary import EVENTS
 from s2teardown.oracle.walker import (
@@ -512,6 +513,23 @@ def test_munmap_edge_rules(lo: int, hi: int, clears: list[tuple[int, int]]) -> N
     event = munmap_event(lay, lo, hi)
     assert [(i.lo, i.hi) for i in event if i.kind == CLEAR] == clears
     assert event[-1] == Invocation(UNMAP, lo, hi)
+
+
+def test_munmap_edges_of_two_vmas() -> None:
+    # memslots [1G, 1G+3M) and [1G+4M, 1G+8M), not adjacent: two VMAs.  munmap
+    # [1G+2M+4K, 1G+6M+4K): __split_vma of [1G, 1G+3M) at 1G+2M+4K, whose block [1G+2M, 1G+4M)
+    # pokes out of that VMA: no CLEAR; __split_vma of [1G+4M, 1G+8M) at 1G+6M+4K, block
+    # [1G+6M, 1G+8M) inside it: CLEAR.  (One VMA over both memslots would have raised two.)
+    lay = layout(G40, [(G, G + 3 * M), (G + 4 * M, G + 8 * M)],
+                 [(G, G + 3 * M, 4 * K, 0), (G + 4 * M, G + 8 * M, 4 * K, 1)])
+    assert vmas(lay) == [(G, G + 3 * M), (G + 4 * M, G + 8 * M)]
+    event = munmap_event(lay, G + 2 * M + 4 * K, G + 6 * M + 4 * K)
+    assert [(i.kind, i.lo, i.hi) for i in event] == [
+        (CLEAR, G + 6 * M, G + 8 * M),
+        (UNMAP, G + 2 * M + 4 * K, G + 6 * M + 4 * K),
+    ]
+    # adjacent memslots are one VMA (a workload's guest RAM)
+    assert vmas(layout(G40, [(G, 2 * G), (2 * G, 3 * G)], [])) == [(G, 3 * G)]
 
 
 def test_munmap_edge_needs_a_host_pmd_table() -> None:

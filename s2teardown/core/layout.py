@@ -12,11 +12,11 @@ Modelling conventions (docs/model.md, "Layouts"):
   THP (or a hugetlb page) on the host, a page extent is order-0 host pages.
 * Memslots are mapped at ``userspace_addr = GPA + constant`` (one contiguous host mapping), so a
   munmap range is given directly in guest-physical terms.
-* The memslots, from the first one's start to the last one's end, are **one VMA** of the host
-  (anonymous memory), and the host populated exactly what the layout maps (every extent, device
-  pages included: their host PTEs sit in the same tables), so the host has a PMD table wherever
-  an extent lies in that table's span (`host_pmd_table_span`).  The constant between GPA and
-  host address is a multiple of that span.
+* Each run of adjacent memslots (one's end is the next one's start) is **one VMA** of the host
+  (anonymous memory; a workload's memslots are one run, guest RAM), and the host populated
+  exactly what the layout maps (every extent, device pages included: their host PTEs sit in the
+  same tables), so the host has a PMD table wherever an extent lies in that table's span
+  (`host_pmd_table_span`).  The constant between GPA and host address is a multiple of that span.
 * An **event** is the ordered list of notifier calls (`Invocation`) one user-visible action
   raises: process exit raises one release (whole IPA space, no memslot iteration); a munmap
   raises one ``MMU_NOTIFY_UNMAP`` for the range, preceded by one PMD-block ``MMU_NOTIFY_CLEAR``
@@ -145,20 +145,30 @@ def munmap_event(layout: Layout, lo: int, hi: int) -> tuple[Invocation, ...]:
     """munmap of guest-physical ``[lo, hi)``: PMD-block CLEARs at the edges, then one UNMAP.
 
     ``__do_munmap`` (v5.5; ``do_vmi_align_munmap`` / ``vms_gather_munmap_vmas`` later) splits
-    the VMA at ``lo`` if ``lo`` is inside it, then the VMA that now starts at ``lo`` at ``hi``;
-    each split raises one CLEAR over the edge's PMD block under `split_edge`'s condition.  The
-    VMA split at ``hi`` starts at ``lo``, so an upper edge whose block begins below ``lo`` (both
-    edges in one block, ``lo`` unaligned) raises nothing: one CLEAR for that block, not two.
-    Then ``unmap_region`` -> ``unmap_vmas`` raises the UNMAP of the whole range.
+    the VMA holding ``lo`` if ``lo`` is strictly inside it, then the VMA holding ``hi`` if
+    ``hi`` is strictly inside it — by then starting at ``lo`` if it is the same VMA; each split
+    raises one CLEAR over the edge's PMD block under `split_edge`'s condition.  So an upper
+    edge whose block begins below ``lo`` (both edges in one block, ``lo`` unaligned) raises
+    nothing: one CLEAR for that block, not two.  Then ``unmap_region`` -> ``unmap_vmas`` raises
+    the UNMAP of the whole range.
     """
-    g = layout.geometry
-    pmd = g.leaf_sizes[1]
+    pmd = layout.geometry.leaf_sizes[1]
     calls: list[Invocation] = []
-    if layout.memslots:
-        v_lo, v_hi = layout.memslots[0].lo, layout.memslots[-1].hi
+    for v_lo, v_hi in vmas(layout):
         for edge, bottom in ((lo, v_lo), (hi, max(v_lo, lo))):
             if split_edge(layout, edge, bottom, v_hi):
                 block = edge - edge % pmd
                 calls.append(Invocation(CLEAR, block, block + pmd))
     calls.append(Invocation(UNMAP, lo, hi))
     return tuple(calls)
+
+
+def vmas(layout: Layout) -> list[tuple[int, int]]:
+    """The host VMAs: each run of adjacent memslots, ``[first start, last end)``, in GPA order."""
+    out: list[tuple[int, int]] = []
+    for m in layout.memslots:
+        if out and out[-1][1] == m.lo:
+            out[-1] = (out[-1][0], m.hi)
+        else:
+            out.append((m.lo, m.hi))
+    return out

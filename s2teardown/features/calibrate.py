@@ -47,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from s2teardown.core.prices import Placement
-from s2teardown.core.vocabulary import PHASE_INDEX, STAGE2_PHASES
+from s2teardown.core.vocabulary import HOST_PHASES, PHASE_INDEX, STAGE2_PHASES
 from s2teardown.errors import UserError, describe
 from s2teardown.inputs.machine import THETA_FIELDS, Machine, machine_from_text
 from s2teardown.inputs.paths import RANGED
@@ -364,7 +364,7 @@ def design(machine: Machine, measurements: Sequence[Measurement]) -> Design:
     from s2teardown.features.estimate import estimate
 
     stage2 = [PHASE_INDEX[p] for p in STAGE2_PHASES]
-    host = PHASE_INDEX["host_free"]
+    host = [PHASE_INDEX[p] for p in HOST_PHASES]  # the whole host side (docs/model.md §14)
     rows_a: list[F64] = []
     rows_f: list[float] = []
     for m in measurements:
@@ -372,7 +372,7 @@ def design(machine: Machine, measurements: Sequence[Measurement]) -> Design:
         b = est.breakdown
         ev = np.asarray(b.events, dtype=np.float64)[0, 0]  # (E,): read once
         x = np.asarray(b.expansion, dtype=np.float64)[0]  # (E, P, O): the one variant's frame
-        phases = [*stage2, host] if m.host_free_included else stage2
+        phases = [*stage2, *host] if m.host_free_included else stage2
         op_counts = np.einsum("e,epo->po", ev, x)[phases].sum(axis=0)  # (O,)
         fields = tuple(est.prices.theta_fields)
         a = op_counts @ est.prices.design  # (F,)

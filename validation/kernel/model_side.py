@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cache, lru_cache
 
 from s2teardown.core.vocabulary import EVENTS as MODEL_EVENTS
-from s2teardown.core.vocabulary import OPS
+from s2teardown.core.vocabulary import OPS, PHASE_INDEX, STAGE2_PHASES
 from s2teardown.features.estimate import estimate
 from s2teardown.inputs.machine import Machine, load_machine
 from s2teardown.inputs.variants import Variant, VariantSet, load_variants
@@ -44,5 +44,7 @@ def model_counts(case: Case, release: str) -> tuple[str, dict[str, int], dict[st
     est = estimate(_machine(CPUS[case.cpu][1]), [variant], workload(case), with_segments=False)
     b = est.breakdown
     events = {e: int(n) for e, n in zip(MODEL_EVENTS, b.events[0, 0], strict=True)}
-    ops = {o: int(n) for o, n in zip(OPS, b.operations[0, 0].sum(axis=0), strict=True)}
+    # the Stage-2 path's operations only: the host side (docs/model.md §14) runs other code
+    stage2 = [PHASE_INDEX[p] for p in STAGE2_PHASES]
+    ops = {o: int(n) for o, n in zip(OPS, b.operations[0, 0][stage2].sum(axis=0), strict=True)}
     return variant.name, events, ops

@@ -49,6 +49,7 @@ import numpy.typing as npt
 from s2teardown.core.prices import Placement
 from s2teardown.core.vocabulary import PHASE_INDEX, STAGE2_PHASES
 from s2teardown.errors import UserError, describe
+from s2teardown.inputs.files import FileKind, read_user_file
 from s2teardown.inputs.machine import THETA_FIELDS, Machine, machine_from_text
 from s2teardown.inputs.paths import RANGED
 from s2teardown.inputs.units import GRANULE_BYTES
@@ -85,6 +86,9 @@ REQUIRED_COLUMNS: Final[tuple[str, ...]] = ("vm|vm_bytes", "backing", "event", "
                                             "seconds")
 #: Largest measurements file accepted.
 MAX_CSV_BYTES: Final = 16 << 20
+#: How the measurements file is read (inputs.files: regular files only, capped before reading).
+CSV_FILE: Final = FileKind("a measurements CSV file", "an existing measurements CSV file",
+                           MAX_CSV_BYTES)
 #: Defaults of the fit (CLI flags --max-condition, --confidence).
 MAX_CONDITION: Final = 1e4
 MAX_REL_HALFWIDTH: Final = 1.0
@@ -276,19 +280,7 @@ def read_measurements(
     Every problem is a one-line UserError ``FILE:LINE: column: expected ..., got ...``.
     """
     name = str(path)
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise UserError(name, None, None, "an existing measurements CSV file", "no such file") \
-            from None
-    except IsADirectoryError:
-        raise UserError(name, None, None, "a measurements CSV file", "a directory") from None
-    except OSError as exc:
-        raise UserError(name, None, None, "a readable file", exc.strerror or str(exc)) from None
-    if len(raw) > MAX_CSV_BYTES:
-        raise UserError(name, None, None, f"a file of at most {MAX_CSV_BYTES} bytes",
-                        f"{len(raw)} bytes")
+    raw = read_user_file(path, CSV_FILE)
     sha = hashlib.sha256(raw).hexdigest()
     try:
         text = raw.decode("utf-8-sig")

@@ -8,11 +8,19 @@ import numpy as np
 
 from s2teardown.core.counts.batch import N_EVENTS, Batch
 from s2teardown.core.counts.coefficients import SEGMENT_QUANTITIES, quantity_matrix
-from s2teardown.core.counts.quantities import Extents, PassQuantities, pass_quantities, range_flush
+from s2teardown.core.counts.quantities import (
+    Extents,
+    ExtentWindows,
+    PassQuantities,
+    pass_quantities,
+    range_flush,
+)
 from s2teardown.core.geometry import Geometry
 from s2teardown.core.intervals import (
     I64,
+    ceil_div,
     concat_last,
+    floor_div,
 )
 from s2teardown.core.vocabulary import EVENT_INDEX
 
@@ -109,17 +117,43 @@ def chunk_run_quantities(
     lo: I64,
     hi: I64,
     runs: Sequence[tuple[I64, I64]],
+    windows: ExtentWindows | None = None,
 ) -> tuple[I64, list[I64]]:
     """The whole passes ``[lo, hi)`` (S,) and their chunk-walks ``runs`` (each (S, K_i) bounds)
     in one evaluation: the whole pass is one more chunk, with nothing of the pass done before
     it.  Returns the quantity matrices in `SEGMENT_QUANTITIES` order, (S, 8) and one (S, K_i, 8)
-    per run."""
+    per run.
+
+    With ``windows``, the chunks are evaluated in groups (consecutive chunks in the same
+    largest tables), each over the extents its tables hold only: chunks × extents would grow
+    with the square of the memslots."""
     c_lo = np.concatenate([lo[:, None], *(r[0] for r in runs)], axis=1)
     c_hi = np.concatenate([hi[:, None], *(r[1] for r in runs)], axis=1)
-    qm = quantity_matrix(chunk_quantities(g, ext, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi),
-                         SEGMENT_QUANTITIES)
+    if windows is None:
+        qm = quantity_matrix(chunk_quantities(g, ext, prev_lo[:, None], prev_hi[:, None], lo, c_lo,
+                                              c_hi), SEGMENT_QUANTITIES)
+    else:
+        parts = []
+        for a, z in _groups(c_lo, c_hi, windows.t0):
+            e0, e1 = windows.of(c_lo[:, a:z], c_hi[:, a:z])
+            q = chunk_quantities(g, ext.window(e0, e1), prev_lo[:, None, e0:e1],
+                                 prev_hi[:, None, e0:e1], lo, c_lo[:, a:z], c_hi[:, a:z])
+            parts.append(quantity_matrix(q, SEGMENT_QUANTITIES))
+        qm = np.concatenate(parts, axis=1)
     ends = np.cumsum([1, *(r[0].shape[1] for r in runs)])
     return qm[:, 0, :], [qm[:, a:z, :] for a, z in zip(ends[:-1], ends[1:], strict=True)]
+
+
+def _groups(c_lo: I64, c_hi: I64, t0: int) -> list[tuple[int, int]]:
+    """Runs ``[a, z)`` of consecutive chunks (columns) lying in the same ``t0``-aligned regions
+    in every scenario (an empty chunk joins whatever run it is in)."""
+    live = c_hi > c_lo
+    first = np.where(live, floor_div(c_lo, t0), -1)
+    last = np.where(live, ceil_div(c_hi, t0), -1)
+    key = np.concatenate([first, last], axis=0)  # (2S, K)
+    change = np.flatnonzero((key[:, 1:] != key[:, :-1]).any(axis=0)) + 1
+    bounds = [0, *change.tolist(), c_lo.shape[1]]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:

@@ -58,6 +58,15 @@ class Extents:
         self.hi_valid = np.where(self.valid, self.hi, 0)  # a padding extent clips to nothing
         self._classes: I64 | None = None
 
+    def window(self, e0: int, e1: int) -> Extents:
+        """The extents ``e0 .. e1-1`` only (views): a pass or a chunk-walk that touches no
+        table holding another extent needs only these (`ExtentWindows`)."""
+        w = object.__new__(Extents)
+        for name in ("lo", "hi", "leaf", "dev", "valid", "unit", "shift", "a", "b", "hi_valid"):
+            setattr(w, name, getattr(self, name)[..., e0:e1])
+        w._classes = None if self._classes is None else self._classes[..., e0:e1, :]
+        return w
+
     def clip(self, lo: I64, hi: I64) -> tuple[I64, I64]:
         """``[lo, hi)`` (batch shape) intersected with each extent, in leaf units, outward
         (an empty intersection, ``x >= y``, is the empty interval of `to_units`)."""
@@ -74,6 +83,37 @@ class Extents:
                 [page & ~self.dev, page & self.dev, self.leaf == g.leaf_sizes[1], self.leaf == pud], axis=-1
             ).astype(np.int64)
         return self._classes
+
+
+class ExtentWindows:
+    """Which extents a pass ``[lo, hi)`` can concern: those inside the largest tables it
+    touches (tables at level 1 span ``span(0)``; every smaller table, leaf and chunk-walk of it
+    lies inside one of them).  A pass's quantities over these extents equal those over all
+    (the others' leaves, tables and states are outside and unchanged), so a pass over one of
+    512 memslots costs what it costs over one, not 512 times that: the work stays linear in the
+    number of memslots."""
+
+    def __init__(self, b: Batch) -> None:
+        self.t0 = b.geometry.span(0)
+        valid = b.ext_leaf > 0
+        self.lo = np.where(valid, b.ext_lo, np.iinfo(np.int64).max)  # padding: never inside
+        self.hi = np.where(valid, b.ext_hi, np.iinfo(np.int64).min)
+        self.n = int(b.ext_lo.shape[1])
+
+    def of(self, lo: I64, hi: I64) -> tuple[int, int]:
+        """``(e0, e1)``: the extents ``e0 .. e1-1`` (at least one, when there is one) cover every
+        extent any scenario's pass ``[lo, hi)`` (shape (S,) or (S, K)) can concern."""
+        lo2 = lo.reshape(lo.shape[0], -1)
+        hi2 = hi.reshape(hi.shape[0], -1)
+        live = hi2 > lo2
+        big = np.iinfo(np.int64).max
+        w_lo = np.where(live, floor_div(lo2, self.t0) * self.t0, big).min(axis=1)
+        w_hi = np.where(live, ceil_div(hi2, self.t0) * self.t0, -1).max(axis=1)
+        mask = (self.hi > w_lo[:, None]) & (self.lo < w_hi[:, None])
+        cols = np.flatnonzero(mask.any(axis=0))
+        if cols.size == 0:
+            return 0, min(1, self.n)
+        return int(cols[0]), int(cols[-1]) + 1
 
 
 @lru_cache(maxsize=64)

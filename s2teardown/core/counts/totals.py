@@ -32,6 +32,7 @@ from s2teardown.core.counts.quantities import (
     resched_active,
     walk_chunk,
 )
+from s2teardown.core.geometry import Geometry
 from s2teardown.core.intervals import (
     I64,
     compact,
@@ -203,6 +204,9 @@ def count(
     windows = ExtentWindows(b)
     cover = _Coverage(b)
     memo: dict[tuple[object, ...], tuple[PassQuantities, dict[int, I64], I64, I64]] = {}
+    # one scenario (an estimate): its chunked passes (the segments) go along with the totals
+    along = _ChunkedPasses(b, behs, run=False) if with_segments and b.size == 1 else None
+    align = _align(g, behs)
     kw = {"fwb": fwb, "tlbi_range": tlbi_range, "cache_line": cache_line}
     for i in range(len(b.inv_kind)):
         lin.put(("invocation", i), invocation_columns(b, i))
@@ -230,8 +234,10 @@ def count(
             p_lo, p_hi = cover.window(e0, e1)
             ext_w = ext.window(e0, e1)
             if b.size == 1:  # an estimate: passes equal but for a shift are computed once
-                shape_key, _, base_u = _relative(windows.t0, ext_w, p_lo, p_hi, lo, hi,
-                                                 tuple(finer))
+                core, base, base_u = _relative(align, ext_w, p_lo, p_hi, lo, hi)
+                if along is not None:
+                    along.step(j, core, base, base_u, ext_w, p_lo, p_hi, cover, windows)
+                shape_key = (core, tuple(finer))
                 hit = memo.get(shape_key)
                 if hit is None:
                     q, new_lo, new_hi, chunked = pass_quantities_chunked(g, ext_w, p_lo, p_hi, lo,
@@ -276,7 +282,7 @@ def count(
     if with_segments:
         per_s = []
         for s in range(b.size):
-            passes = _ChunkedPasses(slice_batch(b, s, s + 1), behs)
+            passes = along if along is not None else _ChunkedPasses(slice_batch(b, s, s + 1), behs)
             done = [
                 _segments_one(b, s, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
                               passes=passes)
@@ -304,7 +310,12 @@ class _Coverage:
 
     def update(self, e0: int, e1: int, new_lo: I64, new_hi: I64) -> None:
         """Extents ``e0 .. e1-1`` now have the coverage ``new`` (their old one and more)."""
-        new_lo, new_hi = compact(new_lo, new_hi)
+        live = new_hi > new_lo
+        cols = live.reshape(-1, live.shape[-1]).any(axis=0)
+        if not cols.all():  # columns empty everywhere go (cheap), then, if need be, the rest
+            new_lo, new_hi = new_lo[..., cols], new_hi[..., cols]
+        if new_lo.shape[-1] > self.lo.shape[-1]:
+            new_lo, new_hi = compact(new_lo, new_hi)
         width = new_lo.shape[-1]
         if width > self.lo.shape[-1]:
             pad = np.full(self.lo.shape[:-1] + (width - self.lo.shape[-1],), -1, dtype=np.int64)
@@ -316,8 +327,14 @@ class _Coverage:
         self.hi[:, e0:e1, width:] = -1
 
 
-def _relative(align: int, ext: Extents, cov_lo: I64, cov_hi: I64, lo: I64, hi: I64,
-              extra: tuple[object, ...]) -> tuple[tuple[object, ...], I64, I64]:
+def _align(g: Geometry, behs: Sequence[Mapping[str, Behaviour]]) -> int:
+    """The shift `_relative` keys passes by: the largest tables' span, or a larger chunk-walk."""
+    chunks = (walk_chunk(g, beh) for behaviours in behs for beh in behaviours.values())
+    return max([g.span(0), *(c for c in chunks if c is not None and c < g.ipa_size)])
+
+
+def _relative(align: int, ext: Extents, cov_lo: I64, cov_hi: I64, lo: I64,
+              hi: I64) -> tuple[tuple[object, ...], I64, I64]:
     """A pass as seen from the ``align``-aligned address below it: a key equal for two passes
     whose extents (``ext``, a window), coverage and bounds differ only by such a shift, and the
     shift (bytes, (S,)) and the extents' shift in leaf units ((S, w)).
@@ -327,16 +344,14 @@ def _relative(align: int, ext: Extents, cov_lo: I64, cov_hi: I64, lo: I64, hi: I
     memslots make most passes of an unmap across hundreds of them one of a few."""
     live = hi > lo
     base = np.where(live, floor_div(lo, align) * align, 0)
-    bb = base[:, None]
-    valid = ext.valid
-    base_u = np.right_shift(bb, ext.shift)  # (S, w): a padding extent has unit 1
+    base_u = np.right_shift(base[:, None], ext.shift)  # (S, w): a padding extent has unit 1
     live_c = cov_hi > cov_lo
     parts = (
         np.where(live, lo - base, 0), np.where(live, hi - base, 0),
-        np.where(valid, ext.lo - bb, 0), np.where(valid, ext.hi - bb, 0), ext.leaf, ext.dev,
+        ext.packed - base[:, None, None] * ext.movable,
         np.where(live_c, cov_lo - base_u[..., None], -1), np.where(live_c, cov_hi - base_u[..., None], -1),
     )
-    key = (extra, tuple(x.shape for x in parts), b"".join(np.ascontiguousarray(x).tobytes() for x in parts))
+    key = (tuple(x.shape for x in parts), b"".join(x.tobytes() for x in parts))
     return key, base, base_u
 
 
@@ -348,51 +363,69 @@ def _shifted(lo: I64, hi: I64, by: I64) -> tuple[I64, I64]:
 
 class _ChunkedPasses:
     """One scenario's passes, split into representative chunks for every chunk size its
-    behaviour sets walk with: per pass, all of them are evaluated at once and shared."""
+    behaviour sets walk with: per pass, all of them are evaluated at once and shared.
 
-    def __init__(self, one: Batch, behs: Sequence[Mapping[str, Behaviour]]) -> None:
+    ``run=False``: the passes are given one by one (`step`), as `count` goes through them."""
+
+    def __init__(self, one: Batch, behs: Sequence[Mapping[str, Behaviour]], *,
+                 run: bool = True) -> None:
         g = one.geometry
         self.one = one
-        ext = Extents(one, 0)
-        ext_c = Extents(one, 1)
-        windows = ExtentWindows(one)
-        cover = _Coverage(one)
-        self.cache: dict[tuple[int, int], tuple[I64, I64, I64, I64, I64]] = {}
+        self.behs = behs
+        self.ext_c = Extents(one, 1)
+        #: per pass, its chunk runs (bounds relative to a shift) and the shift
+        self.cache: dict[int, tuple[dict[int, tuple[I64, I64, I64, I64, I64]], I64]] = {}
         #: per pass, the number of the distinct pass (up to a shift) it is: equal numbers, equal
         #: chunk quantities (`_segments_one` reuses what it made of them)
         self.token: dict[int, int] = {}
-        memo: dict[tuple[object, ...], tuple[int, dict[int, tuple[I64, I64, I64, I64, I64]]]] = {}
-        every = np.concatenate([one.pass_lo[0], one.pass_hi[0]])
-        order = np.concatenate([np.arange(one.pass_lo.shape[1])] * 2)
-        for j, i in enumerate(one.pass_inv):
+        self._memo: dict[tuple[object, ...],
+                         tuple[int, dict[int, tuple[I64, I64, I64, I64, I64]], I64, I64]] = {}
+        self._every = np.concatenate([one.pass_lo[0], one.pass_hi[0]])
+        self._order = np.concatenate([np.arange(one.pass_lo.shape[1])] * 2)
+        if not run:
+            return
+        ext = Extents(one, 0)
+        windows = ExtentWindows(one)
+        cover = _Coverage(one)
+        align = _align(g, behs)
+        for j in range(len(one.pass_inv)):
             lo, hi = one.pass_lo[:, j], one.pass_hi[:, j]
             if int(hi[0]) > int(lo[0]):
-                kind = one.inv_kind[i]
-                sizes = sorted({walk_chunk(g, beh[kind]) or g.ipa_size for beh in behs})
                 e0, e1 = windows.of(lo, hi)
                 p_lo, p_hi = cover.window(e0, e1)
                 ext_w = ext.window(e0, e1)
-                # chunk_runs breaks at the edges of the earlier passes inside this one
-                edges = every[(order < j) & (every >= lo[0]) & (every <= hi[0])]
-                align = max([windows.t0, *(c for c in sizes if c < g.ipa_size)])
-                key, base, _ = _relative(align, ext_w, p_lo, p_hi, lo, hi,
-                                         (tuple(sizes), np.unique(edges - lo[0]).tobytes()))
-                hit = memo.get(key)
-                if hit is None:
-                    entries = self._evaluate(j, sizes, ext_c, cover, windows)
-                    shift = -base[:, None]
-                    memo[key] = (len(memo), {c: (e[0] + np.where(e[2] > 0, shift, 0),
-                                                 e[1] + np.where(e[2] > 0, shift, 0), *e[2:])
-                                             for c, e in entries.items()})
-                    hit = memo[key]
-                self.token[j] = hit[0]
-                shift = base[:, None]
-                for c, e in hit[1].items():
-                    self.cache[(j, c)] = (e[0] + np.where(e[2] > 0, shift, 0),
-                                          e[1] + np.where(e[2] > 0, shift, 0), *e[2:])
-                x_lo, x_hi = ext_w.clip(lo, hi)  # an empty pass changes nothing
-                cover.update(e0, e1, concat_last(p_lo, x_lo[..., None]),
-                             concat_last(p_hi, x_hi[..., None]))
+                core, base, base_u = _relative(align, ext_w, p_lo, p_hi, lo, hi)
+                cover.update(e0, e1, *self.step(j, core, base, base_u, ext_w, p_lo, p_hi, cover,
+                                                 windows))
+
+    def step(self, j: int, core: tuple[object, ...], base: I64, base_u: I64, ext_w: Extents,
+             p_lo: I64, p_hi: I64, cover: _Coverage,
+             windows: ExtentWindows) -> tuple[I64, I64]:
+        """Pass ``j`` (non-empty), seen as `_relative` sees it, before the coverage takes it in:
+        its chunk runs, and the coverage of its window after it."""
+        one, g = self.one, self.one.geometry
+        lo, hi = one.pass_lo[:, j], one.pass_hi[:, j]
+        kind = one.inv_kind[one.pass_inv[j]]
+        sizes = sorted({walk_chunk(g, beh[kind]) or g.ipa_size for beh in self.behs})
+        # chunk_runs breaks at the edges of the earlier passes inside this one
+        every = self._every
+        edges = every[(self._order < j) & (every >= lo[0]) & (every <= hi[0])]
+        key = (core, tuple(sizes), np.unique(edges - lo[0]).tobytes())
+        hit = self._memo.get(key)
+        if hit is None:
+            entries = self._evaluate(j, sizes, self.ext_c, cover, windows)
+            shift = -base[:, None]
+            x_lo, x_hi = ext_w.clip(lo, hi)
+            r_lo, r_hi = _shifted(concat_last(p_lo, x_lo[..., None]),
+                                  concat_last(p_hi, x_hi[..., None]), -base_u)
+            self._memo[key] = (len(self._memo),
+                               {c: (e[0] + np.where(e[2] > 0, shift, 0),
+                                    e[1] + np.where(e[2] > 0, shift, 0), *e[2:])
+                                for c, e in entries.items()}, r_lo, r_hi)
+            hit = self._memo[key]
+        self.token[j] = hit[0]
+        self.cache[j] = (hit[1], base[:, None])
+        return _shifted(hit[2], hit[3], base_u)
 
     def _evaluate(self, j: int, sizes: Sequence[int], ext_c: Extents, cover: _Coverage,
                   windows: ExtentWindows) -> dict[int, tuple[I64, I64, I64, I64, I64]]:
@@ -415,7 +448,10 @@ class _ChunkedPasses:
 
     def runs(self, j: int, chunk: int) -> tuple[I64, I64, I64, I64, I64]:
         """(c_lo, c_hi, mult, times) of `chunk_runs` and the quantity matrix (1, K, 8)."""
-        return self.cache[(j, chunk)]
+        entries, shift = self.cache[j]
+        c_lo, c_hi, mult, times, qm = entries[chunk]
+        moved = np.where(mult > 0, shift, 0)
+        return c_lo + moved, c_hi + moved, mult, times, qm
 
 
 def _segments_one(

@@ -207,6 +207,8 @@ def count(
     # one scenario (an estimate): its chunked passes (the segments) go along with the totals
     along = _ChunkedPasses(b, behs, run=False) if with_segments and b.size == 1 else None
     align = _align(g, behs)
+    per_pass: dict[int, list[tuple[object, ...]]] = {}  # invocation -> its range/resched columns
+    finer_of: dict[str, list[int]] = {}
     kw = {"fwb": fwb, "tlbi_range": tlbi_range, "cache_line": cache_line}
     for i in range(len(b.inv_kind)):
         lin.put(("invocation", i), invocation_columns(b, i))
@@ -227,8 +229,10 @@ def count(
         if not first and not bool((hi > lo).any()):
             continue  # empty in every scenario (a memslot the range misses): adds nothing
         # chunk sizes finer than an entry-level entry: the same quantities but the visits
-        walks = {walk_chunk(g, behaviours[kind]) for behaviours in behs}
-        finer = sorted(c for c in walks if c is not None and c < g.span(0))
+        if kind not in finer_of:
+            walks = {walk_chunk(g, behaviours[kind]) for behaviours in behs}
+            finer_of[kind] = sorted(c for c in walks if c is not None and c < g.span(0))
+        finer = finer_of[kind]
         if bool((hi > lo).any()):
             e0, e1 = windows.of(lo, hi)  # the extents this pass can concern (linear work)
             p_lo, p_hi = cover.window(e0, e1)
@@ -257,27 +261,32 @@ def count(
         lin.accumulate(("pass", i), [getattr(q, f) for f in QUANTITIES])
         for c, visits in chunked.items():
             lin.accumulate(("pass", i, c), [q.pte, q.pte_dev, q.pmd, q.pud, q.freed, visits])
-        summed: set[tuple[object, ...]] = set()  # this pass's range and resched columns, once
-        for u, behaviours in enumerate(behs):
-            beh = behaviours[kind]
-            chunk = walk_chunk(g, beh)
-            key: tuple[object, ...] = ("pass", i) if chunk not in finer else ("pass", i, chunk)
-            if first:
+        if first:  # the invocation's columns get their coefficients once, per behaviour set
+            extra: dict[tuple[object, ...], list[I64]] = {}
+            for u, behaviours in enumerate(behs):
+                beh = behaviours[kind]
+                chunk = walk_chunk(g, beh)
+                key: tuple[object, ...] = ("pass", i) if chunk not in finer else ("pass", i, chunk)
                 lin.add(u, lin.columns(key), pass_coefficients(g, beh, kind=kind, **kw))
-            if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
-                key = ("range", i, chunk)
-                if key not in summed:
-                    lin.accumulate(key, list(range_flush_columns(g, lo, hi, chunk)))
-                    summed.add(key)
-                if first:
+                if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
+                    key = ("range", i, chunk)
+                    if key not in extra:
+                        extra[key] = list(range_flush_columns(g, lo, hi, chunk))
+                        lin.put(key, extra[key])
                     lin.add(u, lin.columns(key), flush)
-            if chunk is not None and resched_active(beh, b.inv_blockable[i]):
-                key = ("resched", i, chunk)
-                if key not in summed:
-                    lin.accumulate(key, [np.maximum(chunks_spanned(lo, hi, chunk) - 1, 0)])
-                    summed.add(key)
-                if first:
+                if chunk is not None and resched_active(beh, b.inv_blockable[i]):
+                    key = ("resched", i, chunk)
+                    if key not in extra:
+                        extra[key] = [np.maximum(chunks_spanned(lo, hi, chunk) - 1, 0)]
+                        lin.put(key, extra[key])
                     lin.add(u, lin.columns(key), resched)
+            per_pass[i] = list(extra)
+            continue
+        for key in per_pass[i]:  # this pass's range flushes and resched points
+            if key[0] == "range":
+                lin.accumulate(key, list(range_flush_columns(g, lo, hi, key[2])))  # type: ignore[arg-type]
+            else:
+                lin.accumulate(key, [np.maximum(chunks_spanned(lo, hi, key[2]) - 1, 0)])  # type: ignore[arg-type]
     segs = None
     if with_segments:
         per_s = []

@@ -86,6 +86,10 @@ REQUIRED_COLUMNS: Final[tuple[str, ...]] = ("vm|vm_bytes", "backing", "event", "
                                             "seconds")
 #: Largest measurements file accepted.
 MAX_CSV_BYTES: Final = 16 << 20
+#: The measured times accepted (seconds): below a nanosecond or above a million seconds a time
+#: is no measurement of a teardown, and its square (the fit's) would leave the float range.
+MIN_SECONDS: Final = 1e-9
+MAX_SECONDS: Final = 1e6
 #: How the measurements file is read (inputs.files: regular files only, capped before reading).
 CSV_FILE: Final = FileKind("a measurements CSV file", "an existing measurements CSV file",
                            MAX_CSV_BYTES)
@@ -204,6 +208,11 @@ def _parse_row(
                           describe(sec_t) if sec_t else "an empty cell") from None
     if not (math.isfinite(seconds) and seconds > 0):
         raise _cell_error(file, line, "seconds", "a positive number of seconds", sec_t)
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        # a subnormal or a huge time would overflow the fit's weights and sums of squares
+        raise _cell_error(file, line, "seconds",
+                          f"a time from {MIN_SECONDS:g} s (1 ns) to {MAX_SECONDS:g} s (a teardown "
+                          "measured on a real host)", sec_t)
     # optional
     hf_t = get("host_free_included").lower()
     if hf_t not in _TRUE | _FALSE:
@@ -632,9 +641,18 @@ def calibrate(
     require_scipy()
     ms, sha, _ = read_measurements(csv_path, variants)
     d = design(machine, ms)
-    cal = fit(machine, d, [(m.line, m.label) for m in ms], params=params, weights=weights,
-              max_condition=max_condition, max_rel_halfwidth=max_rel_halfwidth,
-              confidence=confidence)
+    # a number at the edge of the float range (in the machine's priors or the counts) must not
+    # pass silently as inf or NaN, nor print a RuntimeWarning: it is refused in one line
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            cal = fit(machine, d, [(m.line, m.label) for m in ms], params=params,
+                      weights=weights, max_condition=max_condition,
+                      max_rel_halfwidth=max_rel_halfwidth, confidence=confidence)
+    except (FloatingPointError, np.linalg.LinAlgError, ValueError) as exc:
+        raise UserError(str(csv_path), None, None,
+                        "measurements whose least-squares fit stays within the float range",
+                        f"a fit that fails ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                        "are the times and the machine's parameters of sensible size?") from None
     return cal, sha
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from s2teardown.core.counts.batch import N_EVENTS, Batch
 from s2teardown.core.counts.coefficients import SEGMENT_QUANTITIES, quantity_matrix
@@ -45,17 +46,17 @@ def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64, I64]:
     big = sorted(g.span(k - 1) for k in range(1, g.levels) if g.span(k - 1) > chunk)
     t_min = big[0] if big else None
     reps: list[list[tuple[int, int, int]]] = []  # per scenario: (chunk index, mult, times)
-    # plain Python lists: this loop runs per scenario (segments, tests), on a handful of values
-    ext_lo, ext_hi, ext_leaf = b.ext_lo.tolist(), b.ext_hi.tolist(), b.ext_leaf.tolist()
-    pass_lo, pass_hi = b.pass_lo[:, : j + 1].tolist(), b.pass_hi[:, : j + 1].tolist()
     for s in range(b.size):
-        lo, hi = pass_lo[s][j], pass_hi[s][j]
+        lo, hi = int(b.pass_lo[s, j]), int(b.pass_hi[s, j])
         if hi <= lo:
             reps.append([])
             continue
-        pts = {lo, hi, *pass_lo[s][:j], *pass_hi[s][:j]}
-        pts.update(x for x, leaf in zip(ext_lo[s], ext_leaf[s], strict=True) if leaf > 0)
-        pts.update(x for x, leaf in zip(ext_hi[s], ext_leaf[s], strict=True) if leaf > 0)
+        # the extents' edges and the earlier passes' inside the pass (picked out by numpy: there
+        # are thousands of them over 512 memslots, a handful inside one pass)
+        valid = b.ext_leaf[s] > 0
+        cand = np.concatenate([b.ext_lo[s][valid], b.ext_hi[s][valid], b.pass_lo[s, :j],
+                               b.pass_hi[s, :j]])
+        pts = {lo, hi, *cand[(cand >= lo) & (cand <= hi)].tolist()}
         for t in big[1:]:  # edges of the larger tables: few (at most IPA / t each)
             pts.update(range(-(-lo // t) * t, hi, t))
         edges = sorted(p for p in pts if lo <= p <= hi)
@@ -133,27 +134,36 @@ def chunk_run_quantities(
         qm = quantity_matrix(chunk_quantities(g, ext, prev_lo[:, None], prev_hi[:, None], lo, c_lo,
                                               c_hi), SEGMENT_QUANTITIES)
     else:
-        parts = []
-        for a, z in _groups(c_lo, c_hi, windows.t0):
-            e0, e1 = windows.of(c_lo[:, a:z], c_hi[:, a:z])
+        e0, e1 = windows.of(lo, hi)
+        if c_lo.shape[1] * (e1 - e0) <= _CELLS:  # a pass of a few memslots: in one go
+            groups = [np.arange(c_lo.shape[1])]
+        else:  # a pass over many (a teardown): chunk by chunk group, each over its own extents
+            groups = _groups(c_lo, c_hi, windows.t0)
+        qm = np.empty((c_lo.shape[0], c_lo.shape[1], len(SEGMENT_QUANTITIES)), dtype=np.int64)
+        for cols in groups:
+            g_lo, g_hi = c_lo[:, cols], c_hi[:, cols]
+            e0, e1 = windows.of(g_lo, g_hi)
             q = chunk_quantities(g, ext.window(e0, e1), prev_lo[:, None, e0:e1],
-                                 prev_hi[:, None, e0:e1], lo, c_lo[:, a:z], c_hi[:, a:z])
-            parts.append(quantity_matrix(q, SEGMENT_QUANTITIES))
-        qm = np.concatenate(parts, axis=1)
+                                 prev_hi[:, None, e0:e1], lo, g_lo, g_hi)
+            qm[:, cols, :] = quantity_matrix(q, SEGMENT_QUANTITIES)
     ends = np.cumsum([1, *(r[0].shape[1] for r in runs)])
     return qm[:, 0, :], [qm[:, a:z, :] for a, z in zip(ends[:-1], ends[1:], strict=True)]
 
 
-def _groups(c_lo: I64, c_hi: I64, t0: int) -> list[tuple[int, int]]:
-    """Runs ``[a, z)`` of consecutive chunks (columns) lying in the same ``t0``-aligned regions
-    in every scenario (an empty chunk joins whatever run it is in)."""
+#: Chunks × extents evaluated at once at most, when a pass has many of both.
+_CELLS = 1 << 16
+
+
+def _groups(c_lo: I64, c_hi: I64, t0: int) -> list[npt.NDArray[np.intp]]:
+    """The chunks (columns) grouped by the ``t0``-aligned regions they lie in, in every scenario
+    (an empty chunk is a group of its own kind)."""
     live = c_hi > c_lo
     first = np.where(live, floor_div(c_lo, t0), -1)
     last = np.where(live, ceil_div(c_hi, t0), -1)
-    key = np.concatenate([first, last], axis=0)  # (2S, K)
-    change = np.flatnonzero((key[:, 1:] != key[:, :-1]).any(axis=0)) + 1
-    bounds = [0, *change.tolist(), c_lo.shape[1]]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    key = np.concatenate([first, last], axis=0).T  # (K, 2S)
+    _, inverse = np.unique(key, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return [np.flatnonzero(inverse == k) for k in range(int(inverse.max(initial=-1)) + 1)]
 
 
 def range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:

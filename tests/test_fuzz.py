@@ -921,6 +921,26 @@ def test_random_cost_table_bytes(inputs: Inputs) -> None:
     run()
 
 
+@pytest.mark.parametrize("spec", ["/dev/zero", "fifo"])
+def test_table_naming_a_device_as_its_spec_is_not_read(spec: str, inputs: Inputs) -> None:
+    """`check` compares the spec file the table names with the one embedded: a table naming
+    /dev/zero or a FIFO must neither hang nor read without end (the note is just left out)."""
+    here = inputs.example_dir()
+    table = json.loads(inputs.files["TABLE"].read_text())
+    if spec == "fifo":
+        os.mkfifo(here / "fifo")
+        spec = str(here / "fifo")
+    table["spec"]["path"] = spec
+    f = here / "costs.json"
+    f.write_text(json.dumps(table))
+    shutil.copy(inputs.files["MACHINE"], here / inputs.files["MACHINE"].name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "s2teardown", "check", str(f)], cwd=here, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode in (0, 1, 2), p.stderr
+    assert "Traceback" not in p.stderr and "internal error" not in p.stderr
+
+
 def test_two_concurrent_writers_leave_one_whole_table(inputs: Inputs) -> None:
     """`s2teardown table SPEC -o same.json` twice at once (two processes): the file is one
     whole, valid table (the last rename wins), and no temporary file is left."""

@@ -60,7 +60,7 @@ from s2teardown.inputs.machine import Machine, load_machine
 from s2teardown.inputs.units import backing_label, format_ns, format_size
 from s2teardown.inputs.variants import Variant, VariantSet, load_variants
 from s2teardown.inputs.workload import EVENTS_SUPPORTED, Workload
-from s2teardown.inputs.yamlio import did_you_mean, line_of, read_yaml, refuse_binary
+from s2teardown.inputs.yamlio import YAML_FILE, did_you_mean, line_of, read_yaml, refuse_binary
 
 __all__ = [
     "DEFAULT_ATOL_NS",
@@ -950,9 +950,9 @@ def spec_file_note(doc: Mapping[str, Any], table_path: str | Path) -> str | None
     tp = Path(table_path)
     sp = Path(doc["spec"]["path"])
     full = sp if sp.is_absolute() else (tp.parent if str(tp.parent) else Path(".")) / sp
-    try:
-        now = hashlib.sha256(full.read_bytes()).hexdigest()
-    except OSError:
+    try:  # the path comes from the table: read it as any user file (a FIFO, /dev/zero: no note)
+        now = hashlib.sha256(read_user_file(full, YAML_FILE)).hexdigest()
+    except UserError:
         return None
     if now == doc["spec"]["sha256"]:
         return None

@@ -70,6 +70,7 @@ __all__ = [
     "refuse_binary",
     "one_line_text",
     "MAX_BYTES",
+    "YAML_FILE",
     "YamlDocument",
     "YamlList",
     "YamlMap",

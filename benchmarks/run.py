@@ -85,13 +85,13 @@ SEED = 20240808
 FULL = {
     "throughput_s": 1_000_000, "throughput_chunk": 65_536, "throughput_budget_s": 15.0,
     "profile_s": 131_072, "deep_s": 100_000, "ref_check_per_config": 500, "ref_time_s": 10_000,
-    "flat_pairs": 400, "flat_budget_s": 12.0, "cli_rounds": 7,
+    "flat_pairs": 400, "flat_budget_s": 12.0, "cli_rounds": 7, "memslot_pairs": 9,
     "sweep_s": 10_000_000, "sweep_chunk": 8_192, "walker_gib": 4, "count_repeats": 21,
 }
 QUICK = {
     "throughput_s": 100_000, "throughput_chunk": 65_536, "throughput_budget_s": 5.0,
     "profile_s": 16_384, "deep_s": 10_000, "ref_check_per_config": 60, "ref_time_s": 1_000,
-    "flat_pairs": 3, "flat_budget_s": 3.0, "cli_rounds": 2,
+    "flat_pairs": 3, "flat_budget_s": 3.0, "cli_rounds": 2, "memslot_pairs": 2,
     "sweep_s": 200_000, "sweep_chunk": 8_192, "walker_gib": 1, "count_repeats": 5,
 }
 
@@ -577,15 +577,30 @@ def fig_flat(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(figure(f"3{'a' if seg else 'b'}_flat_{'seg' if seg else 'noseg'}",
                           f"estimate 64 TiB / 64 MiB, {label}", ratio, "×", "within 10% (0.90–1.10)",
                           abs(ratio - 1.0) <= 0.10, abs={"t_64MiB_s": ms, "t_64TiB_s": mb}, details=details))
-    # informational: an unmap across 512 memslots (KVM's limit) against one across 1, 64 GiB
+    # an unmap across 512 memslots (KVM's limit) against one across 1, 64 GiB (issue 16: the
+    # passes over the memslots are evaluated together, within 20x of one memslot)
     many = Workload(vm_bytes=64 * GIB, memslots=512, event="munmap")
     one = Workload(vm_bytes=64 * GIB, memslots=1, event="munmap")
-    t_many, _ = median_time(lambda: estimate(m, vs, many, with_segments=True), 3)
-    t_one, _ = median_time(lambda: estimate(m, vs, one, with_segments=True), 5)
-    out.append(figure("3e_memslots", "estimate munmap, 512 memslots / 1 memslot (64 GiB)", t_many / t_one, "×",
-                      "none (informational)", None, abs={"t_512_memslots_s": t_many, "t_1_memslot_s": t_one},
-                      details={"passes": 3 * 512, "note": "one pass per memslot and invocation (the munmap and "
-                               "its two THP-split CLEARs); the coverage arrays stay narrow (intervals.compact)"}))
+    for w in (one, many):
+        estimate(m, vs, w, with_segments=True)  # warm-up
+    t_ones: list[float] = []
+    t_manys: list[float] = []
+    for i in range(cfg["memslot_pairs"]):  # interleaved, alternating which goes first
+        for w in ((one, many) if i % 2 == 0 else (many, one)):
+            t = now()
+            estimate(m, vs, w, with_segments=True)
+            (t_manys if w is many else t_ones).append(now() - t)
+    t_many, t_one = statistics.median(t_manys), statistics.median(t_ones)
+    ratio = t_many / t_one
+    out.append(figure("3e_memslots", "estimate munmap, 512 memslots / 1 memslot (64 GiB)", ratio, "×",
+                      "≤ 20× (issue 16)", ratio <= 20.0,
+                      abs={"t_512_memslots_s": t_many, "t_1_memslot_s": t_one},
+                      details={"passes": 3 * 512, "repeats": len(t_manys),
+                               "note": "one pass per memslot and invocation (the munmap and its two "
+                               "THP-split CLEARs); each pass is evaluated over the extents of the "
+                               "largest tables it touches, the passes of an invocation share their "
+                               "columns, and passes equal but for a shift by those tables are "
+                               "computed once (core/counts/totals.py)"}))
     # informational: the same two sizes with the same geometry (the 64 MiB guest given the 47-bit
     # IPA the 64 TiB one gets), to separate the size from the number of levels
     same = Workload(vm_bytes=64 * MIB, ipa_bits=big.resolved_ipa_bits())

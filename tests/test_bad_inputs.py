@@ -31,7 +31,11 @@ CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 #: Size of the file a `setup: huge` case is padded to (above every input cap).
 HUGE_BYTES = 20 * 1000 * 1000
 KEYS = ("argv", "exit", "error", "setup", "input", "see", "xfail")
-SETUPS = ("file", "directory", "missing", "unreadable", "huge")
+SETUPS = ("file", "directory", "missing", "unreadable", "huge", "fifo", "sparse")
+#: Size of a `setup: sparse` file (a hole: no disk used; above every cap, far above memory).
+SPARSE_BYTES = 8 << 30
+#: `{long}` in a case's argv: a name far longer than any file system allows.
+LONG = "n" * 5000
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,12 @@ def prepare(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         target.mkdir()
     elif case.setup == "missing":
         pass
+    elif case.setup == "fifo":  # nobody writes it: a blocking open would hang the case
+        os.mkfifo(target)
+    elif case.setup == "sparse":
+        with open(target, "wb") as f:
+            f.write(case.body)
+            f.truncate(SPARSE_BYTES)
     else:
         data = case.body
         if case.setup == "huge":
@@ -126,7 +136,7 @@ def prepare(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def expand(text: str, target: Path, tmp: Path, *, regex: bool) -> str:
-    subst = {"{input}": str(target), "{tmp}": str(tmp)}
+    subst = {"{input}": str(target), "{tmp}": str(tmp), "{long}": LONG}
     for k, v in subst.items():
         text = text.replace(k, re.escape(v) if regex else v)
     return text

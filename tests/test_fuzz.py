@@ -798,6 +798,169 @@ def test_mutated_cost_table(command: str, inputs: Inputs) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# the non-YAML readers: measurements CSV and traces (issue 16)
+
+#: Cells a measurements row is made of: valid ones, and every edge of every column.
+CELLS: dict[str, list[str]] = {
+    "vm": ["1G", "4G", "16G", "64G", "0", "-1G", "1e3G", "255T", "64X", "", "nan", "1" * 30],
+    "backing": ["2M", "4K", "1G", "2M:50,4K:50", "2M:90,4K:20", "3M", "", "4K:nan"],
+    "event": ["exit", "munmap", "clear", "memslot-delete", "reset", "oom", "", "bogus"],
+    "variant": ["v5.5", "P5", "series", "v6.19", "", "nope", "x" * 300],
+    "mapped": ["", "1.0", "0.5", "0", "-0.1", "1.5", "nan", "inf"],
+    "seconds": ["0.31", "2.3", "1e-9", "1e6", "1e-308", "5e-324", "1e300", "0", "-1", "nan",
+                "inf", "", "1,5", "0x10", "1e-10", "1e7"],
+    "memslots": ["", "1", "2", "512", "513", "0", "3"],
+    "note": ["", "a note", "x" * 1000, "\"quoted\"", "tab\there"],
+}
+
+
+def _csv_text(rows: list[dict[str, str]], header: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow([r.get(c, "") for c in header])
+    return buf.getvalue()
+
+
+@st.composite
+def measurement_rows(draw: st.DrawFn) -> tuple[list[str], list[dict[str, str]]]:
+    header = ["vm", "backing", "event", "variant", "seconds"]
+    header += draw(st.lists(st.sampled_from(["mapped", "memslots", "note"]), unique=True))
+    header = draw(st.permutations(header))
+    # mostly valid cells (the first few of each list), so that many files reach the fit; the
+    # seconds column draws its edges more often
+    def cell(c: str) -> st.SearchStrategy[str]:
+        valid = st.sampled_from(CELLS[c][: 2 if c == "seconds" else 3])
+        edge = st.sampled_from(CELLS[c])
+        return st.one_of(valid, valid, valid, edge) if c != "seconds" else st.one_of(valid, edge)
+
+    rows = draw(st.lists(st.fixed_dictionaries({c: cell(c) for c in header}), min_size=1,
+                         max_size=8))
+    return list(header), rows
+
+
+def test_random_measurements(inputs: Inputs) -> None:
+    """Random measurements CSVs, rows drawn from valid cells and every edge (subnormal, huge,
+    NaN, negative, empty, malformed): `calibrate` ends with 0 or 2, one line, no warning."""
+    pytest.importorskip("scipy")
+    seen: dict[str, int] = {}
+
+    @fuzz(25)
+    @given(table=measurement_rows(), cut=st.none() | st.integers(0, 4000))
+    def run(table: tuple[list[str], list[dict[str, str]]], cut: int | None) -> None:
+        here = inputs.example_dir()
+        text = _csv_text(table[1], table[0])
+        if cut is not None:
+            text = text[:cut]
+        f = here / "m.csv"
+        f.write_text(text)
+        target = here / "d05-mine.yaml"
+        o = invoke(["calibrate", "--machine", "d05", str(f), "-o", str(target),
+                    "--date", "2026-01-02"], here)
+        # how far it got: a row refused, or the fit reached (a result, or the fit's own refusal)
+        stage = "row" if o.code == 2 and not o.err.startswith("s2teardown: error: calibrate:") \
+            else "fit"
+        seen[stage] = seen.get(stage, 0) + 1
+        check_outcome(o)
+        check_written(o, target, validate=valid_machine)
+
+    run()
+    assert seen.get("fit"), f"no file reached the fit: {seen}"  # the strategy is not vacuous
+
+
+#: Lines a trace is made of: the valid ones of TRACE, and broken ones of every kind.
+TRACE_LINES = [line for line in TRACE.splitlines() if line] + [
+    "s2teardown-trace 2", "s2teardown-trace", "run 1", "run x vm=1G", "run 3 vm=1G backing=2M",
+    "run 4 vm=1G backing=2M event=munmap variant=P5 mapped=nan", "end 9", "end", "lost 3",
+    "call kvm_mmu_notifier_release 1 -5 10", "call kvm_mmu_notifier_release 1 0 " + "9" * 40,
+    "call 1bad 1 0 10", "call kvm_mmu_notifier_release 1 0", "Attaching 4 probes...", "# c",
+    "\x00", "run 5 vm=1G backing=2M event=exit kernel=6.8.0 pid=1 label=x",
+    "call kvm_mmu_notifier_release 7 0 1", "end 5", "bogus line",
+]
+
+
+def test_random_traces(inputs: Inputs) -> None:
+    """Random traces from valid and broken lines, shuffled, doubled and cut: `import-trace`
+    ends with 0 or 2, one line; what it writes is a whole CSV."""
+
+    @fuzz(30)
+    @given(lines=st.lists(st.sampled_from(TRACE_LINES), max_size=25),
+           keep=st.booleans(), raw=st.none() | st.binary(max_size=200))
+    def run(lines: list[str], keep: bool, raw: bytes | None) -> None:
+        here = inputs.example_dir()
+        f = here / "t.trace"
+        if raw is not None:
+            f.write_bytes(raw)
+        else:
+            f.write_text("\n".join(([*TRACE.splitlines()] if keep else []) + lines) + "\n")
+        target = here / "m.csv"
+        o = invoke(["import-trace", str(f), "-o", str(target)], here)
+        check_outcome(o)
+        check_written(o, target, validate=valid_csv)
+
+    run()
+
+
+def test_random_cost_table_bytes(inputs: Inputs) -> None:
+    """Random bytes and random JSON values as a cost table (the hand-made mutations are in
+    test_mutated_cost_table): `check` ends with 2 or 3, one line."""
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+        max_leaves=20)
+
+    @fuzz(25)
+    @given(raw=st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
+    def run(raw: bytes) -> None:
+        here = inputs.example_dir()
+        f = here / "costs.json"
+        f.write_bytes(raw)
+        o = invoke(["check", str(f)], here)
+        check_outcome(o)
+        assert o.code in (2, 3), o.err
+
+    run()
+
+
+@pytest.mark.parametrize("spec", ["/dev/zero", "fifo"])
+def test_table_naming_a_device_as_its_spec_is_not_read(spec: str, inputs: Inputs) -> None:
+    """`check` compares the spec file the table names with the one embedded: a table naming
+    /dev/zero or a FIFO must neither hang nor read without end (the note is just left out)."""
+    here = inputs.example_dir()
+    table = json.loads(inputs.files["TABLE"].read_text())
+    if spec == "fifo":
+        os.mkfifo(here / "fifo")
+        spec = str(here / "fifo")
+    table["spec"]["path"] = spec
+    f = here / "costs.json"
+    f.write_text(json.dumps(table))
+    shutil.copy(inputs.files["MACHINE"], here / inputs.files["MACHINE"].name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "s2teardown", "check", str(f)], cwd=here, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode in (0, 1, 2), p.stderr
+    assert "Traceback" not in p.stderr and "internal error" not in p.stderr
+
+
+def test_two_concurrent_writers_leave_one_whole_table(inputs: Inputs) -> None:
+    """`s2teardown table SPEC -o same.json` twice at once (two processes): the file is one
+    whole, valid table (the last rename wins), and no temporary file is left."""
+    here = inputs.example_dir()
+    shutil.copy(inputs.files["SPEC"], here / "spec.yaml")
+    shutil.copy(inputs.files["MACHINE"], here / "m.yaml")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "s2teardown", "table", "spec.yaml", "-q", "-o", "same.json"]
+    procs = [subprocess.Popen(argv, cwd=here, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    valid_table((here / "same.json").read_bytes())
+    assert sorted(p.name for p in here.iterdir()) == ["m.yaml", "same.json", "spec.yaml"]
+
+
+# ---------------------------------------------------------------------------------------------
 # Ctrl-C, internal errors, failed writes, closed pipes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -455,10 +456,10 @@ def test_unreadable_machine_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     p = tmp_path / "locked.yaml"
     p.write_text(BASE)
 
-    def deny(self: Path, *args: object, **kwargs: object) -> object:
-        raise PermissionError(13, "Permission denied", str(self))
+    def deny(file: object, *args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(Path, "open", deny)
+    monkeypatch.setattr(io, "open", deny)  # the one reader (inputs.files) opens with io.open
     with pytest.raises(UserError) as info:
         load_machine(p)
     assert str(info.value) == f"{p}: expected a readable file, got permission denied"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import pickle
@@ -276,10 +277,10 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     p = tmp_path / "secret.yaml"
     p.write_text("a: 1\n")
 
-    def deny(self: Path, *args: object, **kwargs: object) -> object:
-        raise PermissionError(13, "Permission denied", str(self))
+    def deny(file: object, *args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(Path, "open", deny)
+    monkeypatch.setattr(io, "open", deny)  # the one reader (inputs.files) opens with io.open
     with pytest.raises(UserError) as info:
         load_yaml(p)
     assert str(info.value) == f"{p}: expected a readable file, got permission denied"
@@ -289,10 +290,10 @@ def test_other_os_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     p = tmp_path / "eio.yaml"
     p.write_text("a: 1\n")
 
-    def broken(self: Path, *args: object, **kwargs: object) -> object:
+    def broken(file: object, *args: object, **kwargs: object) -> object:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(Path, "open", broken)
+    monkeypatch.setattr(io, "open", broken)
     with pytest.raises(UserError) as info:
         load_yaml(p)
     assert str(info.value) == f"{p}: expected a readable file, got input/output error"

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from s2teardown.errors import UserError
+from s2teardown.inputs.files import short_text
 from s2teardown.inputs.paths import PATH_NAMES, RANGED, USER_PATHS
 from s2teardown.inputs.units import GRANULE_BYTES
 
@@ -42,7 +43,8 @@ def emit(text: str, output: str | None) -> None:
         try:
             write_text_atomic(output, text)
         except OSError as exc:
-            raise UserError("--output", None, None, "a writable file path", f"{output!r} ({exc.strerror})") from None
+            raise UserError("--output", None, None, "a writable file path",
+                            f"{short_text(output)!r} ({exc.strerror})") from None
     else:
         click.echo(text, nl=False)
 

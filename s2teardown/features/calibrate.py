@@ -49,6 +49,7 @@ import numpy.typing as npt
 from s2teardown.core.prices import Placement
 from s2teardown.core.vocabulary import HOST_PHASES, PHASE_INDEX, STAGE2_PHASES
 from s2teardown.errors import UserError, describe
+from s2teardown.inputs.files import FileKind, read_user_file
 from s2teardown.inputs.machine import THETA_FIELDS, Machine, machine_from_text
 from s2teardown.inputs.paths import RANGED
 from s2teardown.inputs.units import GRANULE_BYTES
@@ -85,6 +86,13 @@ REQUIRED_COLUMNS: Final[tuple[str, ...]] = ("vm|vm_bytes", "backing", "event", "
                                             "seconds")
 #: Largest measurements file accepted.
 MAX_CSV_BYTES: Final = 16 << 20
+#: The measured times accepted (seconds): below a nanosecond or above a million seconds a time
+#: is no measurement of a teardown, and its square (the fit's) would leave the float range.
+MIN_SECONDS: Final = 1e-9
+MAX_SECONDS: Final = 1e6
+#: How the measurements file is read (inputs.files: regular files only, capped before reading).
+CSV_FILE: Final = FileKind("a measurements CSV file", "an existing measurements CSV file",
+                           MAX_CSV_BYTES)
 #: Defaults of the fit (CLI flags --max-condition, --confidence).
 MAX_CONDITION: Final = 1e4
 MAX_REL_HALFWIDTH: Final = 1.0
@@ -200,6 +208,11 @@ def _parse_row(
                           describe(sec_t) if sec_t else "an empty cell") from None
     if not (math.isfinite(seconds) and seconds > 0):
         raise _cell_error(file, line, "seconds", "a positive number of seconds", sec_t)
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        # a subnormal or a huge time would overflow the fit's weights and sums of squares
+        raise _cell_error(file, line, "seconds",
+                          f"a time from {MIN_SECONDS:g} s (1 ns) to {MAX_SECONDS:g} s (a teardown "
+                          "measured on a real host)", sec_t)
     # optional
     hf_t = get("host_free_included").lower()
     if hf_t not in _TRUE | _FALSE:
@@ -276,19 +289,7 @@ def read_measurements(
     Every problem is a one-line UserError ``FILE:LINE: column: expected ..., got ...``.
     """
     name = str(path)
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise UserError(name, None, None, "an existing measurements CSV file", "no such file") \
-            from None
-    except IsADirectoryError:
-        raise UserError(name, None, None, "a measurements CSV file", "a directory") from None
-    except OSError as exc:
-        raise UserError(name, None, None, "a readable file", exc.strerror or str(exc)) from None
-    if len(raw) > MAX_CSV_BYTES:
-        raise UserError(name, None, None, f"a file of at most {MAX_CSV_BYTES} bytes",
-                        f"{len(raw)} bytes")
+    raw = read_user_file(path, CSV_FILE)
     sha = hashlib.sha256(raw).hexdigest()
     try:
         text = raw.decode("utf-8-sig")
@@ -640,9 +641,18 @@ def calibrate(
     require_scipy()
     ms, sha, _ = read_measurements(csv_path, variants)
     d = design(machine, ms)
-    cal = fit(machine, d, [(m.line, m.label) for m in ms], params=params, weights=weights,
-              max_condition=max_condition, max_rel_halfwidth=max_rel_halfwidth,
-              confidence=confidence)
+    # a number at the edge of the float range (in the machine's priors or the counts) must not
+    # pass silently as inf or NaN, nor print a RuntimeWarning: it is refused in one line
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            cal = fit(machine, d, [(m.line, m.label) for m in ms], params=params,
+                      weights=weights, max_condition=max_condition,
+                      max_rel_halfwidth=max_rel_halfwidth, confidence=confidence)
+    except (FloatingPointError, np.linalg.LinAlgError, ValueError) as exc:
+        raise UserError(str(csv_path), None, None,
+                        "measurements whose least-squares fit stays within the float range",
+                        f"a fit that fails ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                        "are the times and the machine's parameters of sensible size?") from None
     return cal, sha
 
 

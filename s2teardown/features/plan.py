@@ -51,6 +51,7 @@ from s2teardown.features.estimate import evaluate_workloads
 from s2teardown.features.sweep import Backing, select_variants, size_list
 from s2teardown.inputs.bundled import resolve_config
 from s2teardown.inputs.check import check_keys
+from s2teardown.inputs.files import is_file
 from s2teardown.inputs.machine import Machine, load_machine
 from s2teardown.inputs.units import backing_label, format_size
 from s2teardown.inputs.variants import Variant, load_variants
@@ -630,7 +631,7 @@ def _near(value: str, base_dir: Path, kind: str, file: str, line: int | None, fi
     """A path given in the fleet file: relative to the file's directory first, then as given
     (or a bundled name)."""
     near = base_dir / value
-    if not Path(value).is_absolute() and near.is_file():
+    if not Path(value).is_absolute() and is_file(near):
         return near
     try:
         return resolve_config(value, kind)
@@ -693,7 +694,7 @@ def _build(doc: YamlDocument, base_dir: Path) -> Fleet:
     if "variants_file" in data:
         vline = line_of(data, "variants_file")
         vfile = base_dir / _str(file, data, "variants_file", "variants_file")
-        if not vfile.is_file():
+        if not is_file(vfile):
             raise UserError(
                 file,
                 vline,

@@ -59,11 +59,12 @@ from s2teardown.features.estimate import (
 )
 from s2teardown.inputs.bundled import bundled_names, bundled_root
 from s2teardown.inputs.check import unknown_key
+from s2teardown.inputs.files import FileKind, is_file, read_user_file
 from s2teardown.inputs.machine import Machine, load_machine
 from s2teardown.inputs.units import backing_label, format_ns, format_size
 from s2teardown.inputs.variants import Variant, VariantSet, load_variants
 from s2teardown.inputs.workload import EVENTS_SUPPORTED, Workload
-from s2teardown.inputs.yamlio import did_you_mean, line_of, read_yaml, refuse_binary
+from s2teardown.inputs.yamlio import YAML_FILE, did_you_mean, line_of, read_yaml, refuse_binary
 
 __all__ = [
     "DEFAULT_ATOL_NS",
@@ -85,6 +86,9 @@ __all__ = [
 
 #: Version of the cost-table JSON layout (not of the model: that is ``model_version``).
 FORMAT_VERSION: Final = 1
+#: Largest cost table read (`check`, `diff`), and how it is read (inputs.files).
+MAX_TABLE_BYTES: Final = 64 << 20
+TABLE_FILE: Final = FileKind("a cost table file", "an existing cost table", MAX_TABLE_BYTES)
 #: The ``document`` marker of a cost table (an estimate's JSON is not a table).
 DOCUMENT: Final = "s2teardown cost table"
 #: Version of the table-spec YAML format.
@@ -522,7 +526,7 @@ class _Inputs:
 def _resolve_machine(spec: TableSpec, i: int, ref: str) -> tuple[Machine, bool]:
     p = Path(ref)
     cand = p if p.is_absolute() else spec.base_dir / p
-    if cand.is_file():
+    if is_file(cand):
         m = load_machine(cand)
         return m, _is_bundled(cand)
     names = bundled_names("machines")
@@ -554,7 +558,7 @@ def _resolve_inputs(spec: TableSpec, *, missing_ok: bool) -> _Inputs:
     if spec.variants_file is not None:
         p = Path(spec.variants_file)
         vfile = p if p.is_absolute() else spec.base_dir / p
-        if not vfile.is_file():
+        if not is_file(vfile):
             raise spec.error(
                 "variants_file",
                 "an existing variants file (relative to the spec's directory)",
@@ -907,17 +911,7 @@ def read_table(path: str | Path) -> dict[str, Any]:
     """Read and check a cost table: UserError (exit 2) if unreadable, corrupt, truncated or of the
     wrong shape; NothingComparable (exit 3) if written in another ``format_version``."""
     name = str(path)
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise UserError(name, None, None, "an existing cost table", "no such file") from None
-    except IsADirectoryError:
-        raise UserError(name, None, None, "a cost table file", "a directory") from None
-    except OSError as exc:
-        raise UserError(
-            name, None, None, "a readable cost table", (exc.strerror or type(exc).__name__).lower()
-        ) from None
+    raw = read_user_file(path, TABLE_FILE)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -1012,9 +1006,9 @@ def spec_file_note(doc: Mapping[str, Any], table_path: str | Path) -> str | None
     tp = Path(table_path)
     sp = Path(doc["spec"]["path"])
     full = sp if sp.is_absolute() else (tp.parent if str(tp.parent) else Path(".")) / sp
-    try:
-        now = hashlib.sha256(full.read_bytes()).hexdigest()
-    except OSError:
+    try:  # the path comes from the table: read it as any user file (a FIFO, /dev/zero: no note)
+        now = hashlib.sha256(read_user_file(full, YAML_FILE)).hexdigest()
+    except UserError:
         return None
     if now == doc["spec"]["sha256"]:
         return None

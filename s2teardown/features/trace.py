@@ -40,6 +40,7 @@ from typing import Final
 
 from s2teardown.errors import UserError, describe
 from s2teardown.inputs.check import unknown_key
+from s2teardown.inputs.files import FileKind, read_user_file
 from s2teardown.inputs.yamlio import did_you_mean
 
 __all__ = [
@@ -72,6 +73,8 @@ _BANNER = re.compile(r"^Attaching \d+ probes?\.\.\.$")
 _PROBE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _UINT = re.compile(r"^[0-9]+$")
 MAX_TRACE_BYTES: Final = 256 << 20
+#: How a trace is read (inputs.files: regular files only, capped before reading).
+TRACE_FILE: Final = FileKind("a trace file", "an existing trace file", MAX_TRACE_BYTES)
 #: CSV columns written by `measurements_csv` (a subset of calibrate.COLUMNS).
 CSV_COLUMNS: Final[tuple[str, ...]] = ("vm", "backing", "event", "variant", "kernel", "mapped",
                                        "memslots", "host_free_included", "seconds", "note")
@@ -208,17 +211,7 @@ def parse_trace_text(text: str, file: str = "<trace>") -> list[Run]:
 
 def parse_trace(path: str | Path) -> list[Run]:
     name = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UserError(name, None, None, "an existing trace file", "no such file") from None
-    except IsADirectoryError:
-        raise UserError(name, None, None, "a trace file", "a directory") from None
-    except OSError as exc:
-        raise UserError(name, None, None, "a readable file", exc.strerror or str(exc)) from None
-    if len(raw) > MAX_TRACE_BYTES:
-        raise UserError(name, None, None, f"a trace of at most {MAX_TRACE_BYTES} bytes",
-                        f"{len(raw)} bytes")
+    raw = read_user_file(path, TRACE_FILE)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

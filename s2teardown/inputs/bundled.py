@@ -7,9 +7,11 @@ whichever exists, the installed copy first.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from s2teardown.errors import UserError
+from s2teardown.inputs.files import check_path, is_file, short_text
 from s2teardown.inputs.yamlio import did_you_mean
 
 __all__ = ["bundled_dir", "bundled_names", "bundled_root", "resolve_config"]
@@ -57,14 +59,15 @@ def resolve_config(
     ``flag`` (e.g. ``"--machine"``) is named as the error's source.
     """
     text = str(name_or_path)
+    check_path(text, flag)
     path = Path(name_or_path)
-    if path.is_file():
+    if is_file(path):
         return path
     names = bundled_names(kind, suffix)
     stem = text[: -len(suffix)] if text.endswith(suffix) else text
     if stem and "/" not in stem and "\\" not in stem and stem in names:
         return bundled_dir(kind) / f"{stem}{suffix}"
-    if path.exists():  # a directory or something else: let the reader say what is wrong
+    if os.path.lexists(path):  # a directory or something else: let the reader say what is wrong
         return path
     listed = ", ".join(names) if names else "none"
     hint = did_you_mean(Path(stem).name, names)
@@ -74,6 +77,6 @@ def resolve_config(
         None,
         f"an existing file or a bundled {kind[:-1] if kind.endswith('s') else kind} "
         f"name ({listed})",
-        f"{text!r}, which is neither",
+        f"{short_text(text)!r}, which is neither",
         hint,
     )

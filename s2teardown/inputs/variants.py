@@ -18,6 +18,7 @@ from s2teardown.core.vocabulary import PASS_KINDS
 from s2teardown.errors import UserError, describe
 from s2teardown.inputs.bundled import bundled_root
 from s2teardown.inputs.check import check_keys, unknown_key
+from s2teardown.inputs.files import short_text
 from s2teardown.inputs.yamlio import (
     YamlDocument,
     check_name,
@@ -75,7 +76,7 @@ class VariantSet:
                 return v
         every = self.names() + [a for v in self.variants for a in v.aliases]
         raise UserError(
-            flag, None, None, f"a variant name ({', '.join(self.names())})", repr(name),
+            flag, None, None, f"a variant name ({', '.join(self.names())})", repr(short_text(name)),
             did_you_mean(name, every),
         )
 

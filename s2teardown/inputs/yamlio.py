@@ -26,7 +26,9 @@ Rules (each violation is a one-line :class:`~s2teardown.errors.UserError` naming
 * no duplicate keys in a mapping (reported at the second one); keys must be scalars, and a
   string key printable (no control characters: keys are echoed in messages);
 * at most :data:`MAX_BYTES` (1 MiB) of UTF-8 text (a leading BOM is ignored); binary content
-  (a NUL byte), invalid UTF-8, directories, missing and unreadable files are errors;
+  (a NUL byte) and invalid UTF-8 are errors; the file is read by
+  :func:`s2teardown.inputs.files.read_user_file` (regular files only, the cap checked before
+  reading, one-line errors for missing, unreadable and over-long paths);
 * exactly one document, and it must not be empty;
 * integers must fit in 64 bits (``-2**63 .. 2**63-1``): larger ones are refused, not turned
   into overflows downstream;
@@ -39,7 +41,6 @@ Rules (each violation is a one-line :class:`~s2teardown.errors.UserError` naming
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import re
@@ -61,6 +62,7 @@ from s2teardown.inputs.check import (
     one_line_text,
     suggest,
 )
+from s2teardown.inputs.files import FileKind, cap_text, read_user_file
 
 __all__ = [
     "check_name",
@@ -68,6 +70,7 @@ __all__ = [
     "refuse_binary",
     "one_line_text",
     "MAX_BYTES",
+    "YAML_FILE",
     "YamlDocument",
     "YamlList",
     "YamlMap",
@@ -83,7 +86,9 @@ __all__ = [
 
 #: Largest input accepted, in bytes.
 MAX_BYTES = 1 << 20
-_MAX_DESC = "1 MiB (1048576 bytes)"
+_MAX_DESC = cap_text(MAX_BYTES)
+#: How a YAML file is read (inputs.files: regular files only, capped before reading).
+YAML_FILE = FileKind("a YAML file", "an existing file", MAX_BYTES)
 #: Deepest nesting accepted (a guard against pathological input).
 MAX_DEPTH = 64
 #: Integers must fit in 64 bits (signed): every consumer can then turn them into a float or a
@@ -415,28 +420,7 @@ def _decode(raw: bytes, name: str) -> str:
 
 
 def _read_bytes(path: Path, name: str) -> bytes:
-    try:
-        if path.is_dir():
-            raise UserError(name, None, None, "a YAML file", "a directory")
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
-            if len(raw) > MAX_BYTES:
-                size = 0
-                with contextlib.suppress(OSError):
-                    size = path.stat().st_size
-                # a device or a pipe has no size: say what was read
-                got = f"{size} bytes" if size >= len(raw) else f"more than {MAX_BYTES} bytes"
-                raise UserError(name, None, None, f"a file of at most {_MAX_DESC}", got)
-            return raw
-    except FileNotFoundError:
-        raise UserError(name, None, None, "an existing file", "no such file") from None
-    except PermissionError:
-        raise UserError(name, None, None, "a readable file", "permission denied") from None
-    except IsADirectoryError:
-        raise UserError(name, None, None, "a YAML file", "a directory") from None
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise UserError(name, None, None, "a readable file", reason.lower()) from None
+    return read_user_file(path, YAML_FILE)
 
 
 def refuse_binary(text: str, name: str, expected: str) -> None:

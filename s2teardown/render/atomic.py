@@ -14,7 +14,8 @@ from pathlib import Path
 def write_text_atomic(path: str | Path, text: str) -> None:
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    # (the name cut short: a temporary beside a 255-byte name must still be a legal name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=".tmp", dir=directory)
     umask = os.umask(0)
     os.umask(umask)
     try:

@@ -14,6 +14,7 @@ import numpy as np
 from s2teardown.core.vocabulary import PHASES
 from s2teardown.errors import UserError
 from s2teardown.features.sweep import SweepResult
+from s2teardown.inputs.files import short_text
 from s2teardown.inputs.units import backing_label, short_size
 
 
@@ -21,7 +22,8 @@ def plot_format(path: str | Path) -> str:
     """``png`` or ``svg`` from the file name; UserError otherwise."""
     fmt = PLOT_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise UserError("--plot", None, None, "a file name ending in .png or .svg", repr(str(path)))
+        raise UserError("--plot", None, None, "a file name ending in .png or .svg",
+                        repr(short_text(str(path))))
     return fmt
 
 

@@ -5,14 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from s2teardown.core.counts.batch import N_EVENTS, Batch
 from s2teardown.core.counts.coefficients import SEGMENT_QUANTITIES, quantity_matrix
-from s2teardown.core.counts.quantities import Extents, PassQuantities, pass_quantities, range_flush
+from s2teardown.core.counts.quantities import (
+    Extents,
+    ExtentWindows,
+    PassQuantities,
+    pass_quantities,
+    range_flush,
+)
 from s2teardown.core.geometry import Geometry
 from s2teardown.core.intervals import (
     I64,
+    ceil_div,
     concat_last,
+    floor_div,
 )
 from s2teardown.core.vocabulary import EVENT_INDEX
 
@@ -37,17 +46,17 @@ def chunk_runs(b: Batch, j: int, chunk: int) -> tuple[I64, I64, I64, I64]:
     big = sorted(g.span(k - 1) for k in range(1, g.levels) if g.span(k - 1) > chunk)
     t_min = big[0] if big else None
     reps: list[list[tuple[int, int, int]]] = []  # per scenario: (chunk index, mult, times)
-    # plain Python lists: this loop runs per scenario (segments, tests), on a handful of values
-    ext_lo, ext_hi, ext_leaf = b.ext_lo.tolist(), b.ext_hi.tolist(), b.ext_leaf.tolist()
-    pass_lo, pass_hi = b.pass_lo[:, : j + 1].tolist(), b.pass_hi[:, : j + 1].tolist()
     for s in range(b.size):
-        lo, hi = pass_lo[s][j], pass_hi[s][j]
+        lo, hi = int(b.pass_lo[s, j]), int(b.pass_hi[s, j])
         if hi <= lo:
             reps.append([])
             continue
-        pts = {lo, hi, *pass_lo[s][:j], *pass_hi[s][:j]}
-        pts.update(x for x, leaf in zip(ext_lo[s], ext_leaf[s], strict=True) if leaf > 0)
-        pts.update(x for x, leaf in zip(ext_hi[s], ext_leaf[s], strict=True) if leaf > 0)
+        # the extents' edges and the earlier passes' inside the pass (picked out by numpy: there
+        # are thousands of them over 512 memslots, a handful inside one pass)
+        valid = b.ext_leaf[s] > 0
+        cand = np.concatenate([b.ext_lo[s][valid], b.ext_hi[s][valid], b.pass_lo[s, :j],
+                               b.pass_hi[s, :j]])
+        pts = {lo, hi, *cand[(cand >= lo) & (cand <= hi)].tolist()}
         for t in big[1:]:  # edges of the larger tables: few (at most IPA / t each)
             pts.update(range(-(-lo // t) * t, hi, t))
         edges = sorted(p for p in pts if lo <= p <= hi)
@@ -109,17 +118,52 @@ def chunk_run_quantities(
     lo: I64,
     hi: I64,
     runs: Sequence[tuple[I64, I64]],
+    windows: ExtentWindows | None = None,
 ) -> tuple[I64, list[I64]]:
     """The whole passes ``[lo, hi)`` (S,) and their chunk-walks ``runs`` (each (S, K_i) bounds)
     in one evaluation: the whole pass is one more chunk, with nothing of the pass done before
     it.  Returns the quantity matrices in `SEGMENT_QUANTITIES` order, (S, 8) and one (S, K_i, 8)
-    per run."""
+    per run.
+
+    With ``windows``, the chunks are evaluated in groups (consecutive chunks in the same
+    largest tables), each over the extents its tables hold only: chunks × extents would grow
+    with the square of the memslots."""
     c_lo = np.concatenate([lo[:, None], *(r[0] for r in runs)], axis=1)
     c_hi = np.concatenate([hi[:, None], *(r[1] for r in runs)], axis=1)
-    qm = quantity_matrix(chunk_quantities(g, ext, prev_lo[:, None], prev_hi[:, None], lo, c_lo, c_hi),
-                         SEGMENT_QUANTITIES)
+    if windows is None:
+        qm = quantity_matrix(chunk_quantities(g, ext, prev_lo[:, None], prev_hi[:, None], lo, c_lo,
+                                              c_hi), SEGMENT_QUANTITIES)
+    else:
+        e0, e1 = windows.of(lo, hi)
+        if c_lo.shape[1] * (e1 - e0) <= _CELLS:  # a pass of a few memslots: in one go
+            groups = [np.arange(c_lo.shape[1])]
+        else:  # a pass over many (a teardown): chunk by chunk group, each over its own extents
+            groups = _groups(c_lo, c_hi, windows.t0)
+        qm = np.empty((c_lo.shape[0], c_lo.shape[1], len(SEGMENT_QUANTITIES)), dtype=np.int64)
+        for cols in groups:
+            g_lo, g_hi = c_lo[:, cols], c_hi[:, cols]
+            e0, e1 = windows.of(g_lo, g_hi)
+            q = chunk_quantities(g, ext.window(e0, e1), prev_lo[:, None, e0:e1],
+                                 prev_hi[:, None, e0:e1], lo, g_lo, g_hi)
+            qm[:, cols, :] = quantity_matrix(q, SEGMENT_QUANTITIES)
     ends = np.cumsum([1, *(r[0].shape[1] for r in runs)])
     return qm[:, 0, :], [qm[:, a:z, :] for a, z in zip(ends[:-1], ends[1:], strict=True)]
+
+
+#: Chunks × extents evaluated at once at most, when a pass has many of both.
+_CELLS = 1 << 16
+
+
+def _groups(c_lo: I64, c_hi: I64, t0: int) -> list[npt.NDArray[np.intp]]:
+    """The chunks (columns) grouped by the ``t0``-aligned regions they lie in, in every scenario
+    (an empty chunk is a group of its own kind)."""
+    live = c_hi > c_lo
+    first = np.where(live, floor_div(c_lo, t0), -1)
+    last = np.where(live, ceil_div(c_hi, t0), -1)
+    key = np.concatenate([first, last], axis=0).T  # (K, 2S)
+    _, inverse = np.unique(key, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return [np.flatnonzero(inverse == k) for k in range(int(inverse.max(initial=-1)) + 1)]
 
 
 def range_events(g: Geometry, c_lo: I64, c_hi: I64) -> I64:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -57,6 +58,22 @@ class Extents:
         self.b = np.where(self.valid, np.right_shift(self.hi, self.shift), self.a)
         self.hi_valid = np.where(self.valid, self.hi, 0)  # a padding extent clips to nothing
         self._classes: I64 | None = None
+        # (..., E, 4): lo, hi (0 for padding), leaf, device; and 1 where a shift moves the value
+        self.packed = np.stack([np.where(self.valid, self.lo, 0), self.hi_valid, self.leaf,
+                                self.dev.astype(np.int64)], axis=-1)
+        zero = np.zeros_like(self.leaf)
+        self.movable = np.stack([self.valid.astype(np.int64)] * 2 + [zero, zero], axis=-1)
+
+    def window(self, e0: int, e1: int) -> Extents:
+        """The extents ``e0 .. e1-1`` only (views): a pass or a chunk-walk that touches no
+        table holding another extent needs only these (`ExtentWindows`)."""
+        w = object.__new__(Extents)
+        for name in ("lo", "hi", "leaf", "dev", "valid", "unit", "shift", "a", "b", "hi_valid"):
+            setattr(w, name, getattr(self, name)[..., e0:e1])
+        for name in ("_classes", "packed", "movable"):
+            v = getattr(self, name)
+            setattr(w, name, None if v is None else v[..., e0:e1, :])
+        return w
 
     def clip(self, lo: I64, hi: I64) -> tuple[I64, I64]:
         """``[lo, hi)`` (batch shape) intersected with each extent, in leaf units, outward
@@ -74,6 +91,52 @@ class Extents:
                 [page & ~self.dev, page & self.dev, self.leaf == g.leaf_sizes[1], self.leaf == pud], axis=-1
             ).astype(np.int64)
         return self._classes
+
+
+class ExtentWindows:
+    """Which extents a pass ``[lo, hi)`` can concern: those inside the largest tables it
+    touches (tables at level 1 span ``span(0)``; every smaller table, leaf and chunk-walk of it
+    lies inside one of them).  A pass's quantities over these extents equal those over all
+    (the others' leaves, tables and states are outside and unchanged), so a pass over one of
+    512 memslots costs what it costs over one, not 512 times that: the work stays linear in the
+    number of memslots."""
+
+    def __init__(self, b: Batch) -> None:
+        self.t0 = b.geometry.span(0)
+        valid = b.ext_leaf > 0
+        self.lo = np.where(valid, b.ext_lo, np.iinfo(np.int64).max)  # padding: never inside
+        self.hi = np.where(valid, b.ext_hi, np.iinfo(np.int64).min)
+        self.n = int(b.ext_lo.shape[1])
+        # one scenario (an estimate): the valid extents' bounds as sorted lists, for bisect
+        self._one: tuple[list[int], list[int], list[int]] | None = None
+        if b.size == 1:
+            idx = np.flatnonzero(valid[0])
+            self._one = (idx.tolist(), b.ext_lo[0, idx].tolist(), b.ext_hi[0, idx].tolist())
+
+    def of(self, lo: I64, hi: I64) -> tuple[int, int]:
+        """``(e0, e1)``: the extents ``e0 .. e1-1`` (at least one, when there is one) cover every
+        extent any scenario's pass ``[lo, hi)`` (shape (S,) or (S, K)) can concern."""
+        if self._one is not None and lo.size == 1:
+            x_lo, x_hi = int(lo.flat[0]), int(hi.flat[0])
+            idx, e_lo, e_hi = self._one
+            if x_hi > x_lo and idx:
+                w_lo, w_hi = x_lo // self.t0 * self.t0, -(-x_hi // self.t0) * self.t0
+                first = bisect.bisect_right(e_hi, w_lo)  # extents are sorted and disjoint
+                last = bisect.bisect_left(e_lo, w_hi)
+                if last > first:
+                    return idx[first], idx[last - 1] + 1
+            return 0, min(1, self.n)
+        lo2 = lo.reshape(lo.shape[0], -1)
+        hi2 = hi.reshape(hi.shape[0], -1)
+        live = hi2 > lo2
+        big = np.iinfo(np.int64).max
+        w_lo = np.where(live, floor_div(lo2, self.t0) * self.t0, big).min(axis=1)
+        w_hi = np.where(live, ceil_div(hi2, self.t0) * self.t0, -1).max(axis=1)
+        mask = (self.hi > w_lo[:, None]) & (self.lo < w_hi[:, None])
+        cols = np.flatnonzero(mask.any(axis=0))
+        if cols.size == 0:
+            return 0, min(1, self.n)
+        return int(cols[0]), int(cols[-1]) + 1
 
 
 @lru_cache(maxsize=64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ from s2teardown.core.counts.coefficients import (
 )
 from s2teardown.core.counts.quantities import (
     Extents,
+    ExtentWindows,
     PassQuantities,
     chunks_spanned,
     pass_quantities_chunked,
@@ -30,6 +32,7 @@ from s2teardown.core.counts.quantities import (
     resched_active,
     walk_chunk,
 )
+from s2teardown.core.geometry import Geometry
 from s2teardown.core.host import EVENT_OF as HOST_EVENT_OF
 from s2teardown.core.host import QUANTITY_NAMES as HOST_QUANTITIES
 from s2teardown.core.host import HostExtents, host_quantities
@@ -37,6 +40,7 @@ from s2teardown.core.intervals import (
     I64,
     compact,
     concat_last,
+    floor_div,
 )
 from s2teardown.core.layout import (
     ITERATES_MEMSLOTS,
@@ -142,6 +146,14 @@ class _Linear:
         self.index[key] = range(len(self.arrays), len(self.arrays) + len(arrays))
         self.arrays.extend(arrays)
 
+    def accumulate(self, key: tuple[object, ...], arrays: Sequence[I64]) -> None:
+        """Add ``arrays`` to the columns of ``key`` (put them, the first time)."""
+        if key not in self.index:
+            self.put(key, arrays)
+            return
+        for c, a in zip(self.index[key], arrays, strict=True):
+            self.arrays[c] = self.arrays[c] + a
+
     def columns(self, key: tuple[object, ...]) -> list[int]:
         return list(self.index[key])
 
@@ -192,9 +204,14 @@ def count(
     behs, row = behaviour_sets(b, variants)
     lin = _Linear(len(behs))
     ext = Extents(b, 0)
-    n_e = b.ext_lo.shape[1]
-    prev_lo = np.zeros((b.size, n_e, 0), dtype=np.int64)
-    prev_hi = np.zeros((b.size, n_e, 0), dtype=np.int64)
+    windows = ExtentWindows(b)
+    cover = _Coverage(b)
+    memo: dict[tuple[object, ...], tuple[PassQuantities, dict[int, I64], I64, I64]] = {}
+    # one scenario (an estimate): its chunked passes (the segments) go along with the totals
+    along = _ChunkedPasses(b, behs, run=False) if with_segments and b.size == 1 else None
+    align = _align(g, behs)
+    per_pass: dict[int, list[tuple[object, ...]]] = {}  # invocation -> its range/resched columns
+    finer_of: dict[str, list[int]] = {}
     kw = {"fwb": fwb, "tlbi_range": tlbi_range, "cache_line": cache_line}
     for i in range(len(b.inv_kind)):
         lin.put(("invocation", i), invocation_columns(b, i))
@@ -206,37 +223,73 @@ def count(
     flush[1, EVENT_INDEX["range_tlbi_op"]] = 1
     resched = np.zeros((1, N_EVENTS), dtype=np.int64)
     resched[0, EVENT_INDEX["resched_point"]] = 1
+    # The passes of one invocation (one per memslot) share their coefficients: their columns
+    # are summed, so the linear form has a few columns per invocation, not per memslot.
     for j, i in enumerate(b.pass_inv):
         kind = b.inv_kind[i]
         lo, hi = b.pass_lo[:, j], b.pass_hi[:, j]
+        first = ("pass", i) not in lin
+        if not first and not bool((hi > lo).any()):
+            continue  # empty in every scenario (a memslot the range misses): adds nothing
         # chunk sizes finer than an entry-level entry: the same quantities but the visits
-        walks = {walk_chunk(g, behaviours[kind]) for behaviours in behs}
-        finer = sorted(c for c in walks if c is not None and c < g.span(0))
+        if kind not in finer_of:
+            walks = {walk_chunk(g, behaviours[kind]) for behaviours in behs}
+            finer_of[kind] = sorted(c for c in walks if c is not None and c < g.span(0))
+        finer = finer_of[kind]
         if bool((hi > lo).any()):
-            q, new_lo, new_hi, chunked = pass_quantities_chunked(g, ext, prev_lo, prev_hi, lo, hi, finer)
-        else:  # empty in every scenario (a memslot the range misses): nothing, state unchanged
+            e0, e1 = windows.of(lo, hi)  # the extents this pass can concern (linear work)
+            p_lo, p_hi = cover.window(e0, e1)
+            ext_w = ext.window(e0, e1)
+            if b.size == 1:  # an estimate: passes equal but for a shift are computed once
+                core, base, base_u = _relative(align, ext_w, p_lo, p_hi, lo, hi)
+                if along is not None:
+                    along.step(j, core, base, base_u, ext_w, p_lo, p_hi, cover, windows)
+                shape_key = (core, tuple(finer))
+                hit = memo.get(shape_key)
+                if hit is None:
+                    q, new_lo, new_hi, chunked = pass_quantities_chunked(g, ext_w, p_lo, p_hi, lo,
+                                                                         hi, finer)
+                    memo[shape_key] = (q, chunked, *_shifted(new_lo, new_hi, -base_u))
+                else:
+                    q, chunked, r_lo, r_hi = hit
+                    new_lo, new_hi = _shifted(r_lo, r_hi, base_u)
+            else:
+                q, new_lo, new_hi, chunked = pass_quantities_chunked(g, ext_w, p_lo, p_hi, lo, hi,
+                                                                     finer)
+            cover.update(e0, e1, new_lo, new_hi)
+        else:  # empty in every scenario: nothing, state unchanged
             zero = np.zeros(b.size, dtype=np.int64)
-            q, new_lo, new_hi = PassQuantities(zero, zero, zero, zero, zero, zero, zero, zero), prev_lo, prev_hi
+            q = PassQuantities(zero, zero, zero, zero, zero, zero, zero, zero)
             chunked = {c: zero for c in finer}
-        lin.put(("pass", j), [getattr(q, f) for f in QUANTITIES])
+        lin.accumulate(("pass", i), [getattr(q, f) for f in QUANTITIES])
         for c, visits in chunked.items():
-            lin.put(("pass", j, c), [q.pte, q.pte_dev, q.pmd, q.pud, q.freed, visits])
-        for u, behaviours in enumerate(behs):
-            beh = behaviours[kind]
-            chunk = walk_chunk(g, beh)
-            key: tuple[object, ...] = ("pass", j) if chunk not in finer else ("pass", j, chunk)
-            lin.add(u, lin.columns(key), pass_coefficients(g, beh, kind=kind, **kw))
-            if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
-                key = ("range", j, chunk)
-                if key not in lin:
-                    lin.put(key, list(range_flush_columns(g, lo, hi, chunk)))
-                lin.add(u, lin.columns(key), flush)
-            if chunk is not None and resched_active(beh, b.inv_blockable[i]):
-                key = ("resched", j, chunk)
-                if key not in lin:
-                    lin.put(key, [np.maximum(chunks_spanned(lo, hi, chunk) - 1, 0)])
-                lin.add(u, lin.columns(key), resched)
-        prev_lo, prev_hi = compact(new_lo, new_hi)
+            lin.accumulate(("pass", i, c), [q.pte, q.pte_dev, q.pmd, q.pud, q.freed, visits])
+        if first:  # the invocation's columns get their coefficients once, per behaviour set
+            extra: dict[tuple[object, ...], list[I64]] = {}
+            for u, behaviours in enumerate(behs):
+                beh = behaviours[kind]
+                chunk = walk_chunk(g, beh)
+                key: tuple[object, ...] = ("pass", i) if chunk not in finer else ("pass", i, chunk)
+                lin.add(u, lin.columns(key), pass_coefficients(g, beh, kind=kind, **kw))
+                if range_flush_applies(beh, fwb=fwb, tlbi_range=tlbi_range):
+                    key = ("range", i, chunk)
+                    if key not in extra:
+                        extra[key] = list(range_flush_columns(g, lo, hi, chunk))
+                        lin.put(key, extra[key])
+                    lin.add(u, lin.columns(key), flush)
+                if chunk is not None and resched_active(beh, b.inv_blockable[i]):
+                    key = ("resched", i, chunk)
+                    if key not in extra:
+                        extra[key] = [np.maximum(chunks_spanned(lo, hi, chunk) - 1, 0)]
+                        lin.put(key, extra[key])
+                    lin.add(u, lin.columns(key), resched)
+            per_pass[i] = list(extra)
+            continue
+        for key in per_pass[i]:  # this pass's range flushes and resched points
+            if key[0] == "range":
+                lin.accumulate(key, list(range_flush_columns(g, lo, hi, key[2])))  # type: ignore[arg-type]
+            else:
+                lin.accumulate(key, [np.maximum(chunks_spanned(lo, hi, key[2]) - 1, 0)])  # type: ignore[arg-type]
     if b.host_kind and b.host_lo is not None and b.host_hi is not None:
         # the host mm's own work: the same for every behaviour set (the host side does not
         # depend on KVM's variant), in no segment (it runs outside mmu_lock)
@@ -250,7 +303,7 @@ def count(
     if with_segments:
         per_s = []
         for s in range(b.size):
-            passes = _ChunkedPasses(slice_batch(b, s, s + 1), behs)
+            passes = along if along is not None else _ChunkedPasses(slice_batch(b, s, s + 1), behs)
             done = [
                 _segments_one(b, s, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
                               passes=passes)
@@ -268,42 +321,161 @@ for _k, _name in enumerate(HOST_QUANTITIES):
     _HOST_COEFFICIENTS[_k, EVENT_INDEX[HOST_EVENT_OF[_name]]] = 1
 
 
+class _Coverage:
+    """What the passes so far removed, per extent, in leaf units: intervals ``(S, E, q)`` on the
+    last axis, updated a window of extents at a time (a pass changes only its own window's)."""
+
+    def __init__(self, b: Batch) -> None:
+        self.lo = np.zeros((b.size, b.ext_lo.shape[1], 0), dtype=np.int64)
+        self.hi = np.zeros((b.size, b.ext_lo.shape[1], 0), dtype=np.int64)
+
+    def window(self, e0: int, e1: int) -> tuple[I64, I64]:
+        return self.lo[:, e0:e1], self.hi[:, e0:e1]
+
+    def update(self, e0: int, e1: int, new_lo: I64, new_hi: I64) -> None:
+        """Extents ``e0 .. e1-1`` now have the coverage ``new`` (their old one and more)."""
+        live = new_hi > new_lo
+        cols = live.reshape(-1, live.shape[-1]).any(axis=0)
+        if not cols.all():  # columns empty everywhere go (cheap), then, if need be, the rest
+            new_lo, new_hi = new_lo[..., cols], new_hi[..., cols]
+        if new_lo.shape[-1] > self.lo.shape[-1]:
+            new_lo, new_hi = compact(new_lo, new_hi)
+        width = new_lo.shape[-1]
+        if width > self.lo.shape[-1]:
+            pad = np.full(self.lo.shape[:-1] + (width - self.lo.shape[-1],), -1, dtype=np.int64)
+            self.lo = np.concatenate([self.lo, pad], axis=-1)
+            self.hi = np.concatenate([self.hi, pad], axis=-1)
+        self.lo[:, e0:e1, :width] = new_lo
+        self.hi[:, e0:e1, :width] = new_hi
+        self.lo[:, e0:e1, width:] = -1
+        self.hi[:, e0:e1, width:] = -1
+
+
+def _align(g: Geometry, behs: Sequence[Mapping[str, Behaviour]]) -> int:
+    """The shift `_relative` keys passes by: the largest tables' span, or a larger chunk-walk."""
+    chunks = (walk_chunk(g, beh) for behaviours in behs for beh in behaviours.values())
+    return max([g.span(0), *(c for c in chunks if c is not None and c < g.ipa_size)])
+
+
+def _relative(align: int, ext: Extents, cov_lo: I64, cov_hi: I64, lo: I64,
+              hi: I64) -> tuple[tuple[object, ...], I64, I64]:
+    """A pass as seen from the ``align``-aligned address below it: a key equal for two passes
+    whose extents (``ext``, a window), coverage and bounds differ only by such a shift, and the
+    shift (bytes, (S,)) and the extents' shift in leaf units ((S, w)).
+
+    Every unit of the counts (leaves, tables, entries, chunk-walks) divides ``align``, so the
+    quantities of two such passes are equal and their coverages differ by the shift: uniform
+    memslots make most passes of an unmap across hundreds of them one of a few."""
+    live = hi > lo
+    base = np.where(live, floor_div(lo, align) * align, 0)
+    base_u = np.right_shift(base[:, None], ext.shift)  # (S, w): a padding extent has unit 1
+    live_c = cov_hi > cov_lo
+    parts = (
+        np.where(live, lo - base, 0), np.where(live, hi - base, 0),
+        ext.packed - base[:, None, None] * ext.movable,
+        np.where(live_c, cov_lo - base_u[..., None], -1), np.where(live_c, cov_hi - base_u[..., None], -1),
+    )
+    key = (tuple(x.shape for x in parts), b"".join(x.tobytes() for x in parts))
+    return key, base, base_u
+
+
+def _shifted(lo: I64, hi: I64, by: I64) -> tuple[I64, I64]:
+    """Coverage intervals ``(S, w, q)`` moved by ``by`` ((S, w), leaf units); empty ones stay -1."""
+    live = hi > lo
+    return np.where(live, lo + by[..., None], -1), np.where(live, hi + by[..., None], -1)
+
+
 class _ChunkedPasses:
     """One scenario's passes, split into representative chunks for every chunk size its
-    behaviour sets walk with: per pass, all of them are evaluated at once and shared."""
+    behaviour sets walk with: per pass, all of them are evaluated at once and shared.
 
-    def __init__(self, one: Batch, behs: Sequence[Mapping[str, Behaviour]]) -> None:
+    ``run=False``: the passes are given one by one (`step`), as `count` goes through them."""
+
+    def __init__(self, one: Batch, behs: Sequence[Mapping[str, Behaviour]], *,
+                 run: bool = True) -> None:
         g = one.geometry
         self.one = one
+        self.behs = behs
+        self.ext_c = Extents(one, 1)
+        #: per pass, its chunk runs (bounds relative to a shift) and the shift
+        self.cache: dict[int, tuple[dict[int, tuple[I64, I64, I64, I64, I64]], I64]] = {}
+        #: per pass, the number of the distinct pass (up to a shift) it is: equal numbers, equal
+        #: chunk quantities (`_segments_one` reuses what it made of them)
+        self.token: dict[int, int] = {}
+        self._memo: dict[tuple[object, ...],
+                         tuple[int, dict[int, tuple[I64, I64, I64, I64, I64]], I64, I64]] = {}
+        self._every = np.concatenate([one.pass_lo[0], one.pass_hi[0]])
+        self._order = np.concatenate([np.arange(one.pass_lo.shape[1])] * 2)
+        if not run:
+            return
         ext = Extents(one, 0)
-        ext_c = Extents(one, 1)
-        n_e = one.ext_lo.shape[1]
-        prev_lo = np.zeros((1, n_e, 0), dtype=np.int64)
-        prev_hi = np.zeros((1, n_e, 0), dtype=np.int64)
-        self.cache: dict[tuple[int, int], tuple[I64, I64, I64, I64, I64]] = {}
-        for j, i in enumerate(one.pass_inv):
+        windows = ExtentWindows(one)
+        cover = _Coverage(one)
+        align = _align(g, behs)
+        for j in range(len(one.pass_inv)):
             lo, hi = one.pass_lo[:, j], one.pass_hi[:, j]
             if int(hi[0]) > int(lo[0]):
-                kind = one.inv_kind[i]
-                sizes = sorted({walk_chunk(g, beh[kind]) or g.ipa_size for beh in behs})
-                # a chunk size the pass fits in walks it whole: chunk_run_quantities' first
-                one_walk = {c for c in sizes if int(chunks_spanned(lo, hi, c)[0]) == 1}
-                split = [c for c in sizes if c not in one_walk]
-                runs = [chunk_runs(one, j, c) for c in split]
-                whole, parts = chunk_run_quantities(g, ext_c, prev_lo, prev_hi, lo, hi,
-                                                       [r[:2] for r in runs])
-                for c, r, qm in zip(split, runs, parts, strict=True):
-                    self.cache[(j, c)] = (*r, qm)
-                ones = np.ones((1, 1), dtype=np.int64)
-                for c in one_walk:
-                    self.cache[(j, c)] = (lo[:, None], hi[:, None], ones, ones, whole[:, None, :])
-                x_lo, x_hi = ext.clip(lo, hi)  # an empty pass leaves the coverage as it is
-                prev_lo, prev_hi = compact(concat_last(prev_lo, x_lo[..., None]),
-                                           concat_last(prev_hi, x_hi[..., None]))
+                e0, e1 = windows.of(lo, hi)
+                p_lo, p_hi = cover.window(e0, e1)
+                ext_w = ext.window(e0, e1)
+                core, base, base_u = _relative(align, ext_w, p_lo, p_hi, lo, hi)
+                cover.update(e0, e1, *self.step(j, core, base, base_u, ext_w, p_lo, p_hi, cover,
+                                                 windows))
+
+    def step(self, j: int, core: tuple[object, ...], base: I64, base_u: I64, ext_w: Extents,
+             p_lo: I64, p_hi: I64, cover: _Coverage,
+             windows: ExtentWindows) -> tuple[I64, I64]:
+        """Pass ``j`` (non-empty), seen as `_relative` sees it, before the coverage takes it in:
+        its chunk runs, and the coverage of its window after it."""
+        one, g = self.one, self.one.geometry
+        lo, hi = one.pass_lo[:, j], one.pass_hi[:, j]
+        kind = one.inv_kind[one.pass_inv[j]]
+        sizes = sorted({walk_chunk(g, beh[kind]) or g.ipa_size for beh in self.behs})
+        # chunk_runs breaks at the edges of the earlier passes inside this one
+        every = self._every
+        edges = every[(self._order < j) & (every >= lo[0]) & (every <= hi[0])]
+        key = (core, tuple(sizes), np.unique(edges - lo[0]).tobytes())
+        hit = self._memo.get(key)
+        if hit is None:
+            entries = self._evaluate(j, sizes, self.ext_c, cover, windows)
+            shift = -base[:, None]
+            x_lo, x_hi = ext_w.clip(lo, hi)
+            r_lo, r_hi = _shifted(concat_last(p_lo, x_lo[..., None]),
+                                  concat_last(p_hi, x_hi[..., None]), -base_u)
+            self._memo[key] = (len(self._memo),
+                               {c: (e[0] + np.where(e[2] > 0, shift, 0),
+                                    e[1] + np.where(e[2] > 0, shift, 0), *e[2:])
+                                for c, e in entries.items()}, r_lo, r_hi)
+            hit = self._memo[key]
+        self.token[j] = hit[0]
+        self.cache[j] = (hit[1], base[:, None])
+        return _shifted(hit[2], hit[3], base_u)
+
+    def _evaluate(self, j: int, sizes: Sequence[int], ext_c: Extents, cover: _Coverage,
+                  windows: ExtentWindows) -> dict[int, tuple[I64, I64, I64, I64, I64]]:
+        """Pass ``j``'s chunk runs and quantities for each chunk size in ``sizes``."""
+        one, g = self.one, self.one.geometry
+        lo, hi = one.pass_lo[:, j], one.pass_hi[:, j]
+        # a chunk size the pass fits in walks it whole: chunk_run_quantities' first
+        one_walk = {c for c in sizes if int(chunks_spanned(lo, hi, c)[0]) == 1}
+        split = [c for c in sizes if c not in one_walk]
+        runs = [chunk_runs(one, j, c) for c in split]
+        whole, parts = chunk_run_quantities(g, ext_c, cover.lo, cover.hi, lo, hi,
+                                            [r[:2] for r in runs], windows)
+        out: dict[int, tuple[I64, I64, I64, I64, I64]] = {}
+        for c, r, qm in zip(split, runs, parts, strict=True):
+            out[c] = (*r, qm)
+        ones = np.ones((1, 1), dtype=np.int64)
+        for c in one_walk:
+            out[c] = (lo[:, None], hi[:, None], ones, ones, whole[:, None, :])
+        return out
 
     def runs(self, j: int, chunk: int) -> tuple[I64, I64, I64, I64, I64]:
         """(c_lo, c_hi, mult, times) of `chunk_runs` and the quantity matrix (1, K, 8)."""
-        return self.cache[(j, chunk)]
+        entries, shift = self.cache[j]
+        c_lo, c_hi, mult, times, qm = entries[chunk]
+        moved = np.where(mult > 0, shift, 0)
+        return c_lo + moved, c_hi + moved, mult, times, qm
 
 
 def _segments_one(
@@ -332,19 +504,31 @@ def _segments_one(
     mults: list[I64] = []  # per row: identical consecutive segments it stands for
     cycled: list[I64] = []  # per row: times its region's chunks repeat (1: no cycle)
 
+    one_row = (np.zeros(1, dtype=bool), np.ones(1, dtype=np.int64))  # (no break, once)
+    flags = {f: np.full(1, f) for f in (False, True)}
+
     def add(rows: I64, free: bool = False, brk: npt.NDArray[np.bool_] | None = None,
             mult: I64 | None = None, times: I64 | None = None) -> None:
         rows = rows.reshape(-1, N_EVENTS)
+        n = rows.shape[0]
         blocks.append(rows)
-        unlocked.append(np.full(rows.shape[0], free))
-        breaks.append(np.zeros(rows.shape[0], dtype=bool) if brk is None else brk)
-        mults.append(np.ones(rows.shape[0], dtype=np.int64) if mult is None else mult)
-        cycled.append(np.ones(rows.shape[0], dtype=np.int64) if times is None else times)
+        unlocked.append(flags[free] if n == 1 else np.full(n, free))
+        breaks.append((one_row[0] if n == 1 else np.zeros(n, dtype=bool)) if brk is None else brk)
+        mults.append((one_row[1] if n == 1 else np.ones(n, dtype=np.int64)) if mult is None else mult)
+        cycled.append((one_row[1] if n == 1 else np.ones(n, dtype=np.int64)) if times is None
+                      else times)
+
+    singles: dict[str, I64] = {}
 
     def single(event: str) -> I64:
-        row = np.zeros(N_EVENTS, dtype=np.int64)
-        row[EVENT_INDEX[event]] = 1
-        return row
+        if event not in singles:
+            row = np.zeros(N_EVENTS, dtype=np.int64)
+            row[EVENT_INDEX[event]] = 1
+            singles[event] = row
+        return singles[event]
+
+    # passes equal up to a shift (`_ChunkedPasses.token`) of one invocation kind give equal rows
+    made: dict[tuple[object, ...], tuple[Any, ...]] = {}
 
     for i, kind in enumerate(one.inv_kind):
         if not one.inv_present[0, i]:
@@ -359,6 +543,11 @@ def _segments_one(
             if int(hi[0]) <= int(lo[0]):
                 continue
             chunk = walk_chunk(g, beh) or g.ipa_size
+            token = passes.token.get(j)
+            done = (token, chunk, kind, one.inv_blockable[i])
+            if token is not None and done in made:
+                add(*made[done])
+                continue
             c_lo, c_hi, mult, times, qm = passes.runs(j, chunk)
             # a deferred (RCU) free leaves the segments but not the totals (segment_coefficients)
             ev = (qm @ segment_coefficients(g, beh, fwb=fwb, tlbi_range=tlbi_range, cache_line=cache_line,
@@ -377,9 +566,10 @@ def _segments_one(
                 ev[:-1, EVENT_INDEX["resched_point"]] += 1
                 brk = np.ones(len(m), dtype=bool)
                 brk[-1] = False
-                add(ev, walk_unlocked, brk, m, t)
+                made[done] = (ev, walk_unlocked, brk, m, t)
             else:
-                add((ev * (m * t)[:, None]).sum(axis=0), walk_unlocked)
+                made[done] = ((ev * (m * t)[:, None]).sum(axis=0), walk_unlocked)
+            add(*made[done])
         tail = invocation_events(one, i, beh, tlbi_range=tlbi_range)[0]
         tail[EVENT_INDEX["notifier_call"]] = 0
         tail[EVENT_INDEX["memslot_visit"]] = 0

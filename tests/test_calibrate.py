@@ -302,3 +302,46 @@ def test_nothing_identifiable_is_an_error(setup) -> None:
         cal_mod.fit(setup["machine"], cal_mod.Design(d0.a, d0.fixed, setup["t"]),
                     setup["labels"], params=["host_page_free_ns"])
     assert "none can be fitted" in str(exc.value)
+
+
+def test_a_clean_fit_raises_no_flag(setup) -> None:
+    d = cal_mod.Design(setup["design"].a, setup["design"].fixed, setup["t"])
+    c = cal_mod.fit(setup["machine"], d, setup["labels"], confidence=0.99)
+    assert c.diagnoses == ()  # 1% noise, parameters within 2× of their priors
+
+
+def test_a_fixed_cost_per_measurement_is_named(setup) -> None:
+    # every measurement also carries 200 ms the model does not count (the VMM's own exit):
+    # the rows run from ~1 ms to seconds, so no parameter can absorb a constant
+    d0 = setup["design"]
+    t = setup["t"] + 200e6
+    c = cal_mod.fit(setup["machine"], cal_mod.Design(d0.a, d0.fixed, t), setup["labels"])
+    # the one parameter counted once in every row (the notifier call) absorbs it, 200 ms
+    # against a prior range of 100 … 1,000 ns, and the flag says what it stands for
+    (dg,) = [dg for dg in c.diagnoses if dg.kind == "far_from_prior"]
+    assert dg.name == "notifier_call_ns"
+    assert "fixed cost of about 200 ms per measurement" in dg.text, dg.text
+    assert c.as_dict()["diagnoses"][0]["name"] == "notifier_call_ns"
+    # kept from fitting it, the fit cannot absorb the constant and the residuals say so
+    params = [p for p in (f.name for f in cal_mod.fit(setup["machine"], cal_mod.Design(
+        d0.a, d0.fixed, setup["t"]), setup["labels"]).fitted) if p != "notifier_call_ns"]
+    c2 = cal_mod.fit(setup["machine"], cal_mod.Design(d0.a, d0.fixed, t), setup["labels"],
+                     params=params)
+    text = next(dg.text for dg in c2.diagnoses if dg.kind == "residuals")
+    assert "fixed cost of about" in text and "per measurement" in text, text
+
+
+def test_a_value_far_outside_its_prior_is_flagged() -> None:
+    # hand-built: a parameter whose prior range is 5 … 40 ns fitted at 5,000 ns (125× its max)
+    f = cal_mod.FittedParameter("entry_visit_ns", 10.0, "assumed", 5.0, 40.0, 5000.0, 1.0,
+                                4990.0, 5010.0, False)
+    ok = cal_mod.FittedParameter("put_page_ns", 20.0, "assumed", 10.0, 80.0, 30.0, 1.0,
+                                 29.0, 31.0, False)
+    rows = [cal_mod.RowResult(2, "a", 1e9, 1e9, 1.01e9)]
+    out = cal_mod.diagnose([f, ok], rows)
+    assert [(dg.kind, dg.name) for dg in out] == [("far_from_prior", "entry_visit_ns")]
+    assert "125× its prior maximum 40 ns" in out[0].text
+    # and a residual of 30% on rows with no constant or trend is named as such
+    rows = [cal_mod.RowResult(2, "a", 1e9, 1e9, 1.3e9), cal_mod.RowResult(3, "b", 1e8, 1e8, 1e8)]
+    (dg,) = cal_mod.diagnose([ok], rows)
+    assert dg.kind == "residuals" and "largest 30.0%, line 2" in dg.text

@@ -131,6 +131,11 @@ def _print_table(cal: Any, machine: str, measurements: str, sha: str, output: st
                        style="bold"))
         for u in cal.unidentified:
             con.print(f"  {u.name}: {u.reason}")
+    if cal.diagnoses:
+        con.print()
+        con.print(Text("flags (what the fit says the model lacks)", style="bold"))
+        for dg in cal.diagnoses:
+            con.print(f"  {dg.text}")
     rt = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1))
     for c in ("line", "workload", "measured", "prior model", "calibrated", "residual"):
         rt.add_column(c, justify="left" if c == "workload" else "right", no_wrap=True)

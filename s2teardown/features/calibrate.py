@@ -52,7 +52,7 @@ from s2teardown.errors import UserError, describe
 from s2teardown.inputs.files import FileKind, read_user_file
 from s2teardown.inputs.machine import THETA_FIELDS, Machine, machine_from_text
 from s2teardown.inputs.paths import RANGED
-from s2teardown.inputs.units import GRANULE_BYTES
+from s2teardown.inputs.units import GRANULE_BYTES, format_ns
 from s2teardown.inputs.variants import Variant, VariantSet
 from s2teardown.inputs.workload import EVENTS_SUPPORTED, Workload
 from s2teardown.inputs.yamlio import did_you_mean
@@ -421,6 +421,96 @@ class RowResult:
         return (self.fitted_ns - self.measured_ns) / self.measured_ns
 
 
+#: A fitted value more than this many times past its prior range is flagged (issue 13).
+FAR_FROM_PRIOR = 100.0
+#: A fit whose largest relative residual stays above this is flagged, with what the residuals
+#: show the model lacks.
+RESIDUAL_FLAG = 0.10
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Something the fit says about the model: ``kind`` is ``far_from_prior`` (``name`` the
+    parameter) or ``residuals`` (``name`` None)."""
+
+    kind: str
+    name: str | None
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "text": self.text}
+
+
+def _far_from_prior(f: FittedParameter, column: F64 | None = None) -> Diagnosis | None:
+    hi = f.prior_max if f.prior_max is not None else f.prior
+    lo = f.prior_min if f.prior_min is not None else f.prior
+    if hi > 0 and f.value > FAR_FROM_PRIOR * hi:
+        how = f"{f.value / hi:,.0f}× its prior maximum {hi:g} ns"
+    elif lo > 0 and f.value < lo / FAR_FROM_PRIOR:
+        how = f"1/{lo / max(f.value, 1e-300):,.0f} of its prior minimum {lo:g} ns"
+    else:
+        return None
+    text = (f"{f.name} fitted {f.value:.4g} ns, {how} ({f.prior_source}): no physical value is "
+            "that far off; the data ask it to carry work the model does not count")
+    if column is not None and len(column) and float(np.ptp(column)) == 0.0 and column[0] > 0:
+        text += (f" — it is counted {column[0]:g}× in every measurement, so it stands for a fixed "
+                 f"cost of about {format_ns(f.value * float(column[0]))} per measurement (e.g. "
+                 "the VMM's own exit, process teardown or the tracing itself)")
+    else:
+        text += " on the paths that use it"
+    return Diagnosis("far_from_prior", f.name, text)
+
+
+def _residual_pattern(rows: Sequence[RowResult],
+                      constant: tuple[float, float] | None = None) -> Diagnosis | None:
+    """Names what the residuals of a poor fit point at: a fixed cost per measurement (one
+    constant removes most of them; ``constant`` is (c, largest relative residual) of the fit
+    redone with a constant column), or a trend with the measurement's size."""
+    if not rows:
+        return None
+    m = np.array([r.measured_ns for r in rows])
+    f = np.array([r.fitted_ns for r in rows])
+    rel = (f - m) / m
+    worst = float(np.max(np.abs(rel)))
+    if worst <= RESIDUAL_FLAG:
+        return None
+    head = (f"the residuals stay above {RESIDUAL_FLAG:.0%} after the fit (largest "
+            f"{worst:.1%}, line {rows[int(np.argmax(np.abs(rel)))].line})")
+    # the constant c that best explains measured − fitted, with the fit's relative weights
+    if constant is None:
+        c = float(np.sum((m - f) / m**2) / np.sum(1.0 / m**2))
+        after = float(np.max(np.abs((f + c - m) / m)))
+    else:
+        c, after = constant
+    if c > 0 and after <= max(RESIDUAL_FLAG, worst / 2):
+        return Diagnosis("residuals", None, (
+            f"{head}: a fixed cost of about {format_ns(c)} per measurement explains them (largest "
+            f"residual {after:.1%} with it) — work no counted operation carries, e.g. the VMM's "
+            "own exit, process teardown or the tracing itself"))
+    if len(rows) >= 3 and float(np.ptp(np.log(m))) > 0:
+        r = float(np.corrcoef(np.log(m), rel)[0, 1])
+        if abs(r) >= 0.7:
+            way = "too low for the large ones" if r < 0 else "too high for the large ones"
+            return Diagnosis("residuals", None, (
+                f"{head}: the fit is {way} (correlation {r:+.2f} with log size) — a cost that "
+                "grows with size differently from every fitted parameter (e.g. cache or TLB "
+                "misses beyond the LLC, or a per-page step the model does not count)"))
+    return Diagnosis("residuals", None, (
+        f"{head}, with no fixed cost or size trend explaining them: some paths do work the model "
+        "does not count; compare the rows of each path"))
+
+
+def diagnose(fitted: Sequence[FittedParameter], rows: Sequence[RowResult],
+             columns: Mapping[str, F64] | None = None,
+             constant: tuple[float, float] | None = None) -> tuple[Diagnosis, ...]:
+    """The fit's flags: every parameter far outside its prior range (``columns``: how many
+    times each row counts it), and a poor fit's pattern (``constant``: see _residual_pattern)."""
+    cols = columns or {}
+    out = [d for d in (_far_from_prior(f, cols.get(f.name)) for f in fitted) if d is not None]
+    pattern = _residual_pattern(rows, constant)
+    return (*out, *([pattern] if pattern is not None else []))
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The outcome of a fit: what was fitted, what could not be, and how well it fits."""
@@ -436,6 +526,8 @@ class Calibration:
     confidence: float
     candidates: tuple[str, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Flags on the fit (`diagnose`): values far outside their priors, residuals above 10%.
+    diagnoses: tuple[Diagnosis, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -455,6 +547,7 @@ class Calibration:
                 for f in self.fitted
             ],
             "unidentified": [{"name": u.name, "reason": u.reason} for u in self.unidentified],
+            "diagnoses": [dg.as_dict() for dg in self.diagnoses],
             "rows": [
                 {"line": r.line, "workload": r.label, "measured_s": r.measured_ns / 1e9,
                  "prior_s": r.prior_ns / 1e9, "fitted_s": r.fitted_ns / 1e9,
@@ -605,7 +698,21 @@ def fit(
         confidence=confidence,
         candidates=tuple(THETA_FIELDS[j] for j in cand),
         extra={"t_quantile": tq},
+        diagnoses=diagnose(fitted, rows, {THETA_FIELDS[j]: d.a[:, j] for j in chosen},
+                           _with_constant(d, theta0, chosen, w)),
     )
+
+
+def _with_constant(d: Design, theta0: F64, chosen: Sequence[int], w: F64) -> tuple[float, float]:
+    """The fit redone (least squares, same weights) with one more unknown, a constant per
+    measurement: (the constant in ns, the largest relative residual left)."""
+    kept = theta0.copy()
+    kept[list(chosen)] = 0.0
+    target = d.t - d.fixed - d.a @ kept
+    x = np.column_stack([d.a[:, list(chosen)], np.ones(len(d.t))]) * w[:, None]
+    sol = np.linalg.lstsq(x, target * w, rcond=None)[0]
+    pred = d.t - target + (x @ sol) / w
+    return float(sol[-1]), float(np.max(np.abs((pred - d.t) / d.t)))
 
 
 def parse_params(text: str | None) -> list[str] | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from s2teardown.core.vocabulary import OPS
+from s2teardown.inputs.machine.derive import CORE_CLASSES
 
 #: The version of the file format this code reads.
 SCHEMA_VERSION: Final = 1
@@ -243,6 +244,28 @@ _MACHINE_FIELDS: tuple[Field, ...] = (
         "Last-level cache per socket: bounds how much "
         "of a guest's memory can still be dirty in a cache.",
         minimum=1,
+    ),
+    _f(
+        "topology",
+        "core_class",
+        "choice",
+        "",
+        "The core's microarchitecture: its per-clock throughput on kernel code prices the "
+        "software operations a file leaves out (docs/model.md §7.1).",
+        choices=tuple(CORE_CLASSES),
+        default=DERIVED,
+    ),
+    _f(
+        "topology",
+        "dram_latency_ns",
+        "float",
+        "ns",
+        "Idle load-to-use latency of a DRAM access: the cache lines the software operations "
+        "wait for (docs/model.md §7.1).",
+        minimum=0.0,
+        exclusive_minimum=True,
+        ranged=True,
+        default=DERIVED,
     ),
     _f(
         "topology",

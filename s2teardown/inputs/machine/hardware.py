@@ -45,7 +45,9 @@ def constants_markdown(machines: Sequence[Machine]) -> str:
     w("## Every constant of every bundled machine")
     w("")
     w("One table per file in `configs/machines/`, one row per value the file gives (fields left to "
-      "their documented default are not listed; docs/machine-format.md has the defaults). **tag**: "
+      "their documented default are not listed; docs/machine-format.md has the defaults; software "
+      "prices derived from the machine's core class, clock and DRAM latency are, with their "
+      "arithmetic, docs/model.md §7.1). **tag**: "
       + ", ".join(f"{t} = {k}" for k, t in TAG_OF_KIND.items())
       + ". The source is the file's own words; the works it names are listed above.")
     w("")
@@ -58,7 +60,7 @@ def constants_markdown(machines: Sequence[Machine]) -> str:
         w("|---|---|---|---|---|---|---|")
         for group in GROUPS:
             for name, p in m.section(group).items():
-                if p.line is None:
+                if p.line is None and not p.source.startswith("derived: "):
                     continue  # a default, not a constant of this machine
                 w(f"| {group} | `{name}` | {_cell(_value(p))} | {TAG_OF_KIND[p.kind]} | {_cell(p.source)} "
                   f"| {_range(p)} | {_cell(p.note or '')} |")

@@ -29,6 +29,11 @@ from s2teardown.core.vocabulary import OPS
 from s2teardown.errors import UserError, describe
 from s2teardown.inputs.bundled import resolve_config
 from s2teardown.inputs.check import unknown_key
+from s2teardown.inputs.machine.derive import (
+    SOFTWARE_COSTS,
+    derivation_text,
+    derived_price,
+)
 from s2teardown.inputs.machine.fields import (
     BY_GROUP,
     BY_NAME,
@@ -212,7 +217,7 @@ class Machine:
             group: MappingProxyType(sec),
             "what_if": (*self.what_if, f"{f.qualified if group == 'prices' else key} = {checked} (was {was_text})"),
         }
-        out = dataclasses.replace(self, **changes)
+        out = _derive_prices(dataclasses.replace(self, **changes))
         _cross_check(out, None)
         return out
 
@@ -238,6 +243,11 @@ def apply_sets(machine: Machine, sets: Sequence[str], flag: str = "--set") -> Ma
     return machine
 
 
+#: Topology values a what-if may change: the CMO depth, and the clock and DRAM latency the
+#: derived software prices follow (docs/model.md §7.1).
+_TOPOLOGY_WHAT_IFS = ("cmo_outstanding", "freq_ghz", "dram_latency_ns")
+
+
 def _what_if_target(name: str) -> tuple[str, str]:
     if name.startswith("prices.") and name[7:] in BY_GROUP["prices"]:
         return "prices", name[7:]
@@ -245,14 +255,14 @@ def _what_if_target(name: str) -> tuple[str, str]:
     if key in BY_GROUP["parameters"]:
         return "parameters", key
     key = name[len("topology.") :] if name.startswith("topology.") else name
-    if key == "cmo_outstanding":
+    if key in _TOPOLOGY_WHAT_IFS:
         return "topology", key
-    names = [*THETA_FIELDS, "cmo_outstanding", *(f"prices.{op}" for op in OPS)]
+    names = [*THETA_FIELDS, *_TOPOLOGY_WHAT_IFS, *(f"prices.{op}" for op in OPS)]
     raise UserError(
         None,
         None,
         None,
-        "a parameter (e.g. interconnect_latency_ns), cmo_outstanding or prices.<op>",
+        "a parameter (e.g. interconnect_latency_ns), cmo_outstanding, freq_ghz, dram_latency_ns or prices.<op>",
         describe(name),
         did_you_mean(name, names),
     )
@@ -552,8 +562,39 @@ def _build(doc: YamlDocument, path: str | None) -> Machine:
         sha256=doc.sha256,
         text=doc.text,
     )
+    m = _derive_prices(m)
     _cross_check(m, file, line_of(data, "placement"))
     return m
+
+
+#: The marker of a price derived from the machine (its ``source`` starts with it).
+_DERIVED_MARK = "derived: "
+
+
+def _derive_prices(m: Machine) -> Machine:
+    """``m`` with every software price the file leaves out (or that was derived before a what-if)
+    derived from its core class, clock and DRAM latency (docs/model.md §7.1); unchanged when the
+    file states no core class or no DRAM latency."""
+    cls, lat = m.topology.get("core_class"), m.topology.get("dram_latency_ns")
+    if cls is None or lat is None:
+        return m
+    freq = m.number("freq_ghz")
+    params = dict(m.parameters)
+    for name in SOFTWARE_COSTS:
+        old = params[name]
+        if old.line is not None or not (old.source == DEFAULT_SOURCE
+                                        or old.source.startswith(_DERIVED_MARK)):
+            continue  # stated in the file, or a what-if: it wins
+        f = BY_GROUP["parameters"][name]
+        anchor = float(f.default)
+        kw = {"freq_ghz": freq, "core_class": str(cls.value), "dram_latency_ns": float(lat.value)}
+        value = derived_price(name, anchor, **kw)  # type: ignore[arg-type]
+        scale = value / anchor
+        lo = None if f.default_min is None else f.default_min * scale
+        hi = None if f.default_max is None else f.default_max * scale
+        params[name] = Param(name, value, derivation_text(name, anchor, **kw),  # type: ignore[arg-type]
+                             "derived", lo, hi, SOFTWARE_COSTS[name].why, None)
+    return dataclasses.replace(m, parameters=MappingProxyType(params))
 
 
 def load_machine(name_or_path: str | Path, *, flag: str | None = None) -> Machine:

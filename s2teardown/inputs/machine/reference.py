@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from s2teardown.core.vocabulary import OPS
+from s2teardown.inputs.machine.derive import CORE_CLASSES, SOFTWARE_COSTS
 from s2teardown.inputs.machine.fields import (
     BY_GROUP,
     CHANGES_SINCE,
@@ -216,7 +217,14 @@ def machine_format_markdown() -> str:
         "tearing-down CPU. A workload may give its own.",
         "parameters": "The physical parameters θ, in this fixed order (the model's vector). "
         "An `assumed` parameter needs `min` and `max`; the default column gives a default's "
-        "range in brackets.",
+        "range in brackets. The software prices (" + ", ".join(f"`{n}`" for n in SOFTWARE_COSTS)
+        + ") follow the machine: a file that states `topology.core_class` and "
+        "`topology.dram_latency_ns` and leaves one of them out gets it derived, cycles / "
+        "(freq_ghz × the core class's ipc) + DRAM lines × dram_latency_ns, the cycles and lines "
+        "anchored to the D05 (docs/model.md §7.1), with the default's range scaled alike and "
+        "source `derived: …`; `--set freq_ghz=…` or `--set dram_latency_ns=…` re-derives them. "
+        "Core classes and their ipc: " + ", ".join(f"`{k}` {v.ipc:g}" for k, v in CORE_CLASSES.items())
+        + ".",
         "prices": "A price given here replaces its derivation from θ (every view says so). "
         "Keys are the operation names of `s2teardown/ops.py`; absent means derived. An "
         "`assumed` price needs `min` and `max`.",

@@ -56,6 +56,7 @@ class Extent:
     leaf: int  # leaf size in bytes: geometry.leaf_sizes
     slot: int  # index into Layout.memslots
     device: bool = False
+    hugetlb: bool = False  # a block backed by hugetlbfs pages on the host (else a THP; PUD: always)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Layout:
                 raise ValueError(f"extent {e}: not aligned to its leaf size or empty")
             if e.device and e.leaf != g.granule:
                 raise ValueError(f"extent {e}: device mappings are always pages")
+            if e.hugetlb and e.leaf == g.granule:
+                raise ValueError(f"extent {e}: hugetlb pages are blocks")
             s = self.memslots[e.slot]
             if not (s.lo <= e.lo and e.hi <= s.hi):
                 raise ValueError(f"extent {e} not inside memslot {s}")

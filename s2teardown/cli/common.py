@@ -153,7 +153,8 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="The part of guest RAM a munmap/clear/oom unmaps (default: all of it); for "
                      "memslot-delete and block-retry, OFFSET picks the memslot / 2 MiB block."),
         click.option("--backing", default=None, metavar="MIX",
-                     help="Leaf sizes: 2M, 4K, 1G, or a mix in percent such as 2M:90,4K:10 (default 2M)."),
+                     help="Leaf sizes: 2M (THP), 4K, 1G, hugetlb-2M, hugetlb-1G, or a mix in percent "
+                     "such as 2M:90,4K:10 or 4K:50,hugetlb-2M:50 (default 2M)."),
         click.option("--mapped", default=1.0, show_default=True, type=float,
                      help="Fraction of guest RAM mapped at Stage-2 (rounded down to whole leaves)."),
         click.option("--device", "device", default=0.0, show_default=True, type=float,

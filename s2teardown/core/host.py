@@ -23,17 +23,26 @@ page goes (at exit), never by the partial zap.
 
 Conventions (the kernel leaves them to the VMM): the host has faulted in exactly what Stage-2
 maps (device extents are not guest RAM and are not the host's to free); the host's backing of an
-extent is its Stage-2 leaf (a page: order-0 pages, a PMD block: a THP or a hugetlb page, a PUD
-block: a 1 GiB hugetlb page), and the guest RAM is mapped at ``HVA = GPA + a multiple of the
-largest span here``, so the host's tables cover the same aligned regions as the guest's
-addresses.  ``munmap``'s neighbouring VMAs end at the range (the rest of guest RAM), so
-``free_pgtables`` frees only tables wholly inside the range.
+extent is its Stage-2 leaf (a page: order-0 pages, a PMD block: a THP, or a 2 MiB hugetlb page
+when the extent says ``huge`` (``--backing hugetlb-2M``), a PUD block: a 1 GiB hugetlb page), and
+the guest RAM is mapped at ``HVA = GPA + a multiple of the largest span here``, so the host's
+tables cover the same aligned regions as the guest's addresses.  The host's VMAs are the runs of
+adjacent memslots, cut around each run of hugetlb extents of one size (a hugetlbfs VMA of its
+own: `host_vmas`).  ``munmap``'s neighbouring VMAs end at the range (the rest of guest RAM), so
+``free_pgtables`` frees only tables wholly inside the range.  A hugetlb page is never split
+(the kernel refuses a range that cuts one); the OOM reaper skips hugetlb VMAs.
+
+The host's TLB flushes (``flush_tlb_mm``, ``__flush_tlb_range`` and their TLBIs) follow v6.6's
+``mmu_gather`` and arm64's code (the comment above `gather_capacity`); they are counted per
+scenario by a closed form over runs of entries (one per extent and cut edge) and of page-table
+pages (one per region of the next level up), not per entry.
 
 Everything is vectorised over scenarios: ranges are ``(S,)`` arrays, extents ``(S, E)``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Final
@@ -355,13 +364,16 @@ def range_flush(lo: int, hi: int, stride: int, granule: int, tlbi_range: bool
                 ) -> tuple[int, int, int, int]:
     """One arm64 ``__flush_tlb_range`` of ``[lo, hi)`` with ``stride``: (flush_tlb_mm calls,
     by-address calls, TLBI VA ops, range TLBI ops), in closed form."""
-    a = lo - lo % stride
-    z = -(-hi // stride) * stride
-    pages = (z - a) // granule
-    if (not tlbi_range and z - a >= (granule // 8) * stride) or pages >= MAX_TLBI_RANGE_PAGES:
+    return _rounded_flush(-(-hi // stride) * stride - (lo - lo % stride), stride, granule, tlbi_range)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rounded_flush(span: int, stride: int, granule: int, tlbi_range: bool) -> tuple[int, int, int, int]:
+    pages = span // granule
+    if (not tlbi_range and span >= (granule // 8) * stride) or pages >= MAX_TLBI_RANGE_PAGES:
         return 1, 0, 0, 0
     if not tlbi_range:
-        return 0, 1, (z - a) // stride, 0
+        return 0, 1, span // stride, 0
     digits, rest = 0, pages >> 1  # an odd count first takes one page by a plain TLBI
     while rest:
         digits += (rest & 31) != 0
@@ -521,8 +533,11 @@ def _with_flushes(g: Geometry, e: HostExtents, kind: str, lo: I64, hi: I64, q: H
                                  [z for z, k in zip(hi_s, kind_s, strict=True) if k],
                                  [lf for lf, k in zip(leaf_s, kind_s, strict=True) if k], r_lo, r_hi, ())
             flushes += _flush_ranges(tables, cap_t, False)
+        tot = [0, 0, 0, 0]
         for a, z, stride, times in flushes:
-            out[:, s] += times * np.array(range_flush(a, z, stride, g.granule, tlbi_range), dtype=np.int64)
+            for k, n in enumerate(range_flush(a, z, stride, g.granule, tlbi_range)):
+                tot[k] += times * n
+        out[:, s] = tot
     return HostQuantities(**{**{f.name: getattr(q, f.name) for f in fields(q)},
                              "tlb_flush_mm": out[0], "tlb_flush_range": out[1],
                              "tlbi_va": out[2], "tlbi_range": out[3]})

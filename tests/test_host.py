@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from s2teardown.core import host as core_host
 from s2teardown.core.counts import batch_from_layout
 from s2teardown.core.geometry import Geometry
 from s2teardown.core.host import (
@@ -20,6 +21,7 @@ from s2teardown.core.host import (
     host_quantities,
 )
 from s2teardown.core.layout import Extent, Layout, Memslot
+from s2teardown.oracle import host as oracle_host
 from s2teardown.oracle.host import host_counts
 
 from .strategies import EXAMPLES, layouts, ranges
@@ -122,6 +124,24 @@ def test_closed_form_equals_the_literal_host(data: st.DataObject) -> None:
     ops = data.draw(host_ops(lay))
     tlbi_range = data.draw(st.booleans())
     assert model(lay, ops, tlbi_range) == host_counts(lay, ops, tlbi_range)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.data())
+def test_closed_form_equals_the_literal_host_with_small_batches(data: st.DataObject) -> None:
+    """The same with a gather of 8 + k × 5 slots and table batches of 1..4: random layouts then
+    fill gathers and table batches often, across VMAs, cut THPs and hugetlb pages."""
+    k, tables = data.draw(st.integers(0, 3)), data.draw(st.integers(1, 4))
+    lay = data.draw(layouts())
+    ops = data.draw(host_ops(lay))
+    tlbi_range = data.draw(st.booleans())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(oracle_host, "gather_batch", lambda granule: 5)
+        mp.setattr(oracle_host, "gather_batch_count", lambda granule: k)
+        mp.setattr(oracle_host, "table_batch", lambda granule: tables)
+        mp.setattr(core_host, "gather_capacity", lambda granule: 8 + 5 * k)
+        mp.setattr(core_host, "table_batch", lambda granule: tables)
+        assert model(lay, ops, tlbi_range) == host_counts(lay, ops, tlbi_range)
 
 
 def test_refuses_sequences_it_does_not_model() -> None:

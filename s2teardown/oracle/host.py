@@ -97,6 +97,21 @@ def build_host(layout: Layout) -> HostMM:
     return mm
 
 
+def gather_batch(granule: int) -> int:
+    """``MAX_GATHER_BATCH``: slots of one batch page, (PAGE_SIZE − 16) / sizeof(void *)."""
+    return (granule - 16) // 8
+
+
+def gather_batch_count(granule: int) -> int:
+    """``MAX_GATHER_BATCH_COUNT``: batch pages a gather may allocate, 10,000 / MAX_GATHER_BATCH."""
+    return 10_000 // gather_batch(granule)
+
+
+def table_batch(granule: int) -> int:
+    """``MAX_TABLE_BATCH``: tables of one table batch, (PAGE_SIZE − 24) / sizeof(void *)."""
+    return (granule - 24) // 8
+
+
 @dataclass
 class _Gather:
     """A literal ``struct mmu_gather`` (v6.6): the on-stack bundle, batch pages allocated up to
@@ -128,10 +143,10 @@ class _Gather:
         if b[0] == b[1]:
             if self.active + 1 < len(self.batches):
                 self.active += 1
-            elif len(self.batches) - 1 == 10_000 // ((self.mm.g.granule - 16) // 8):
+            elif len(self.batches) - 1 == gather_batch_count(self.mm.g.granule):
                 return True
             else:
-                self.batches.append([0, (self.mm.g.granule - 16) // 8])
+                self.batches.append([0, gather_batch(self.mm.g.granule)])
                 self.active += 1
         return False
 
@@ -161,7 +176,7 @@ class _Gather:
         self._adjust(addr, self.mm.g.granule, spans[level])
         self.freed_tables = True
         self.table_nr = (self.table_nr or 0) + 1
-        if self.table_nr == (self.mm.g.granule - 24) // 8:  # MAX_TABLE_BATCH
+        if self.table_nr == table_batch(self.mm.g.granule):
             self.table_flush()
 
     def table_flush(self) -> None:

@@ -476,3 +476,17 @@ def test_compare_kernels_and_baseline(capsys) -> None:
 def test_compare_needs_two_entries(capsys) -> None:
     code, out, err = run(capsys, "compare", "--vm", "1G", "--variants", "v5.5")
     assert code == 2 and out == "" and "at least two entries" in err and err.count("\n") == 1
+
+
+def test_sweep_takes_hugetlb_backings(capsys) -> None:
+    # the same 2,048 huge PMDs zapped either way (docs/model.md §14.2); the hugetlb pages go back
+    # to the pool (500 ns on d05) with no deposited table, the THPs to the buddy allocator
+    # (2,000 ns) each with its deposited table (300 ns)
+    code, out, err = run(capsys, "sweep", "--vm", "4G", "--backing", "2M", "--backing", "hugetlb-2M",
+                         "--event", "munmap", "--machine", "d05", "--variants", "v6.6", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["axes"]["backings"] == ["2M", "hugetlb-2M"]
+    thp, huge = doc["rows"]
+    assert huge["backing"] == "hugetlb-2M" and huge["phases"]["host_zap"] == thp["phases"]["host_zap"]
+    assert thp["phases"]["host_free"] - huge["phases"]["host_free"] == 2048 * (2000 + 300 - 500)

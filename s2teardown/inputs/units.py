@@ -72,7 +72,7 @@ def parse_backing(text: str) -> tuple[tuple[int, float], ...]:
     backing, hugetlb = parse_backing_kinds(text)
     if hugetlb:
         raise ValueError(f"expected leaf sizes such as 2M or 4K:10 (hugetlb backing is read by "
-                         f"estimate, compare and explain only), got {text!r}")
+                         f"estimate, compare, explain and sweep only), got {text!r}")
     return backing
 
 

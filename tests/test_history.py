@@ -140,6 +140,20 @@ def test_v59_oom_has_no_resched_point() -> None:
     assert events("v5.5", w, fwb=False) == reaped
 
 
+def test_oom_reaper_skips_hugetlb_vmas() -> None:
+    # 4K:50,hugetlb-2M:50 over 4 GiB, one memslot: hugetlb pages at [1G, 3G) (largest leaves
+    # first), pages at [3G, 5G).  __oom_reap_task_mm skips the hugetlbfs VMA: one non-blockable
+    # UNMAP over [3G, 5G) and the host zaps only the pages there — exactly the counts of 2 GiB of
+    # pages at [3G, 5G) alone (same 40-bit table, same walk, same host VMA of pages).
+    mix = Workload(vm_bytes=4 * G, backing=((4 * K, 50.0), (2 * M, 50.0)), hugetlb=(2 * M,), event="oom")
+    pages = Workload(vm_bytes=2 * G, backing=B4K, ram_base=3 * G, event="oom")
+    assert events("v6.6", mix, fwb=False) == events("v6.6", pages, fwb=False)
+    assert events("v6.6", mix, fwb=False)["host_pte_zap"] == 524_288
+    # all hugetlb (2 MiB, or 1 GiB pages): the reaper reaps nothing, Stage-2 keeps its mappings
+    assert events("v6.6", Workload(**W4G2M, hugetlb=(2 * M,), event="oom"), fwb=False) == {}
+    assert events("v6.6", Workload(vm_bytes=4 * G, backing=B1G, event="oom"), fwb=False) == {}
+
+
 def test_v59_oom_holds_the_lock_for_the_whole_range() -> None:
     # TLBI calls per segment: each 1 GiB chunk = 512 blocks + its PMD table = 513.
     munmap = segments("v5.9", Workload(**W4G2M, event="munmap"), fwb=False)

@@ -13,7 +13,9 @@ A uniform workload (docs/model.md, "Workload"):
   4 KiB-backed or THP (`layout.munmap_event`, `layout.split_edge`);
 * the host mm's own work on guest RAM follows the notifiers (core/host.py): ``exit`` runs
   exit_mmap, ``munmap`` unmap_region over the range, ``clear`` MADV_DONTNEED over it, ``oom``
-  the OOM reaper over it; memslot delete, vCPU reset and the fault path leave host memory alone.
+  the OOM reaper over it (skipping hugetlb VMAs: with hugetlb shares, one UNMAP per anonymous
+  VMA, the part of each memslot after them); memslot delete, vCPU reset and the fault path
+  leave host memory alone.
 
 Everything is built with numpy over many scenarios at once; the explicit `Layout` of one
 scenario (for the walker and for display) is read back from the batch.
@@ -266,7 +268,19 @@ def uniform_batch_arrays(
     elif event == "clear":
         calls = [(CLEAR, r_lo, r_hi, yes, True)]
     elif event == "oom":
-        calls = [(UNMAP, r_lo, r_hi, yes, False)]  # the OOM reaper: non-blockable, one VMA
+        huge = [c for c, leaf in enumerate(leaves) if leaf in hugetlb or leaf > pmd]
+        if not huge:
+            calls = [(UNMAP, r_lo, r_hi, yes, False)]  # the OOM reaper: non-blockable, one VMA
+        else:
+            # __oom_reap_task_mm skips hugetlb VMAs: one non-blockable UNMAP per anonymous VMA,
+            # the part of each memslot after its hugetlb shares (the largest leaves, laid first)
+            h = cls_b[:, huge].sum(axis=1)
+            calls = []
+            for m in range(memslots):
+                a = np.maximum(r_lo, slot_lo[:, m] + h)
+                z = np.minimum(r_hi, np.where(h > 0, slot_hi[:, m], slot_hi[:, -1]))
+                present = (z > a) & ((h > 0) | (m == 0))  # no hugetlb share: one VMA, as above
+                calls.append((UNMAP, np.where(present, a, 0), np.where(present, z, 0), present, False))
     elif event == "memslot-delete":
         slot = (r_lo - ram_base) // slot_size  # the memslot holding the range's start
         s_lo = ram_base + slot * slot_size

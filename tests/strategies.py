@@ -45,7 +45,7 @@ def layouts(draw: st.DrawFn, geometry: Geometry | None = None) -> Layout:
     window = min(4 * big, g.ipa_size)
     base = draw(st.integers(0, g.ipa_size // window - 1)) * window
     end = base + window
-    extents: list[tuple[int, int, int, bool]] = []
+    extents: list[tuple[int, int, int, bool, bool]] = []
     cursor = base
     for _ in range(draw(st.integers(0, 6))):
         leaf = draw(st.sampled_from(g.leaf_sizes))
@@ -56,7 +56,8 @@ def layouts(draw: st.DrawFn, geometry: Geometry | None = None) -> Layout:
         if hi > end:
             break
         device = leaf == g.granule and draw(st.booleans())
-        extents.append((lo, hi, leaf, device))
+        hugetlb = leaf == g.leaf_sizes[1] and draw(st.booleans())  # else a THP on the host
+        extents.append((lo, hi, leaf, device, hugetlb))
         cursor = hi
     # memslots: cut between extents at granule-aligned points inside the gaps
     cuts = sorted(set(draw(st.lists(st.integers(0, max(0, len(extents) - 1)), max_size=2))))
@@ -78,13 +79,13 @@ def layouts(draw: st.DrawFn, geometry: Geometry | None = None) -> Layout:
     edges = [slot_lo, *[b for b in sorted(set(bounds)) if slot_lo < b < slot_hi], slot_hi]
     slots = tuple(Memslot(a, b) for a, b in zip(edges, edges[1:], strict=False))
     exts = []
-    for lo, hi, leaf, dev in extents:
+    for lo, hi, leaf, dev, huge in extents:
         if hi > slot_hi:
             break
         idx = next(i for i, s in enumerate(slots) if s.lo <= lo < s.hi)
         if hi > slots[idx].hi:
             continue
-        exts.append(Extent(lo, hi, leaf, idx, dev))
+        exts.append(Extent(lo, hi, leaf, idx, dev, huge))
     lay = Layout(g, slots, tuple(exts))
     lay.validate()
     return lay

@@ -38,7 +38,7 @@ def test_estimate_json_is_machine_readable(capsys) -> None:
     code, out, _ = run(capsys, "estimate", "--vm", "64G", "--machine", "d05", "--format", "json")
     assert code == 0
     doc = json.loads(out)
-    assert doc["format_version"] == 1 and doc["model_version"] == 5
+    assert doc["format_version"] == 1 and doc["model_version"] == 6
     assert len(doc["inputs"]["machine"]["sha256"]) == 64
     assert doc["workload"]["vm_bytes"] == 68_719_476_736
     v55 = next(v for v in doc["variants"] if v["name"] == "v5.5")
@@ -329,3 +329,35 @@ def test_machines_show_formats_with_derived_prices(capsys) -> None:
     y = yaml.safe_load(out)
     assert code == 0 and y["what_if"] == ["hvc_ns = 90.0 (was 150.0)"]
     assert {p["op"]: p["ns"] for p in y["derived_prices"]}["hvc"] == 90.0
+
+
+def test_hugetlb_backing(capsys) -> None:
+    # docs/model.md §14.1: a hugetlbfs VMA of its own, zapped per huge PMD, back to the pool
+    code, out, err = run(capsys, "estimate", "--vm", "4G", "--backing", "4K:50,hugetlb-2M:50",
+                         "--event", "munmap", "--machine", "d05", "--variants", "v6.6", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["workload"]["backing"] == [{"leaf_bytes": 4096, "percent": 50.0, "hugetlb": False},
+                                          {"leaf_bytes": 2 << 20, "percent": 50.0, "hugetlb": True}]
+    ev = doc["variants"][0]["events"]
+    # [1G, 3G): 1,024 hugetlb pages; [3G, 5G): 524,288 pages, 1,024 PTE tables and the PMD tables
+    # of [3G, 4G) and [4G, 5G); the PMD tables of [1G, 2G), [2G, 3G) (no PTE table under them)
+    assert (ev["host_hugetlb_zap"], ev["host_hugetlb_free"], ev["host_pmd_zap"]) == (1024, 1024, 0)
+    assert (ev["host_pte_zap"], ev["host_table_free"]) == (524_288, 1024 + 4)
+    code, out, _ = run(capsys, "estimate", "--vm", "4G", "--backing", "hugetlb-2M", "--machine", "d05",
+                       "--variants", "v6.6")
+    assert code == 0 and "hugetlb 2 MiB leaves" in out
+    code, out, _ = run(capsys, "estimate", "--vm", "4G", "--backing", "hugetlb-2M", "--event", "munmap",
+                       "--machine", "d05", "--variants", "v6.6", "--format", "csv")
+    assert code == 0 and ",hugetlb-2M," in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--backing", "hugetlb-2M", "--event", "munmap", "--range", "1M:2G"),
+     "--range: expected OFFSET and SIZE multiples of 2 MiB with hugetlb backing"),
+    (("--backing", "hugetlb-4K"), "--backing: expected hugetlb pages of a block size the 4 KiB granule maps"),
+    (("--backing", "2M:50,hugetlb-2M:50"), "--backing: expected leaf size 2M given twice"),
+])
+def test_hugetlb_backing_refusals(capsys, args, message) -> None:
+    code, out, err = run(capsys, "estimate", "--vm", "4G", *args, "--machine", "d05")
+    assert code == 2 and err.startswith(f"s2teardown: error: {message}") and len(err.splitlines()) == 1

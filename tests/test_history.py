@@ -83,11 +83,20 @@ W4G2M = dict(vm_bytes=4 * G, backing=B2M)
 #: deposited PTE table, and the 4 PMD tables of [1G, 5G) (the 512 GiB PUD table's region is
 #: not wholly inside the range): 2,052 table pages.
 HOST_MUNMAP_4G2M = {"host_pmd_zap": 2_048, "host_folio_free": 2_048, "host_table_free": 2_052}
+#: The host's TLB flushes of that munmap (model version 6, docs/model.md §14.2): 2,048 gather
+#: entries (< 9,698) flush once at tlb_end_vma over [1G, 5G) with a PMD stride: 2,048 strides
+#: >= 512 -> flush_tlb_mm; the 4 PMD tables (< 509) once at tlb_finish_mmu over
+#: [1G, 4G + 4K) with a PUD stride -> [1G, 5G): 4 strides -> 4 TLBIs by address.
+HOST_FLUSH_4G2M = {"host_tlb_flush_mm": 1, "host_tlb_flush_range": 1, "host_tlbi_va": 4}
+#: ... with FEAT_TLBIRANGE: both flushes are 2**20 pages (< 2**21): 2**19 = 16 · 32**3, one
+#: non-zero 5-bit digit -> one range TLBI each.
+HOST_FLUSH_RANGE_4G2M = {"host_tlb_flush_range": 2, "host_tlbi_range": 2}
 #: MADV_DONTNEED and the OOM reaper zap and free the same THPs (and their deposited tables) but
-#: free no page table (no free_pgtables).
-HOST_ZAP_4G2M = {**HOST_MUNMAP_4G2M, "host_table_free": 2_048}
-#: exit_mmap: everything, the PUD table too (2,048 + 4 + 1), and 2 SRCU waits.
-HOST_EXIT_4G2M = {**HOST_MUNMAP_4G2M, "host_table_free": 2_053, "srcu_sync": 2}
+#: free no page table (no free_pgtables); their one flush (at the VMA's end) is flush_tlb_mm.
+HOST_ZAP_4G2M = {**HOST_MUNMAP_4G2M, "host_table_free": 2_048, "host_tlb_flush_mm": 1}
+#: exit_mmap: everything, the PUD table too (2,048 + 4 + 1), and 2 SRCU waits; the 5 tables
+#: the full-mm gather frees (the deposited ones go by pte_free): one flush_tlb_mm.
+HOST_EXIT_4G2M = {**HOST_MUNMAP_4G2M, "host_table_free": 2_053, "srcu_sync": 2, "host_tlb_flush_mm": 1}
 MUNMAP_4G2M = {
     "notifier_call": 1,
     "memslot_visit": 1,
@@ -114,7 +123,7 @@ def without(d: dict[str, int], *keys: str) -> dict[str, int]:
 
 def test_v59_munmap_keeps_resched_points() -> None:
     w = Workload(**W4G2M, event="munmap")
-    assert events("v5.9", w, fwb=False) == MUNMAP_4G2M
+    assert events("v5.9", w, fwb=False) == {**MUNMAP_4G2M, **HOST_FLUSH_4G2M}
     # and the clear path (blockable) likewise: 3 resched points; MADV_DONTNEED frees the THPs
     # on the host but no page table
     wc = Workload(**W4G2M, event="clear")
@@ -129,6 +138,20 @@ def test_v59_oom_has_no_resched_point() -> None:
     assert events("v5.9", w, fwb=False) == without(reaped, "resched_point")
     # v5.5 rescheduled even there (the bug v5.9 fixed): 3 points.
     assert events("v5.5", w, fwb=False) == reaped
+
+
+def test_oom_reaper_skips_hugetlb_vmas() -> None:
+    # 4K:50,hugetlb-2M:50 over 4 GiB, one memslot: hugetlb pages at [1G, 3G) (largest leaves
+    # first), pages at [3G, 5G).  __oom_reap_task_mm skips the hugetlbfs VMA: one non-blockable
+    # UNMAP over [3G, 5G) and the host zaps only the pages there — exactly the counts of 2 GiB of
+    # pages at [3G, 5G) alone (same 40-bit table, same walk, same host VMA of pages).
+    mix = Workload(vm_bytes=4 * G, backing=((4 * K, 50.0), (2 * M, 50.0)), hugetlb=(2 * M,), event="oom")
+    pages = Workload(vm_bytes=2 * G, backing=B4K, ram_base=3 * G, event="oom")
+    assert events("v6.6", mix, fwb=False) == events("v6.6", pages, fwb=False)
+    assert events("v6.6", mix, fwb=False)["host_pte_zap"] == 524_288
+    # all hugetlb (2 MiB, or 1 GiB pages): the reaper reaps nothing, Stage-2 keeps its mappings
+    assert events("v6.6", Workload(**W4G2M, hugetlb=(2 * M,), event="oom"), fwb=False) == {}
+    assert events("v6.6", Workload(vm_bytes=4 * G, backing=B1G, event="oom"), fwb=False) == {}
 
 
 def test_v59_oom_holds_the_lock_for_the_whole_range() -> None:
@@ -177,6 +200,8 @@ def test_v510_exit_4k_pages() -> None:
         "host_page_free": 262_144,
         "host_table_free": 514,
         "srcu_sync": 2,
+        # the full-mm gather: flush_tlb_mm per 509 tables and at tlb_finish_mmu: 514 -> 2
+        "host_tlb_flush_mm": 2,
     }
 
 
@@ -199,6 +224,10 @@ def test_v510_munmap_then_exit_pays_per_entry_tlbis() -> None:
         **HOST_MUNMAP_4G2M,
         "host_table_free": 2_053,
         "srcu_sync": 2,
+        # the munmap's two range flushes (HOST_FLUSH_RANGE_4G2M); exit's full-mm gather frees
+        # the PUD table: one flush_tlb_mm
+        **HOST_FLUSH_RANGE_4G2M,
+        "host_tlb_flush_mm": 1,
     }
     # the plain exit on the same machine: no TLBI at all
     assert "tlb_flush_vmid_ipa" not in events("v5.10", Workload(**W4G2M), fwb=True, tlbi_range=True)
@@ -298,6 +327,7 @@ def test_v61_four_level_munmap_chunks_at_1g() -> None:
         "table_free": 5,
         "resched_point": 3,
         **HOST_MUNMAP_4G2M,  # the host's own tables: 3 levels below its top, as with 40 bits
+        **HOST_FLUSH_4G2M,
     }
     assert events("v6.1", w, fwb=False) == want
     # v5.10 chunks at entry-level entries (512 GiB): one walk, 1 + 4 + 2,048 = 2,053 visits and
@@ -337,6 +367,7 @@ V66_DEFERRED_4G2M = {
     **without(MUNMAP_4G2M, "tlb_flush_vmid_ipa", "dcache_flush_call", "dc_civac_line"),
     "range_flush_call": 4,
     "range_tlbi_op": 4,
+    **HOST_FLUSH_RANGE_4G2M,
 }
 
 
@@ -351,10 +382,10 @@ def test_v66_deferral_applies_with_tlbirange_and_fwb() -> None:
 def test_v66_no_deferral_without_fwb() -> None:
     # TLBIRANGE without FWB: one TLBI per leaf and per table, CMO kept — exactly v5.5's munmap.
     w = Workload(**W4G2M, event="munmap")
-    assert events("v6.6", w, fwb=False, tlbi_range=True) == MUNMAP_4G2M
+    assert events("v6.6", w, fwb=False, tlbi_range=True) == {**MUNMAP_4G2M, **HOST_FLUSH_RANGE_4G2M}
     # FWB without TLBIRANGE: per-entry TLBIs, no CMO, no range flush
     assert events("v6.6", w, fwb=True, tlbi_range=False) == without(
-        MUNMAP_4G2M, "dcache_flush_call", "dc_civac_line")
+        {**MUNMAP_4G2M, **HOST_FLUSH_4G2M}, "dcache_flush_call", "dc_civac_line")
 
 
 def test_v69_table_tlbis_are_back() -> None:
@@ -362,7 +393,7 @@ def test_v69_table_tlbis_are_back() -> None:
     w = Workload(**W4G2M, event="munmap")
     assert events("v6.9", w, fwb=True, tlbi_range=True) == {**V66_DEFERRED_4G2M, "tlb_flush_vmid_ipa": 4}
     # ... and without FWB v6.9 is per entry too
-    assert events("v6.9", w, fwb=False, tlbi_range=True) == MUNMAP_4G2M
+    assert events("v6.9", w, fwb=False, tlbi_range=True) == {**MUNMAP_4G2M, **HOST_FLUSH_RANGE_4G2M}
 
 
 def test_v66_unaligned_munmap_range_ops() -> None:
@@ -399,6 +430,13 @@ def test_v66_unaligned_munmap_range_ops() -> None:
         "host_pte_zap": 262_146,
         "host_page_free": 262_146,
         "host_table_free": 511,
+        # its TLB flushes (FEAT_TLBIRANGE; range TLBIs = non-zero 5-bit digits of pages >> 1):
+        # 262,146 entries = 27 full gathers of 9,698 pages (4,849 = 4·1024 + 23·32 + 17: 3
+        # each) + 300 at tlb_end_vma (150 = 4·32 + 22: 2); the 511 PTE tables: a batch of 509
+        # (509 × 512 pages: 130,304 = 3·32768 + 31·1024 + 8·32: 3) + 2 at tlb_finish_mmu
+        # (1,024 pages: 512 = 16·32: 1) -> 30 calls, 27 × 3 + 2 + 3 + 1 = 87 range TLBIs
+        "host_tlb_flush_range": 30,
+        "host_tlbi_range": 87,
     }
     assert events("v6.6", w, fwb=True, tlbi_range=True) == deferred
     assert events("v6.9", w, fwb=True, tlbi_range=True) == {**deferred, "tlb_flush_vmid_ipa": 514}
@@ -442,6 +480,11 @@ def test_v66_munmap_with_thp_split_edges() -> None:
         "host_pmd_split": 2,
         "host_pte_zap": 512,
         "host_table_free": 1_024,
+        # TLB (FEAT_TLBIRANGE): each split flushes 512 pages (256 = 8·32: 1 range TLBI); the
+        # zap's 1,535 entries flush once at tlb_end_vma over 2 GiB (2**19 = 16·32**3: 1); the
+        # PMD table of [2G, 3G) at tlb_finish_mmu with a PUD stride: 1 GiB (2**17 = 4·32**3: 1)
+        "host_tlb_flush_range": 4,
+        "host_tlbi_range": 4,
     }
     assert events("v6.6", w, fwb=True, tlbi_range=True) == want
     assert events("v6.9", w, fwb=True, tlbi_range=True) == {**want, "tlb_flush_vmid_ipa": 2}
@@ -493,7 +536,8 @@ def test_v66_on_graviton3_via_estimate() -> None:
     # d05 has neither: per entry, with CMO
     d05 = load_machine("d05")
     e = estimate(d05, [VS.lookup("v6.6")], Workload(**W4G2M, event="munmap"))
-    assert {ev: int(x) for ev, x in zip(EVENTS, e.breakdown.events[0, 0], strict=True) if int(x)} == MUNMAP_4G2M
+    assert {ev: int(x) for ev, x in zip(EVENTS, e.breakdown.events[0, 0], strict=True) if int(x)} == {
+        **MUNMAP_4G2M, **HOST_FLUSH_4G2M}
 
 
 def test_v66_block_retry_uses_a_range_flush_with_tlbirange() -> None:
@@ -572,6 +616,8 @@ def test_v619_16k_pages_chunk_at_32m() -> None:
         "host_folio_free": 32,
         "host_table_free": 34,
         "srcu_sync": 2,
+        # the full-mm gather frees 2 tables (PMD, PUD): one flush_tlb_mm at tlb_finish_mmu
+        "host_tlb_flush_mm": 1,
     }
     assert events("v5.10", w, fwb=False) == v510
     assert events("v6.19", w, fwb=False) == {**v510, "resched_point": 32_767}
@@ -597,6 +643,8 @@ def test_v619_four_level_64t_guest() -> None:
         "host_hugetlb_free": 65_536,
         "host_table_free": 129,
         "srcu_sync": 2,
+        # the full-mm gather frees the 129 PUD tables (< 509): one flush_tlb_mm
+        "host_tlb_flush_mm": 1,
     }
     assert events("v5.10", w, fwb=True, tlbi_range=True) == v510
     # v6.19: 2**47 / 2**30 = 131,072 chunks -> 131,071 resched points.  Each chunk loads its L0

@@ -92,6 +92,10 @@ HOST = {
     "host_page_free": 1_301,
     "host_folio_free": 3,
     "host_table_free": 7,
+    # §14.4 (model version 6): the split's 2 MiB flush (512 page strides), the zap's one flush
+    # at the VMA's end (~1 GiB) and the table batch's at tlb_finish_mmu ([2G, 3G + 4M): 514 PMD
+    # strides, the PMD table at 2G being in it) each reach MAX_TLBI_OPS: flush_tlb_mm
+    "host_tlb_flush_mm": 3,
 }
 
 #: event -> (segment 0, segment 1): the only resched point is in pass 4, between its entry-level

@@ -4,6 +4,7 @@ fleet-file validation, the CLI, and the documented example script."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -71,19 +72,22 @@ def test_one_size_fleet_by_hand(d05, v55_p5) -> None:
 
     CPU-s/h = teardowns/h × (Stage-2 + host side) seconds of the one workload; cores = ÷ 3600.
     The host side of exit_mmap (docs/model.md §14): 32,768 THPs zapped at 10 + 10 + 20 ns,
-    freed at 2,000 ns, and 32,768 deposited + 64 PMD + 1 PUD table pages freed at 300 ns:
-    1,310,720 + 65,536,000 + 9,849,900 = 76,696,620 ns.  Latency quantiles are wall times:
+    freed at 2,000 ns, and 32,768 deposited + 64 PMD + 1 PUD table pages freed at 300 ns,
+    and (model version 6) one flush_tlb_mm for the 65 tables the full-mm gather frees
+    (dsb ishst 10 + TLBI ASIDE1IS 610 + dsb ish 20 ns):
+    1,310,720 + 65,536,000 + 9,849,900 + 640 = 76,697,260 ns.  Latency quantiles are wall times:
     plus 2 SRCU grace periods of 100 µs.
-    v5.5 flushes 32,832 times (docs/model.md §5), 2 TLBI IPAS2E1IS each: 65,664 TLBIs of 610 ns;
-    the other 63 PEs each pay 10 % of each: 65,664 × 610 × 0.1 × 63 ns per teardown.
-    P5 issues one VMALLS12E1IS of 3,110 ns: 3,110 × 0.1 × 63 ns.
+    v5.5 flushes 32,832 times (docs/model.md §5), 2 TLBI IPAS2E1IS each: 65,664 TLBIs of 610 ns,
+    + the host's 1: 65,665; the other 63 PEs each pay 10 % of each: 65,665 × 610 × 0.1 × 63 ns
+    per teardown.  P5 issues one VMALLS12E1IS of 3,110 ns and the host's 610 ns TLBI:
+    (3,110 + 610) × 0.1 × 63 ns.
     """
     p = plan(one_size(d05, v55_p5))
     e = estimate(d05, list(v55_p5), Workload(vm_bytes=64 * G))
     own = e.breakdown.stage2_ns[0] + e.breakdown.host_ns[0]  # ns, per variant
-    assert own[0] == pytest.approx(9_179_383_664 + 76_696_620)  # test_model: v5.5 on d05
+    assert own[0] == pytest.approx(9_179_383_664 + 76_697_260)  # test_model: v5.5 on d05
     assert list(p.cpu_seconds_per_hour) == pytest.approx(list(1200 * own / 1e9), rel=1e-12)
-    assert p.cpu_seconds_per_hour[0] == pytest.approx(1200 * 9.256080284, rel=1e-12)
+    assert p.cpu_seconds_per_hour[0] == pytest.approx(1200 * 9.256080924, rel=1e-12)
     assert list(p.cores) == pytest.approx(list(1200 * own / 1e9 / 3600), rel=1e-12)
     # one size: every quantile is that teardown's wall time
     wall = own + 2 * 100_000
@@ -91,11 +95,11 @@ def test_one_size_fleet_by_hand(d05, v55_p5) -> None:
     assert p.saving_cpu_seconds_per_hour[0] == 0
     assert p.saving_cpu_seconds_per_hour[1] == pytest.approx(1200 * (own[0] - own[1]) / 1e9)
     assert p.saving_fraction[1] == pytest.approx(1 - own[1] / own[0])
-    assert list(p.tlbis_per_teardown) == [65_664, 1]
-    assert p.other_ns[0, 0] == pytest.approx(65_664 * 610 * 0.1 * 63)
-    assert p.other_cpu_seconds_per_hour[0] == pytest.approx(302.8161024)
-    assert p.other_cpu_seconds_per_hour[1] == pytest.approx(3_110 * 0.1 * 63 * 1200 / 1e9)
-    assert p.other_cores[0] == pytest.approx(302.8161024 / 3600)
+    assert list(p.tlbis_per_teardown) == [65_665, 2]
+    assert p.other_ns[0, 0] == pytest.approx(65_665 * 610 * 0.1 * 63)
+    assert p.other_cpu_seconds_per_hour[0] == pytest.approx(302.820714)
+    assert p.other_cpu_seconds_per_hour[1] == pytest.approx((3_110 + 610) * 0.1 * 63 * 1200 / 1e9)
+    assert p.other_cores[0] == pytest.approx(302.820714 / 3600)
 
 
 def test_weighted_quantile_by_hand() -> None:
@@ -176,8 +180,13 @@ def test_concurrency_recomputes_phase_times(d05, v55_p5) -> None:
     assert p1.time_ns[0, 0, tlbi] == 513 * 1_510
     assert p64.time_ns[0, 0, tlbi] == 513 * (290 + 2 * 610 * 32.5)
     assert p64.time_ns[0, 1, ff] == 270 + 3_110 * 32.5  # P5's one VMALLS12E1IS (frame: 270 ns)
+    # the host's one flush_tlb_mm at exit (model version 6) is a broadcast TLBI too: host_zap is
+    # 512 THP zaps of 40 ns + dsb ishst 10 + TLBI 610 (× 32.5) + dsb ish 20
+    hz = PHASE_INDEX["host_zap"]
+    assert p1.time_ns[0, 0, hz] == 512 * 40 + 10 + 610 + 20
+    assert p64.time_ns[0, 0, hz] == 512 * 40 + 10 + 610 * 32.5 + 20
     # everything else as at concurrency 1
-    others = [i for i in range(len(PHASE_INDEX)) if i not in (cmo, tlbi, ff)]
+    others = [i for i in range(len(PHASE_INDEX)) if i not in (cmo, tlbi, ff, hz)]
     assert p64.time_ns[..., others].tolist() == p1.time_ns[..., others].tolist()
 
 
@@ -428,8 +437,10 @@ def test_plan_unknown_fleet(capsys) -> None:
 
 def test_example_capacity_script_runs_and_agrees(tmp_path: Path, d05, v55_p5) -> None:
     script = ROOT / "docs" / "examples" / "capacity.py"
+    # the package under test (this checkout), not whichever one the interpreter has installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

@@ -161,7 +161,9 @@ def test_hand_worked_exit() -> None:
     #   put_page = tlb_flush = 5 + 2 = 7
     # then exit_mmap on the host: 4 PTEs zapped and 4 pages freed, 1 THP zapped and freed;
     #   tables: the THP's deposited PTE table + the PTE table of [1 GiB, +2 MiB) + the PMD
-    #   table of the 1 GiB region + the PUD table of the 512 GiB region = 4; 2 SRCU waits
+    #   table of the 1 GiB region + the PUD table of the 512 GiB region = 4; 2 SRCU waits;
+    #   the full-mm gather frees 3 of them (the deposited one goes by pte_free): one
+    #   flush_tlb_mm at tlb_finish_mmu (model version 6)
     s = scenario_from_text(TINY + "event: exit\n", "tiny.yaml")
     assert s.host == (HostOp(EXIT_MMAP),)
     expected = {
@@ -169,7 +171,7 @@ def test_hand_worked_exit() -> None:
         "table_clear": 2, "put_page": 7, "tlb_flush_vmid_ipa": 7, "dcache_flush_call": 5,
         "dc_civac_line": 33024, "table_free": 4, "resched_point": 1023,
         "host_pte_zap": 4, "host_page_free": 4, "host_pmd_zap": 1, "host_folio_free": 1,
-        "host_table_free": 4, "srcu_sync": 2,
+        "host_table_free": 4, "srcu_sync": 2, "host_tlb_flush_mm": 1,
     }
     assert nonzero(walk_counts(s.layout, s.event, STOCK, fwb=False, cache_line=64, host=s.host)) == expected
     assert nonzero(dict(zip(EVENTS, vector_counts(s.layout, s.event, STOCK, s.host), strict=True))) == expected
@@ -193,7 +195,10 @@ def test_hand_worked_unaligned_munmap() -> None:
     # Then unmap_region on the host (docs/model.md §14): pages 2 and 3 zapped and freed (the
     #   host's PMD there maps a PTE table: the CLEAR split nothing); the THP the end cuts split
     #   (1) and its 256 pages below 1 GiB + 3 MiB zapped per PTE, its folio kept; no table
-    #   region lies wholly inside the range: 258 PTE zaps, 2 page frees, 1 split.
+    #   region lies wholly inside the range: 258 PTE zaps, 2 page frees, 1 split.  TLB (model
+    #   version 6): the split flushes its 2 MiB with a page stride, 512 strides: flush_tlb_mm;
+    #   the 258 gathered entries flush at the VMA's end over [1G+8K, 1G+3M), 766 page strides
+    #   (>= 512): flush_tlb_mm.
     s = scenario_from_text(
         TINY + "event: {munmap: {gpa_bytes: 0x40002000, size_bytes: 3137536}}\n", "tiny.yaml")
     assert s.event == (Invocation(CLEAR, G, G + 2 * M), Invocation(CLEAR, G + 2 * M, G + 4 * M),
@@ -202,7 +207,7 @@ def test_hand_worked_unaligned_munmap() -> None:
         "notifier_call": 3, "memslot_visit": 3, "entry_visit": 517, "pte_clear": 4,
         "block_clear": 1, "table_clear": 2, "put_page": 7, "tlb_flush_vmid_ipa": 7,
         "dcache_flush_call": 5, "dc_civac_line": 33024, "table_free": 2,
-        "host_pte_zap": 258, "host_page_free": 2, "host_pmd_split": 1,
+        "host_pte_zap": 258, "host_page_free": 2, "host_pmd_split": 1, "host_tlb_flush_mm": 2,
     }
     assert s.host == (HostOp(MUNMAP, G + 8 * K, G + 3 * M),)
     assert nonzero(walk_counts(s.layout, s.event, STOCK, fwb=False, cache_line=64, host=s.host)) == expected

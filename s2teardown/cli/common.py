@@ -153,7 +153,8 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="The part of guest RAM a munmap/clear/oom unmaps (default: all of it); for "
                      "memslot-delete and block-retry, OFFSET picks the memslot / 2 MiB block."),
         click.option("--backing", default=None, metavar="MIX",
-                     help="Leaf sizes: 2M, 4K, 1G, or a mix in percent such as 2M:90,4K:10 (default 2M)."),
+                     help="Leaf sizes: 2M (THP), 4K, 1G, hugetlb-2M, hugetlb-1G, or a mix in percent "
+                     "such as 2M:90,4K:10 or 4K:50,hugetlb-2M:50 (default 2M)."),
         click.option("--mapped", default=1.0, show_default=True, type=float,
                      help="Fraction of guest RAM mapped at Stage-2 (rounded down to whole leaves)."),
         click.option("--device", "device", default=0.0, show_default=True, type=float,
@@ -198,7 +199,7 @@ def build_estimate(
     from s2teardown.core.prices import Placement
     from s2teardown.features.estimate import estimate as run
     from s2teardown.inputs.machine import apply_sets, load_machine
-    from s2teardown.inputs.units import parse_backing, parse_range, parse_size
+    from s2teardown.inputs.units import parse_backing_kinds, parse_range, parse_size
     from s2teardown.inputs.variants import load_variants
     from s2teardown.inputs.workload import Workload
 
@@ -215,7 +216,8 @@ def build_estimate(
                             "no workload flag with --scenario (the file describes the layout and event)",
                             clash[0].replace("range-", "range"))
     vm_bytes = parse_flag("--vm", parse_size, vm) if vm is not None else 0
-    back = parse_flag("--backing", parse_backing, backing) if backing else ((2 << 20, 100.0),)
+    back, hugetlb = (parse_flag("--backing", parse_backing_kinds, backing) if backing
+                     else (((2 << 20, 100.0),), ()))
     rng = parse_flag("--range", parse_range, range_) if range_ else None
     if rng is not None and event not in RANGED:
         raise UserError("--range", None, None, "an --event that takes a range (" + ", ".join(RANGED) + ")",
@@ -281,7 +283,7 @@ def build_estimate(
     gran = GRANULE_BYTES[granule]
     w = Workload(vm_bytes=vm_bytes, backing=back, mapped=mapped, device_fraction=device,
                  memslots=memslots, ipa_bits=bits, granule=gran, ram_base=base_b, event=event,
-                 range=rng, placement=pl)
+                 range=rng, placement=pl, hugetlb=hugetlb)
     try:
         est = run(m, chosen, w, baseline=baseline, default_backing=backing is None, preempt=preempt,
                   watchdog_thresh_s=watchdog_thresh, rcu_stall_timeout_s=float(rcu_stall_timeout))

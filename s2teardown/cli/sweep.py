@@ -21,7 +21,7 @@ from s2teardown.cli.common import (
     what_if_note,
 )
 from s2teardown.errors import UserError
-from s2teardown.inputs.units import GRANULE_BYTES, backing_label
+from s2teardown.inputs.units import GRANULE_BYTES
 
 
 def progress_wanted(quiet: bool, stream: TextIO | Any) -> bool:
@@ -169,7 +169,7 @@ def sweep(
     """
     from s2teardown.features.sweep import check_sweep_size, parse_sizes, run_sweep, select_variants
     from s2teardown.inputs.machine import apply_sets, load_machine
-    from s2teardown.inputs.units import parse_backing
+    from s2teardown.inputs.units import parse_backing_kinds
     from s2teardown.inputs.variants import load_variants
     from s2teardown.render.plot import plot_format, plot_sweep, require_matplotlib
 
@@ -181,14 +181,16 @@ def sweep(
             raise fail("--vm", exc) from None
         sizes.extend(vals)
     sizes = list(dict.fromkeys(sizes))
-    backs = []
+    backs: list[tuple[tuple[int, float], ...]] = []
+    huges: list[tuple[int, ...]] = []
     for text in backings or ("2M",):
         try:
-            b = parse_backing(text)
+            b, h = parse_backing_kinds(text)
         except ValueError as exc:
             raise fail("--backing", exc) from None
-        if b not in backs:
+        if (b, h) not in zip(backs, huges, strict=True):
             backs.append(b)
+            huges.append(h)
     evs = list(dict.fromkeys(events or ("exit",)))
     if not (0.0 <= mapped <= 1.0):
         raise UserError("--mapped", None, None, "a fraction in [0, 1]", repr(mapped))
@@ -208,6 +210,7 @@ def sweep(
         "mapped": mapped,
         "memslots": memslots,
         "granule": gran,
+        "hugetlb": huges,
     }
     if progress_wanted(quiet, sys.stderr):
         from rich.console import Console
@@ -281,7 +284,7 @@ def _table(result: Any, output: str | None, *, default_backing: bool) -> None:
             t.add_row(
                 result.machines[m],
                 format_size(result.vm_bytes[n]),
-                backing_label(result.backings[b]),
+                result.backing_label(b),
                 result.events[e],
                 name,
                 format_ns(float(s2[m, n, b, e, v])),

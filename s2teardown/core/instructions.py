@@ -61,6 +61,10 @@ EVENT_PHASE: dict[str, str] = {
     "host_hugetlb_free": "host_free",
     "host_table_free": "host_free",
     "srcu_sync": "wait",
+    "host_tlb_flush_mm": "host_zap",
+    "host_tlb_flush_range": "host_zap",
+    "host_tlbi_va": "host_zap",
+    "host_tlbi_range": "host_zap",
 }
 
 
@@ -213,6 +217,14 @@ def event_ops(f: Features, fr: Frame = DEFAULT_FRAME) -> dict[str, dict[str, int
         "host_hugetlb_free": {"host_hugetlb_free": 1},
         "host_table_free": {"table_free": 1},  # a page-table page back to the buddy allocator
         "srcu_sync": {"srcu_grace_period": 1},
+        # the host's TLB flushes (arch/arm64/include/asm/tlbflush.h): flush_tlb_mm is
+        # dsb ishst; TLBI ASIDE1IS (one broadcast TLBI, priced as one); dsb ish.  A range flush
+        # is dsb ishst ... dsb ish around its TLBIs, counted apart; __tlbi() repeats each TLBI
+        # under the repeat erratum, with a dsb ish between (KPTI's __tlbi_user twin: not modelled)
+        "host_tlb_flush_mm": _merge({"dsb_ishst": 1}, _tlbi("tlbi_is", 1, f)),
+        "host_tlb_flush_range": {"dsb_ishst": 1, "dsb_ish": 1},
+        "host_tlbi_va": {"tlbi_is": 2, "dsb_ish": 1} if f.tlbi_repeat else {"tlbi_is": 1},
+        "host_tlbi_range": {"tlbi_range": 2, "dsb_ish": 1} if f.tlbi_repeat else {"tlbi_range": 1},
     }
 
 

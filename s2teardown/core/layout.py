@@ -9,7 +9,8 @@ Modelling conventions (docs/model.md, "Layouts"):
   covered by no extent is unmapped (a hole).  ``device`` extents are device PTEs (pages only):
   they are unmapped like any PTE but never cleaned (``kvm_is_device_pfn``) nor freed by the host.
 * The host's backing of an extent is taken to be its Stage-2 leaf size: a PMD-block extent is a
-  THP (or a hugetlb page) on the host, a page extent is order-0 host pages.
+  THP on the host, or a 2 MiB hugetlb page when ``hugetlb`` is set; a PUD block is a 1 GiB
+  hugetlb page; a page extent is order-0 host pages (core/host.py).
 * Memslots are mapped at ``userspace_addr = GPA + constant`` (one contiguous host mapping), so a
   munmap range is given directly in guest-physical terms.
 * Each run of adjacent memslots (one's end is the next one's start) is **one VMA** of the host
@@ -56,6 +57,7 @@ class Extent:
     leaf: int  # leaf size in bytes: geometry.leaf_sizes
     slot: int  # index into Layout.memslots
     device: bool = False
+    hugetlb: bool = False  # a block backed by hugetlbfs pages on the host (else a THP; PUD: always)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class Layout:
                 raise ValueError(f"extent {e}: not aligned to its leaf size or empty")
             if e.device and e.leaf != g.granule:
                 raise ValueError(f"extent {e}: device mappings are always pages")
+            if e.hugetlb and e.leaf == g.granule:
+                raise ValueError(f"extent {e}: hugetlb pages are blocks")
             s = self.memslots[e.slot]
             if not (s.lo <= e.lo and e.hi <= s.hi):
                 raise ValueError(f"extent {e} not inside memslot {s}")

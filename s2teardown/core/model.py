@@ -33,7 +33,7 @@ from s2teardown.core.vocabulary import (
 )
 
 #: Bumped whenever the model's equations change (docs/model.md keeps the changelog).
-MODEL_VERSION = 5
+MODEL_VERSION = 6
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

@@ -31,7 +31,8 @@ PHASES: Final[tuple[str, ...]] = (
     "table_free",  # freeing emptied table pages (and the pgd pages at teardown)
     "resched",  # cond_resched_lock() points
     "final_flush",  # one VMID-wide invalidation after the walk (P5)
-    "host_zap",  # host mm: zap_pte_range / zap_huge_pmd / hugetlb unmap, THP splits (core/host.py)
+    "host_zap",  # host mm: zap_pte_range / zap_huge_pmd / hugetlb unmap, THP splits, the host's
+    #              TLB flushes (core/host.py)
     "host_free",  # host mm: folios and page-table pages freed — outside Stage-2
     "wait",  # wall-clock waits that spend no CPU (synchronize_srcu): in the wall time only
 )
@@ -70,6 +71,10 @@ EVENTS: Final[tuple[str, ...]] = (
     "host_hugetlb_free",  # host returns one hugetlb folio to its pool (free_huge_folio)
     "host_table_free",  # host frees one page-table page (free_pgtables, zap_deposited_table)
     "srcu_sync",  # one synchronize_srcu() on the MMU-notifier SRCU (a wait, no CPU)
+    "host_tlb_flush_mm",  # host flush_tlb_mm(): dsb ishst, TLBI ASIDE1IS, dsb ish
+    "host_tlb_flush_range",  # host __flush_tlb_range() by address: dsb ishst ... dsb ish
+    "host_tlbi_va",  # one TLBI VALE1IS / VAE1IS of a host range flush
+    "host_tlbi_range",  # one TLBI RVALE1IS / RVAE1IS of a host range flush (FEAT_TLBIRANGE)
 )
 
 #: Priced primitive operations.

@@ -73,7 +73,8 @@ class Estimate:
                 f"{format_size(g.granule)} granule, event {sc.event_form or 'invocations'}"
             )
         mix = ", ".join(
-            f"{format_size(leaf)} leaves {pct:g}%" if len(w.backing) > 1 else f"{format_size(leaf)} leaves"
+            ("hugetlb " if leaf in w.hugetlb else "")
+            + (f"{format_size(leaf)} leaves {pct:g}%" if len(w.backing) > 1 else f"{format_size(leaf)} leaves")
             for leaf, pct in w.backing
         )
         auto = " (auto)" if w.ipa_bits is None else ""
@@ -467,7 +468,8 @@ def evaluate_workloads(
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, w in enumerate(workloads):
         w.check()
-        key = (w.geometry(), w.memslots, tuple(sorted(leaf for leaf, _ in w.backing)), w.event, w.placement)
+        key = (w.geometry(), w.memslots, tuple(sorted(leaf for leaf, _ in w.backing)), w.event, w.placement,
+               tuple(sorted(w.hugetlb)))
         groups.setdefault(key, []).append(i)
     parts: list[tuple[list[int], Breakdown]] = []
     for idx in groups.values():

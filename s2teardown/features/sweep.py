@@ -183,6 +183,11 @@ class SweepResult:
     baseline: int
     time_ns: F64  # (M, N, B, E, V, PHASES)
     warnings: tuple[str, ...] = ()
+    hugetlb: tuple[tuple[int, ...], ...] = ()  # per backing: its hugetlbfs leaf sizes (none: ())
+
+    def backing_label(self, b: int) -> str:
+        """The --backing text of backing ``b`` (``hugetlb-2M`` for a hugetlbfs share)."""
+        return backing_label(self.backings[b], self.hugetlb[b] if self.hugetlb else ())
 
     @property
     def stage2_ns(self) -> F64:
@@ -242,7 +247,7 @@ class SweepResult:
         out = io.StringIO()
         wr = csv.writer(out, lineterminator="\n")
         wr.writerow(["machine", "vm_bytes", "backing", "event", "variant", "phase", "time_ns"])
-        labels = [backing_label(b) for b in self.backings]
+        labels = [self.backing_label(b) for b in range(len(self.backings))]
         for m, n, b, e in self.points():
             t = self.time_ns[m, n, b, e]
             head = [self.machines[m], self.vm_bytes[n], labels[b], self.events[e]]
@@ -263,7 +268,7 @@ class SweepResult:
                     {
                         "machine": self.machines[m],
                         "vm_bytes": self.vm_bytes[n],
-                        "backing": backing_label(self.backings[b]),
+                        "backing": self.backing_label(b),
                         "event": self.events[e],
                         "variant": name,
                         "phases": {
@@ -287,7 +292,7 @@ class SweepResult:
             "axes": {
                 "machines": list(self.machines),
                 "vm_bytes": list(self.vm_bytes),
-                "backings": [backing_label(b) for b in self.backings],
+                "backings": [self.backing_label(b) for b in range(len(self.backings))],
                 "events": list(self.events),
                 "variants": list(self.variants),
                 "phases": list(PHASES),
@@ -334,12 +339,13 @@ def sweep_workloads(
     mapped: float = 1.0,
     memslots: int = 1,
     granule: int = 4096,
+    hugetlb: Sequence[tuple[int, ...]] = (),
 ) -> list[Workload]:
     """The workloads of a sweep in (vm, backing, event) order; UserError naming the first that
-    cannot be laid out."""
+    cannot be laid out.  ``hugetlb``: per backing, its hugetlbfs leaf sizes (default none)."""
     out = []
     for vm in vm_sizes:
-        for b in backings:
+        for i, b in enumerate(backings):
             for ev in events:
                 w = Workload(
                     vm_bytes=vm,
@@ -348,6 +354,7 @@ def sweep_workloads(
                     memslots=memslots,
                     granule=granule,
                     event=ev,
+                    hugetlb=tuple(hugetlb[i]) if hugetlb else (),
                 )
                 try:
                     w.check()
@@ -357,7 +364,8 @@ def sweep_workloads(
                         None,
                         None,
                         f"a VM size every backing can lay out ({exc})",
-                        f"{format_size(vm)} with --backing {backing_label(b)}",
+                        f"{format_size(vm)} with --backing "
+                        f"{backing_label(b, tuple(hugetlb[i]) if hugetlb else ())}",
                     ) from None
                 out.append(w)
     return out
@@ -376,6 +384,7 @@ def run_sweep(
     granule: int = 4096,
     progress: Callable[[int], None] | None = None,
     limit: int = MAX_ROWS,
+    hugetlb: Sequence[tuple[int, ...]] = (),
 ) -> SweepResult:
     """Evaluate every (machine, VM size, backing, event) for every variant.
 
@@ -387,7 +396,7 @@ def run_sweep(
         raise ValueError("run_sweep: every axis needs at least one value")
     check_sweep_size(len(machines), len(vm_sizes), len(backings), len(events), len(variants), limit)
     ws = sweep_workloads(
-        vm_sizes, backings, events, mapped=mapped, memslots=memslots, granule=granule
+        vm_sizes, backings, events, mapped=mapped, memslots=memslots, granule=granule, hugetlb=hugetlb
     )
     shape = (len(vm_sizes), len(backings), len(events), len(variants), len(PHASES))
     times = []
@@ -413,6 +422,7 @@ def run_sweep(
         baseline=baseline,
         time_ns=np.stack(times),
         warnings=tuple(warnings),
+        hugetlb=tuple(tuple(h) for h in hugetlb),
     )
 
 

@@ -67,11 +67,28 @@ def format_ns(ns: float) -> str:
 
 
 def parse_backing(text: str) -> tuple[tuple[int, float], ...]:
-    """``2M`` or ``2M:90,4K:10`` (percent) -> ((leaf bytes, percent), ...)."""
+    """``2M`` or ``2M:90,4K:10`` (percent) -> ((leaf bytes, percent), ...): leaf sizes only (a
+    ``hugetlb-`` part is refused here: `parse_backing_kinds` reads it)."""
+    backing, hugetlb = parse_backing_kinds(text)
+    if hugetlb:
+        raise ValueError(f"expected leaf sizes such as 2M or 4K:10 (hugetlb backing is read by "
+                         f"estimate, compare, explain and sweep only), got {text!r}")
+    return backing
+
+
+#: The ``--backing`` prefix of a hugetlbfs-backed part (``hugetlb-2M``, ``hugetlb-1G``).
+HUGETLB_PREFIX = "hugetlb-"
+
+
+def parse_backing_kinds(text: str) -> tuple[tuple[tuple[int, float], ...], tuple[int, ...]]:
+    """``4K:50,hugetlb-2M:50`` -> (((4096, 50), (2 MiB, 50)), (2 MiB,)): the mix, and the leaf
+    sizes of it backed by hugetlbfs pages rather than order-0 pages or THPs (docs/model.md
+    §14.2).  One backing per leaf size: a 2 MiB share is THP or hugetlb, not both."""
     parts = [p for p in text.split(",") if p.strip()]
     if not parts:
         raise ValueError(f"expected a leaf size such as 2M, or a mix such as 2M:90,4K:10, got {text!r}")
     out: list[tuple[int, float]] = []
+    hugetlb: list[int] = []
     for p in parts:
         if ":" in p:
             size_s, pct_s = p.split(":", 1)
@@ -85,14 +102,19 @@ def parse_backing(text: str) -> tuple[tuple[int, float], ...]:
             size_s, pct = p, 100.0 if len(parts) == 1 else float("nan")
             if math.isnan(pct):
                 raise ValueError(f"expected SIZE:PERCENT for every part of a mix, got {p!r}")
+        huge = size_s.strip().lower().startswith(HUGETLB_PREFIX)
+        if huge:
+            size_s = size_s.strip()[len(HUGETLB_PREFIX):]
         size = parse_size(size_s)
         if any(size == s for s, _ in out):
             raise ValueError(f"leaf size {size_s.strip()} given twice in {text!r}")
+        if huge:
+            hugetlb.append(size)
         out.append((size, pct))
     total = sum(p for _, p in out)
     if abs(total - 100.0) > 1e-6:
         raise ValueError(f"expected percentages summing to 100, got {total:g} in {text!r}")
-    return tuple(out)
+    return tuple(out), tuple(hugetlb)
 
 
 def parse_range(text: str) -> tuple[int, int]:
@@ -111,8 +133,11 @@ def short_size(n: int) -> str:
     return str(n)
 
 
-def backing_label(b: Backing) -> str:
-    """``((2M, 100),)`` -> ``2M``; a mix -> ``2M:90,4K:10`` (the --backing syntax)."""
+def backing_label(b: Backing, hugetlb: tuple[int, ...] = ()) -> str:
+    """``((2M, 100),)`` -> ``2M``; a mix -> ``2M:90,4K:10`` (the --backing syntax); a
+    hugetlbfs-backed leaf size reads ``hugetlb-2M``."""
+    def name(leaf: int) -> str:
+        return (HUGETLB_PREFIX if leaf in hugetlb else "") + short_size(leaf)
     if len(b) == 1:
-        return short_size(b[0][0])
-    return ",".join(f"{short_size(leaf)}:{pct:g}" for leaf, pct in b)
+        return name(b[0][0])
+    return ",".join(f"{name(leaf)}:{pct:g}" for leaf, pct in b)

@@ -13,7 +13,9 @@ A uniform workload (docs/model.md, "Workload"):
   4 KiB-backed or THP (`layout.munmap_event`, `layout.split_edge`);
 * the host mm's own work on guest RAM follows the notifiers (core/host.py): ``exit`` runs
   exit_mmap, ``munmap`` unmap_region over the range, ``clear`` MADV_DONTNEED over it, ``oom``
-  the OOM reaper over it; memslot delete, vCPU reset and the fault path leave host memory alone.
+  the OOM reaper over it (skipping hugetlb VMAs: with hugetlb shares, one UNMAP per anonymous
+  VMA, the part of each memslot after them); memslot delete, vCPU reset and the fault path
+  leave host memory alone.
 
 Everything is built with numpy over many scenarios at once; the explicit `Layout` of one
 scenario (for the walker and for display) is read back from the batch.
@@ -70,6 +72,7 @@ class Workload:
     event: str = "exit"
     range: tuple[int, int] | None = None  # (offset into guest RAM, size) for munmap
     placement: Placement | None = None  # None: the machine's default
+    hugetlb: tuple[int, ...] = ()  # leaf sizes of the mix backed by hugetlbfs (--backing hugetlb-2M)
 
     def resolved_ipa_bits(self) -> int:
         if self.ipa_bits is not None:
@@ -121,6 +124,12 @@ class Workload:
                 )
         if abs(sum(p for _, p in self.backing) - 100.0) > 1e-6:
             raise ValueError("backing: the percentages must sum to 100")
+        for leaf in self.hugetlb:
+            if leaf not in dict(self.backing) or leaf == g.granule:
+                raise ValueError(
+                    f"backing: expected hugetlb pages of a block size the {format_size(g.granule)} "
+                    f"granule maps ({', '.join(short_size(s) for s in g.leaf_sizes[1:])})"
+                )
         if not 0.0 <= self.mapped <= 1.0:
             raise ValueError("mapped: expected a fraction in [0, 1]")
         if not 0.0 <= self.device_fraction <= 1.0:
@@ -137,6 +146,15 @@ class Workload:
                 )
             if off % g.granule or size % g.granule:
                 raise ValueError(f"range: expected multiples of the {g.granule}-byte granule")
+            huge = max(self.hugetlb, default=0)
+            if huge and (off % huge or size % huge) and self.event in ("munmap", "munmap-then-exit",
+                                                                        "clear"):
+                # __split_vma -> hugetlb_vm_op_split refuses a cut hugetlb page (munmap: EINVAL);
+                # madvise_dontneed_free_valid_vma refuses an unaligned start (MADV_DONTNEED)
+                raise ValueError(
+                    f"range: expected OFFSET and SIZE multiples of {format_size(huge)} with hugetlb "
+                    f"backing (the kernel refuses to cut a hugetlb page: EINVAL)"
+                )
 
 
 def uniform_batch(workloads: Sequence[Workload]) -> Batch:
@@ -150,6 +168,7 @@ def uniform_batch(workloads: Sequence[Workload]) -> Batch:
             or w.memslots != w0.memslots
             or w.event != w0.event
             or tuple(sorted((leaf for leaf, _ in w.backing), reverse=True)) != leaves
+            or tuple(sorted(w.hugetlb)) != tuple(sorted(w0.hugetlb))
         ):
             raise ValueError("uniform_batch: workloads must share geometry, memslots, leaves, event")
     share = np.array([[dict(w.backing)[leaf] for leaf in leaves] for w in workloads])
@@ -166,6 +185,7 @@ def uniform_batch(workloads: Sequence[Workload]) -> Batch:
         event=w0.event,
         range_off=np.array([r[0] for r in rng], dtype=np.int64),
         range_size=np.array([r[1] for r in rng], dtype=np.int64),
+        hugetlb=w0.hugetlb,
     )
 
 
@@ -182,6 +202,7 @@ def uniform_batch_arrays(
     event: str,
     range_off: I64 | None = None,
     range_size: I64 | None = None,
+    hugetlb: tuple[int, ...] = (),
 ) -> Batch:
     """The vectorised builder behind `uniform_batch` (arrays of shape (S,) and (S, C))."""
     n_s = vm_bytes.shape[0]
@@ -207,6 +228,9 @@ def uniform_batch_arrays(
     e_leaf = np.ascontiguousarray(e_leaf).reshape(shape)
     e_dev = e_dev.reshape(shape)
     e_lo, e_hi = np.where(e_leaf > 0, e_lo, 0), np.where(e_leaf > 0, e_hi, 0)
+    # hugetlbfs-backed shares (never the device pages): a VMA of their own on the host; the
+    # memslots are contiguous, one run (core/host.py `host_vmas`)
+    e_huge = np.isin(e_leaf, np.array(hugetlb, dtype=np.int64)) & ~e_dev
 
     n_slots = memslots
     ipa = np.full(n_s, g.ipa_size, dtype=np.int64)
@@ -244,7 +268,19 @@ def uniform_batch_arrays(
     elif event == "clear":
         calls = [(CLEAR, r_lo, r_hi, yes, True)]
     elif event == "oom":
-        calls = [(UNMAP, r_lo, r_hi, yes, False)]  # the OOM reaper: non-blockable, one VMA
+        huge = [c for c, leaf in enumerate(leaves) if leaf in hugetlb or leaf > pmd]
+        if not huge:
+            calls = [(UNMAP, r_lo, r_hi, yes, False)]  # the OOM reaper: non-blockable, one VMA
+        else:
+            # __oom_reap_task_mm skips hugetlb VMAs: one non-blockable UNMAP per anonymous VMA,
+            # the part of each memslot after its hugetlb shares (the largest leaves, laid first)
+            h = cls_b[:, huge].sum(axis=1)
+            calls = []
+            for m in range(memslots):
+                a = np.maximum(r_lo, slot_lo[:, m] + h)
+                z = np.minimum(r_hi, np.where(h > 0, slot_hi[:, m], slot_hi[:, -1]))
+                present = (z > a) & ((h > 0) | (m == 0))  # no hugetlb share: one VMA, as above
+                calls.append((UNMAP, np.where(present, a, 0), np.where(present, z, 0), present, False))
     elif event == "memslot-delete":
         slot = (r_lo - ram_base) // slot_size  # the memslot holding the range's start
         s_lo = ram_base + slot * slot_size
@@ -309,6 +345,7 @@ def uniform_batch_arrays(
         host_kind=tuple(h[0] for h in host_calls),
         host_lo=np.stack([h[1] for h in host_calls], axis=1) if host_calls else np.zeros((n_s, 0), dtype=np.int64),
         host_hi=np.stack([h[2] for h in host_calls], axis=1) if host_calls else np.zeros((n_s, 0), dtype=np.int64),
+        ext_huge=e_huge,
     )
 
 
@@ -329,7 +366,8 @@ def layout_of(b: Batch, s: int, slots: Sequence[tuple[int, int]]) -> Layout:
             continue
         lo, hi = int(b.ext_lo[s, e]), int(b.ext_hi[s, e])
         slot = next(i for i, m in enumerate(mems) if m.lo <= lo < m.hi)
-        exts.append(Extent(lo, hi, leaf, slot, bool(b.ext_dev[s, e])))
+        huge = b.ext_huge is not None and bool(b.ext_huge[s, e])
+        exts.append(Extent(lo, hi, leaf, slot, bool(b.ext_dev[s, e]), huge))
     return Layout(b.geometry, mems, tuple(exts))
 
 

@@ -648,7 +648,7 @@ def run_event(
     run = _Run(table, layout.memslots, fwb=fwb, cache_line=cache_line, tlbi_range=tlbi_range)
     for inv, b in picked:
         run.invoke(inv, b, memslot_order)
-    for counts in host_counts(layout, host):  # the host mm's own work, after the notifiers
+    for counts in host_counts(layout, host, tlbi_range):  # the host mm's own work, after the notifiers
         for name, n in counts.items():
             run.host[EVENT_INDEX[HOST_EVENT_OF[name]]] += n
 

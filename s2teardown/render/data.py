@@ -142,7 +142,7 @@ def _workload(e: Estimate) -> dict[str, Any]:
                 "layout": sc.as_dict()}
     return {
         "vm_bytes": w.vm_bytes,
-        "backing": [{"leaf_bytes": leaf, "percent": pct} for leaf, pct in w.backing],
+        "backing": [{"leaf_bytes": leaf, "percent": pct, "hugetlb": leaf in w.hugetlb} for leaf, pct in w.backing],
         "mapped_fraction": w.mapped,
         "memslots": w.memslots,
         "ipa_bits_auto": w.ipa_bits is None,
@@ -160,7 +160,7 @@ def estimate_csv(e: Estimate) -> str:
     wr = csv.writer(out, lineterminator="\n")
     w = doc["workload"]
     if e.workload is not None:
-        workload = [w["event"], w["vm_bytes"], backing_label(e.workload.backing), w["memslots"],
+        workload = [w["event"], w["vm_bytes"], backing_label(e.workload.backing, e.workload.hugetlb), w["memslots"],
                     w["granule_bytes"], w["ipa_bits"]]
     else:
         workload = [e.scenario.event_form or "invocations", e.scenario.layout.mapped_bytes, "scenario",

@@ -42,6 +42,10 @@ EVENT_FUNCTION = {
     "host_hugetlb_free": "host free_huge_folio: one hugetlb folio back to its pool",
     "host_table_free": "host: free one page-table page (free_pgtables, zap_deposited_table)",
     "srcu_sync": "synchronize_srcu (mmu_notifier_release, mmu_notifier_unregister): a wait",
+    "host_tlb_flush_mm": "host flush_tlb_mm: tlbi aside1is, the whole ASID (tlb_flush, __flush_tlb_range)",
+    "host_tlb_flush_range": "host __flush_tlb_range by address (tlb_flush_mmu_tlbonly, flush_tlb_range)",
+    "host_tlbi_va": "host tlbi vale1is / vae1is (one stride)",
+    "host_tlbi_range": "host tlbi rvale1is / rvae1is (one range op)",
 }
 
 

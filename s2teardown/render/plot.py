@@ -15,7 +15,7 @@ from s2teardown.core.vocabulary import PHASES
 from s2teardown.errors import UserError
 from s2teardown.features.sweep import SweepResult
 from s2teardown.inputs.files import short_text
-from s2teardown.inputs.units import backing_label, short_size
+from s2teardown.inputs.units import short_size
 
 
 def plot_format(path: str | Path) -> str:
@@ -112,7 +112,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
                 ax.set_title(name, fontsize=9)
             if v == 0:
                 ax.set_ylabel(
-                    f"{result.machines[m]}, {backing_label(result.backings[b])}, "
+                    f"{result.machines[m]}, {result.backing_label(b)}, "
                     f"{result.events[e]}\ntime (s)",
                     fontsize=8,
                 )

@@ -19,6 +19,7 @@ from s2teardown.core.layout import (
     TEARDOWN,
     Invocation,
     Layout,
+    vmas,
 )
 from s2teardown.core.vocabulary import EVENTS
 
@@ -53,6 +54,10 @@ class Batch:
     host_kind: tuple[str, ...] = ()  # (H,)
     host_lo: I64 | None = None  # (S, H)
     host_hi: I64 | None = None  # (S, H)
+    # hugetlbfs-backed block extents (S, E) (None: none but PUD blocks, core/host.py), and the
+    # run of adjacent memslots (one host VMA, `layout.vmas`) each extent lies in (None: one run)
+    ext_huge: npt.NDArray[np.bool_] | None = None
+    ext_run: I64 | None = None
 
     @property
     def size(self) -> int:
@@ -69,6 +74,10 @@ def batch_from_layout(
     e_hi = np.array([[e.hi for e in ext]], dtype=np.int64).reshape(1, len(ext))
     e_leaf = np.array([[e.leaf for e in ext]], dtype=np.int64).reshape(1, len(ext))
     e_dev = np.array([[e.device for e in ext]], dtype=bool).reshape(1, len(ext))
+    e_huge = np.array([[e.hugetlb for e in ext]], dtype=bool).reshape(1, len(ext))
+    runs = vmas(layout)
+    e_run = np.array([[next(i for i, (a, z) in enumerate(runs) if a <= e.lo < z) for e in ext]],
+                     dtype=np.int64).reshape(1, len(ext))
     p_lo: list[int] = []
     p_hi: list[int] = []
     p_inv: list[int] = []
@@ -113,6 +122,8 @@ def batch_from_layout(
         host_kind=tuple(op.kind for op in host),
         host_lo=np.array([[op.lo for op in host]], dtype=np.int64).reshape(1, len(host)),
         host_hi=np.array([[op.hi for op in host]], dtype=np.int64).reshape(1, len(host)),
+        ext_huge=e_huge,
+        ext_run=e_run,
     )
 
 
@@ -137,4 +148,6 @@ def slice_batch(b: Batch, lo: int, hi: int) -> Batch:
         host_kind=b.host_kind,
         host_lo=None if b.host_lo is None else b.host_lo[lo:hi],
         host_hi=None if b.host_hi is None else b.host_hi[lo:hi],
+        ext_huge=None if b.ext_huge is None else b.ext_huge[lo:hi],
+        ext_run=None if b.ext_run is None else b.ext_run[lo:hi],
     )

@@ -293,8 +293,9 @@ def count(
     if b.host_kind and b.host_lo is not None and b.host_hi is not None:
         # the host mm's own work: the same for every behaviour set (the host side does not
         # depend on KVM's variant), in no segment (it runs outside mmu_lock)
-        hq = host_quantities(g, HostExtents.of(b.ext_lo, b.ext_hi, b.ext_leaf, b.ext_dev),
-                             b.host_kind, b.host_lo, b.host_hi)
+        hq = host_quantities(g, HostExtents.of(b.ext_lo, b.ext_hi, b.ext_leaf, b.ext_dev,
+                                               b.ext_huge, b.ext_run),
+                             b.host_kind, b.host_lo, b.host_hi, tlbi_range=tlbi_range)
         for k, hop in enumerate(hq):
             lin.put(("host", k), [getattr(hop, f) for f in HOST_QUANTITIES])
             for u in range(len(behs)):

@@ -38,6 +38,7 @@ class Boot:
     cases: list[cases.Case]
     symbols: bool = False
     funcs: Path | None = None  # the plugin's funcs= file (host functions whose entries it counts)
+    layouts: list[dict[str, int]] = field(default_factory=list)  # per case: hva, floor, ceiling
     console: str = ""
     windows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -86,8 +87,11 @@ def _check(boot: Boot) -> str | None:
         return f"{len(boot.cases)} cases, {len(done)} finished, {len(boot.windows)} windows"
     if any(w.get("overflow") for w in boot.windows):
         return "the plugin ran out of counter slots"
+    boot.layouts = []
     for case, line in zip(boot.cases, done, strict=True):
         fields = dict(kv.split("=", 1) for kv in line.split()[3:] if "=" in kv)
+        boot.layouts.append({k: int(fields[k], 16) for k in ("hva", "floor", "ceiling")
+                             if k in fields})
         thp_kib = int(fields.get("thp_kib", "-1"))
         want = case.size_mib * 1024 if case.backing == "thp" else 0
         if case.event != "exit" and thp_kib != want:
@@ -217,18 +221,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"validate-kernel: FAILED: {b.kernel.series}/{b.cpu}: {b.error}")
         return 1
 
-    from .model_side import model_counts  # numpy and the model: only once the kernels ran
+    from .model_side import model_counts, model_ram  # numpy and the model: once the kernels ran
 
     results: list[Result] = []
     recorded: dict[str, dict[str, int]] = {}
     host_calls: dict[str, dict[str, int]] = {}
     facts: dict[str, list[str]] = {}
     variants: dict[str, str] = {}
+    layouts: dict[str, dict[str, int]] = {}
     for b in done:
         sy = syms[b.kernel.series]
         facts[f"{b.kernel.series}/{b.cpu}"] = _boot_facts(b.console)
         base: Attributed = attribute(b.windows[0], sy)
-        for case, window in zip(b.cases[1:], b.windows[1:], strict=True):
+        for case, window, layout in zip(b.cases[1:], b.windows[1:], b.layouts[1:], strict=True):
             att = subtract(attribute(window, sy), base)
             recorded[case.name] = {f"{fn}|{nm}": n for (fn, nm), n in sorted(att.items())
                                    if in_scope(fn)}
@@ -236,19 +241,23 @@ def main(argv: list[str] | None = None) -> int:
             vname, ev, ops = model_counts(case, b.kernel.release)
             variants[b.kernel.series] = vname
             results.extend(compare(case.name, ev, ops, att, known.lookup))
+            layouts[case.name] = layout
+            extra = host_side.layout_correction(case.event, model_ram(case), layout)
             results.extend(host_side.compare_host(case.name, case.kernel, ev, host_calls[case.name],
-                                                  known.lookup_host))
+                                                  known.lookup_host, extra))
     elapsed = time.monotonic() - t_start
     _report(results, ks, variants, facts, elapsed, args)
     _write_json(args.record, {
         "about": "Stage-2 path instructions per (function|instruction) that Debian's kernels "
                  "executed under QEMU, per case, after the baseline window (validation/kernel); "
                  "host_calls: entries of host mm functions (host_side.FUNCTIONS) per case, "
-                 "after the baseline window",
+                 "after the baseline window; host_layout: where guest RAM was mapped (hva) and "
+                 "its neighbours (floor, ceiling) before the event",
         "kernels": {k.series: {"package": k.package, "release": k.release, "version": k.version}
                     for k in ks},
         "cases": recorded,
         "host_calls": host_calls,
+        "host_layout": layouts,
     })
     return 0 if all(r.ok for r in results) else 1
 

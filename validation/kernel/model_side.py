@@ -38,6 +38,12 @@ def workload(case: Case) -> Workload:
                     event=EVENTS[case.event], range=case.range_bytes)
 
 
+def model_ram(case: Case) -> tuple[int, int]:
+    """Guest RAM's guest-physical range in the model (its default RAM base, QEMU virt's)."""
+    w = workload(case)
+    return w.ram_base, w.ram_base + w.vm_bytes
+
+
 def model_counts(case: Case, release: str) -> tuple[str, dict[str, int], dict[str, int]]:
     """(variant name, events, operations summed over phases) of one case."""
     variant = variant_for(release)

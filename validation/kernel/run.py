@@ -10,6 +10,7 @@ model, kernel, case is printed); 2 bad usage.  Emulation gives counts, never tim
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import build, cases, known
+from . import build, cases, host_side, known
 from .compare import Result, compare
 from .kernel_counts import Attributed, attribute, in_scope, subtract
 from .symbols import Symbols
@@ -36,6 +37,8 @@ class Boot:
     cpu: str
     cases: list[cases.Case]
     symbols: bool = False
+    funcs: Path | None = None  # the plugin's funcs= file (host functions whose entries it counts)
+    layouts: list[dict[str, int]] = field(default_factory=list)  # per case: hva, floor, ceiling
     console: str = ""
     windows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -54,7 +57,7 @@ def _qemu(boot: Boot, workdir: Path, plugin: Path, busybox: Path, probe: Path) -
         "-cpu", cases.CPUS[boot.cpu][0], "-smp", "1", "-m", "2G", "-nic", "none",
         "-nographic", "-no-reboot", "-kernel", str(boot.kernel.image), "-initrd", str(rd),
         "-append", "console=ttyAMA0 nokaslr panic=-1 quiet",
-        "-plugin", f"{plugin},out={out}",
+        "-plugin", f"{plugin},out={out}" + (f",funcs={boot.funcs}" if boot.funcs else ""),
     ]
     t0 = time.monotonic()
     try:
@@ -84,8 +87,11 @@ def _check(boot: Boot) -> str | None:
         return f"{len(boot.cases)} cases, {len(done)} finished, {len(boot.windows)} windows"
     if any(w.get("overflow") for w in boot.windows):
         return "the plugin ran out of counter slots"
+    boot.layouts = []
     for case, line in zip(boot.cases, done, strict=True):
         fields = dict(kv.split("=", 1) for kv in line.split()[3:] if "=" in kv)
+        boot.layouts.append({k: int(fields[k], 16) for k in ("hva", "floor", "ceiling")
+                             if k in fields})
         thp_kib = int(fields.get("thp_kib", "-1"))
         want = case.size_mib * 1024 if case.backing == "thp" else 0
         if case.event != "exit" and thp_kib != want:
@@ -101,10 +107,11 @@ def _boot_facts(console: str) -> list[str]:
     return [ln[9:].split("] ", 1)[-1] for ln in console.splitlines() if ln.startswith("@@ dmesg ")]
 
 
-def _plan(ks: list[build.Kernel], cpus: list[str], quick: bool) -> list[Boot]:
+def _plan(ks: list[build.Kernel], cpus: list[str], quick: bool, only: str = "*") -> list[Boot]:
     boots = []
     by_series = {k.series: k for k in ks}
-    for case_list in _group(cases.matrix(list(by_series), cpus, quick)):
+    wanted = [c for c in cases.matrix(list(by_series), cpus, quick) if fnmatch.fnmatch(c.name, only)]
+    for case_list in _group(wanted):
         k, c = case_list[0].kernel, case_list[0].cpu
         boots.append(Boot(by_series[k], c, [cases.baseline(k, c), *case_list]))
     # longest first, so two QEMUs finish together
@@ -139,12 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="QEMUs side by side (default 2)")
     ap.add_argument("--kernels", default=",".join(build.SERIES), help="series, comma-separated")
     ap.add_argument("--cpus", default=",".join(cases.CPUS), help="CPU models, comma-separated")
+    ap.add_argument("--only", default="*",
+                    help="only the cases whose name matches this pattern (fnmatch, e.g. "
+                         "'*/munmap*/thp/64M/1slot'); for development")
     ap.add_argument("--results", type=Path, default=BUILD / "results.json",
                     help="where to write every comparison as JSON")
     ap.add_argument("--update-docs", action="store_true",
                     help="write the summary table into docs/validation.md")
     ap.add_argument("--record", type=Path, default=BUILD / "recorded.json",
-                    help="where to write the kernel's counts per case (the Stage-2 path only); "
+                    help="where to write the kernel's counts per case (the Stage-2 path, and host "
+                         "function entries); "
                          "validation/kernel/recorded.json is the committed copy make test checks")
     args = ap.parse_args(argv)
     ks_wanted = [k for k in args.kernels.split(",") if k]
@@ -196,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     for k in ks:
         syms[k.series] = Symbols((BUILD / "symbols" / f"{k.release}.txt").read_text(), k.image.read_bytes())
 
-    boots = _plan(ks, cpus, args.quick)
+    boots = _plan(ks, cpus, args.quick, args.only)
+    funcs = {k.series: host_side.write_functions(BUILD / "funcs" / f"{k.release}.txt", syms[k.series])
+             for k in ks}
+    for b in boots:
+        b.funcs = funcs[b.kernel.series]
     n_cases = sum(len(b.cases) - 1 for b in boots)
     print(f"validate-kernel: {n_cases} cases in {len(boots)} boots, {args.jobs} QEMUs side by side")
     done = run_all(boots, "boot-")
@@ -206,37 +221,48 @@ def main(argv: list[str] | None = None) -> int:
             print(f"validate-kernel: FAILED: {b.kernel.series}/{b.cpu}: {b.error}")
         return 1
 
-    from .model_side import model_counts  # numpy and the model: only once the kernels ran
+    from .model_side import model_counts, model_ram  # numpy and the model: once the kernels ran
 
     results: list[Result] = []
     recorded: dict[str, dict[str, int]] = {}
+    host_calls: dict[str, dict[str, int]] = {}
     facts: dict[str, list[str]] = {}
     variants: dict[str, str] = {}
+    layouts: dict[str, dict[str, int]] = {}
     for b in done:
         sy = syms[b.kernel.series]
         facts[f"{b.kernel.series}/{b.cpu}"] = _boot_facts(b.console)
         base: Attributed = attribute(b.windows[0], sy)
-        for case, window in zip(b.cases[1:], b.windows[1:], strict=True):
+        for case, window, layout in zip(b.cases[1:], b.windows[1:], b.layouts[1:], strict=True):
             att = subtract(attribute(window, sy), base)
             recorded[case.name] = {f"{fn}|{nm}": n for (fn, nm), n in sorted(att.items())
                                    if in_scope(fn)}
+            host_calls[case.name] = host_side.calls(window, b.windows[0])
             vname, ev, ops = model_counts(case, b.kernel.release)
             variants[b.kernel.series] = vname
             results.extend(compare(case.name, ev, ops, att, known.lookup))
+            layouts[case.name] = layout
+            extra = host_side.layout_correction(case.event, model_ram(case), layout)
+            results.extend(host_side.compare_host(case.name, case.kernel, ev, host_calls[case.name],
+                                                  known.lookup_host, extra))
     elapsed = time.monotonic() - t_start
     _report(results, ks, variants, facts, elapsed, args)
     _write_json(args.record, {
         "about": "Stage-2 path instructions per (function|instruction) that Debian's kernels "
-                 "executed under QEMU, per case, after the baseline window (validation/kernel)",
+                 "executed under QEMU, per case, after the baseline window (validation/kernel); "
+                 "host_calls: entries of host mm functions (host_side.FUNCTIONS) per case, "
+                 "after the baseline window; host_layout: where guest RAM was mapped (hva) and "
+                 "its neighbours (floor, ceiling) before the event",
         "kernels": {k.series: {"package": k.package, "release": k.release, "version": k.version}
                     for k in ks},
         "cases": recorded,
+        "host_calls": host_calls,
+        "host_layout": layouts,
     })
     return 0 if all(r.ok for r in results) else 1
 
 
-def _report(results: list[Result], ks: list[build.Kernel], variants: dict[str, str],
-            facts: dict[str, list[str]], elapsed: float, args: argparse.Namespace) -> None:
+def _summary(results: list[Result], ks: list[build.Kernel], variants: dict[str, str]) -> str:
     per: dict[tuple[str, str], Counter[str]] = {}
     for r in results:
         k, c = r.case.split("/")[:2]
@@ -251,11 +277,39 @@ def _report(results: list[Result], ks: list[build.Kernel], variants: dict[str, s
              c, variants.get(s, "?"), str(case_names[f"{s}/{c}"]), str(v["rows"]), str(v["equal"]),
              str(v["known"]), str(v["mismatch"])]
             for (s, c), v in sorted(per.items())]
-    summary = _table(rows, ["kernel", "cpu", "variant", "cases", "counts", "equal", "known", "mismatch"])
+    return _table(rows, ["kernel", "cpu", "variant", "cases", "counts", "equal", "known", "mismatch"])
+
+
+def _host_rows(results: list[Result]) -> str:
+    """Per host row and kernel series: cases, equal, known, mismatch (docs/validation.md)."""
+    per: dict[tuple[str, str], Counter[str]] = {}
+    for r in results:
+        cnt = per.setdefault((r.op, r.case.split("/")[0]), Counter())
+        cnt["cases"] += 1
+        cnt["equal"] += r.equal
+        cnt["known"] += (not r.equal) and r.ok
+        cnt["mismatch"] += not r.ok
+    order = {op: i for i, op in enumerate(dict.fromkeys(r.op for r in host_side.ROWS))}
+    rows = [[op, s, str(v["cases"]), str(v["equal"]), str(v["known"]), str(v["mismatch"])]
+            for (op, s), v in sorted(per.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1]))]
+    return _table(rows, ["host count (function entries)", "kernel", "cases", "equal", "known",
+                         "mismatch"])
+
+
+def _report(results: list[Result], ks: list[build.Kernel], variants: dict[str, str],
+            facts: dict[str, list[str]], elapsed: float, args: argparse.Namespace) -> None:
+    stage2 = [r for r in results if r.kind != "host"]
+    host = [r for r in results if r.kind == "host"]
+    summary = _summary(stage2, ks, variants)
+    host_summary = _host_rows(host) if host else ""
     print()
     print(summary)
+    if host_summary:
+        print()
+        print(host_summary)
     if args.update_docs:
-        _update_docs(summary, sum(not r.ok for r in results), elapsed, args.quick)
+        _update_docs(summary, host_summary, len(stage2), len(host),
+                     sum(not r.ok for r in results), elapsed, args.quick)
     bad = [r for r in results if not r.ok]
     if bad:
         print(f"\nvalidate-kernel: FAILED: {len(bad)} count(s) differ from the kernel")
@@ -265,8 +319,9 @@ def _report(results: list[Result], ks: list[build.Kernel], variants: dict[str, s
             print(f"... and {len(bad) - 60} more (all in {args.results})")
     else:
         n_known = sum(1 for r in results if not r.equal)
-        print(f"\nvalidate-kernel: OK: {len(results)} counts over {len({r.case for r in results})} cases "
-              f"equal the kernel's ({n_known} in the known-difference list), {elapsed:.0f} s")
+        print(f"\nvalidate-kernel: OK: {len(results)} counts ({len(stage2)} Stage-2, {len(host)} "
+              f"host side) over {len({r.case for r in results})} cases equal the kernel's "
+              f"({n_known} in the known-difference list), {elapsed:.0f} s")
     doc = {
         "kernels": {k.series: {"package": k.package, "release": k.release, "version": k.version}
                     for k in ks},
@@ -279,7 +334,8 @@ def _report(results: list[Result], ks: list[build.Kernel], variants: dict[str, s
     _write_json(args.results, doc)
 
 
-def _update_docs(summary: str, mismatches: int, elapsed: float, quick: bool) -> None:
+def _update_docs(summary: str, host_summary: str, n_stage2: int, n_host: int, mismatches: int,
+                 elapsed: float, quick: bool) -> None:
     """Replace the results block of docs/validation.md (written whole or not at all)."""
     doc = build.REPO / "docs" / "validation.md"
     text = doc.read_text()
@@ -290,7 +346,11 @@ def _update_docs(summary: str, mismatches: int, elapsed: float, quick: bool) -> 
     _, tail = rest.split(end, 1)
     what = "quick subset" if quick else "whole matrix"
     block = (f"{start}\nLast run ({what}, `make validate-kernel`, {elapsed:.0f} s on 2 cores, "
-             f"{mismatches} mismatch(es)):\n\n{summary}\n{end}")
+             f"{mismatches} mismatch(es); {n_stage2} Stage-2 counts, {n_host} host-side "
+             f"counts):\n\n{summary}\n")
+    if host_summary:
+        block += f"\nHost side, per count and kernel (cases over every CPU):\n\n{host_summary}\n"
+    block += end
     tmp = doc.with_suffix(".tmp")
     tmp.write_text(head + block + tail)
     tmp.replace(doc)

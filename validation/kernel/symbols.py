@@ -43,6 +43,11 @@ class Symbols:
         self.addrs = [a for a, _ in pairs]
         self.names = [n for _, n in pairs]
         by_name = {n: a for a, n in pairs}
+        seen: dict[str, int] = {}
+        for _, n in pairs:
+            seen[n] = seen.get(n, 0) + 1
+        # a name given to one function only (static functions of several files share names)
+        self.unique = {n: a for a, n in pairs if seen[n] == 1}
         if "_stext" not in by_name:
             raise ValueError("kallsyms: no _stext symbol")
         # the Image starts at _text, which kallsyms may not list; found by `calibrate_text`
@@ -51,6 +56,11 @@ class Symbols:
         self.hyp_lo = by_name.get("__hyp_text_start", 0)
         self.hyp_hi = by_name.get("__hyp_text_end", 0)
         self.image = image
+
+    def entry(self, name: str) -> int | None:
+        """The entry address of function ``name``, if the kernel has exactly one of that name
+        (an inlined function has none; a name several static functions share is ambiguous)."""
+        return self.unique.get(name)
 
     def function(self, kva: int) -> str:
         i = bisect.bisect_right(self.addrs, kva) - 1

@@ -71,6 +71,36 @@ static void set_reg(int vcpu, uint64_t id, uint64_t value)
     }
 }
 
+/*
+ * The neighbours of [lo, hi) in this process's address space, from /proc/self/maps: the end of
+ * the mapping below (0 if none) and the start of the one above (0 if none).  A munmap frees the
+ * page-table pages between them (free_pgtables' floor and ceiling).
+ */
+static void neighbours(unsigned long lo, unsigned long hi, unsigned long *floor,
+                       unsigned long *ceiling)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    *floor = 0;
+    *ceiling = 0;
+    if (!f) {
+        return;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long s, e;
+        if (sscanf(line, "%lx-%lx", &s, &e) != 2) {
+            continue;
+        }
+        if (e <= lo && e > *floor) {
+            *floor = e;
+        }
+        if (s >= hi && (*ceiling == 0 || s < *ceiling)) {
+            *ceiling = s;
+        }
+    }
+    fclose(f);
+}
+
 static long anon_huge_kib(void)
 {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -204,6 +234,9 @@ int main(int argc, char **argv)
         _exit(0);
     }
     int rc = 0;
+    unsigned long floor = 0, ceiling = 0;
+    neighbours((unsigned long)(uintptr_t)mem, (unsigned long)(uintptr_t)(mem + size), &floor,
+               &ceiling);
     if (!strcmp(event, "munmap")) {
         MARK_START();
         rc = munmap(mem, size);
@@ -232,6 +265,9 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fail(event);
     }
-    printf("s2probe: %s ok event=%s size=%lu thp_kib=%ld\n", case_name, event, size, huge_kib);
+    /* where the host mapped guest RAM (ASLR) and its neighbours before the event: which
+     * page-table pages a munmap frees depends on them */
+    printf("s2probe: %s ok event=%s size=%lu thp_kib=%ld hva=0x%lx floor=0x%lx ceiling=0x%lx\n",
+           case_name, event, size, huge_kib, (unsigned long)(uintptr_t)mem, floor, ceiling);
     return 0;
 }

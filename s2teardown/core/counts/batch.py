@@ -53,6 +53,9 @@ class Batch:
     host_kind: tuple[str, ...] = ()  # (H,)
     host_lo: I64 | None = None  # (S, H)
     host_hi: I64 | None = None  # (S, H)
+    # the shadow Stage-2s of a nested guest (core/el2.py), each a batch of its own over the same
+    # scenarios: one invocation per canonical invocation that reaches kvm_nested_s2_unmap or exit
+    shadows: tuple[Batch, ...] = ()
 
     @property
     def size(self) -> int:
@@ -137,4 +140,5 @@ def slice_batch(b: Batch, lo: int, hi: int) -> Batch:
         host_kind=b.host_kind,
         host_lo=None if b.host_lo is None else b.host_lo[lo:hi],
         host_hi=None if b.host_hi is None else b.host_hi[lo:hi],
+        shadows=tuple(slice_batch(x, lo, hi) for x in b.shadows),
     )

@@ -21,14 +21,13 @@ scenario (for the walker and for display) is read back from the batch.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from s2teardown.core.counts import Batch
+from s2teardown.core.counts import Batch, whole_ipa_batch
 from s2teardown.core.el2 import KVM_MODES, PKVM_KINDS, SHADOW_KINDS
 from s2teardown.core.geometry import MAX_IPA_BITS, Geometry, auto_ipa_bits
 from s2teardown.core.host import EXIT_MMAP, MADV_DONTNEED, MUNMAP, OOM_REAP, HostOp
@@ -226,26 +225,7 @@ def shadow_batch(g: Geometry, size: I64, leaves: tuple[int, ...], share_pct: F64
     base = uniform_batch_arrays(g, vm_bytes=size, mapped=np.ones(n_s), leaves=leaves,
                                 share_pct=share_pct, device_fraction=np.zeros(n_s), memslots=1,
                                 ram_base=ram_base, event="exit")
-    zero = np.zeros(n_s, dtype=np.int64)
-    ipa = np.full(n_s, g.ipa_size, dtype=np.int64)
-    present = [np.asarray(c[1], dtype=bool) for c in calls]
-    return dataclasses.replace(
-        base,
-        n_memslots=zero,  # the shadow's walk is one range, no memslot iterated
-        inv_kind=tuple(c[0] for c in calls),
-        inv_blockable=tuple(c[2] for c in calls),
-        inv_present=np.stack(present, axis=1) if calls else np.zeros((n_s, 0), dtype=bool),
-        inv_lo=np.zeros((n_s, len(calls)), dtype=np.int64),
-        inv_hi=np.stack([ipa] * len(calls), axis=1) if calls else np.zeros((n_s, 0), dtype=np.int64),
-        pass_lo=np.stack([zero] * len(calls), axis=1) if calls else np.zeros((n_s, 0), dtype=np.int64),
-        pass_hi=np.stack([np.where(p, ipa, 0) for p in present], axis=1) if calls
-        else np.zeros((n_s, 0), dtype=np.int64),
-        pass_inv=tuple(range(len(calls))),
-        pass_slot=(-1,) * len(calls),
-        host_kind=(),
-        host_lo=np.zeros((n_s, 0), dtype=np.int64),
-        host_hi=np.zeros((n_s, 0), dtype=np.int64),
-    )
+    return whole_ipa_batch(base, calls)
 
 
 def uniform_batch_arrays(

@@ -98,6 +98,23 @@ def el2_header(w: Workload, extra: dict[str, str]) -> str:
     return out
 
 
+def el2_path_text(path: str, w: Workload) -> str:
+    """The kernel path of the header, with the EL2 path the workload takes (docs/model.md §15)."""
+    if w.kvm_mode == "protected":
+        tree = ("KVM_PGT_FN -> pkvm_pgtable_stage2_destroy_range: __pkvm_start_teardown_vm (7.1+), per "
+                "page HVC __pkvm_reclaim_dying_guest_page (hyp_poison_page) + unpin, account_locked_vm, "
+                "kfree" if w.protected_vm else
+                "KVM_PGT_FN -> pkvm_pgtable_stage2_{destroy,unmap}: per page HVC __pkvm_host_unshare_guest "
+                "+ kfree")
+        return (f"{path}; pKVM (6.14+): {tree}; notifier unmaps ignored for a protected VM; "
+                "kvm_arch_destroy_vm -> pkvm_destroy_hyp_vm -> __pkvm_finalize_teardown_vm")
+    if w.shadow_mmus:
+        return (f"{path}; nested: kvm_arch_flush_shadow_all frees every nested_mmus[i] "
+                "(kvm_free_stage2_pgd); each notifier unmap -> kvm_nested_s2_unmap: the whole IPA range of "
+                "every shadow, then kvm_invalidate_vncr_ipa (6.16+)")
+    return path
+
+
 @functools.lru_cache(maxsize=1)
 def _bundled_variants() -> dict[str, Variant]:
     from s2teardown.inputs.variants import load_variants
@@ -386,6 +403,8 @@ def estimate(
     setting (a protected VM before 7.1) are left out with a warning (docs/model.md §15.1).
     Raises ValueError for a workload that cannot be laid out (the CLI maps it to exit 2).
     """
+    from s2teardown.inputs.variants import parse_version
+
     workload.check()
     assumptions = []
     el2_warnings: list[str] = []
@@ -399,7 +418,9 @@ def estimate(
             assumptions.append("longest stretches and lock-hold warnings: not modelled on the pKVM "
                                "and nested paths (docs/model.md §15.6)")
         for name, rel in (releases or {}).items():
-            if name in [v.name for v in variants]:
+            own = next((parse_version(variant_kernel(v, variants) or "") for v in variants
+                        if v.name == name), None)
+            if own is not None and tuple(own[:2]) != tuple(rel[:2]):
                 assumptions.append(f"{name} stands for kernel {'.'.join(map(str, rel))} (--kernel): "
                                    "its EL2 paths follow that release")
     if default_backing:
@@ -408,7 +429,8 @@ def estimate(
         )
     return _estimate_batch(
         machine, variants, uniform_batch([workload]), workload.geometry(), workload.placement,
-        kinds=user_path(workload.event).kinds, path=user_path(workload.event).kernel, size=workload.vm_bytes,
+        kinds=user_path(workload.event).kinds, path=el2_path_text(user_path(workload.event).kernel, workload),
+        size=workload.vm_bytes,
         workload=workload, scenario=None, baseline=baseline, with_segments=with_segments,
         assumptions=assumptions, preempt=preempt, watchdog_thresh_s=watchdog_thresh_s,
         rcu_stall_timeout_s=rcu_stall_timeout_s, paths=paths, kvm_mode=mode if paths is not None else None, warnings_in=el2_warnings,

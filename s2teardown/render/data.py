@@ -149,6 +149,10 @@ def _workload(e: Estimate) -> dict[str, Any]:
         "ram_base_bytes": w.ram_base,
         "event": w.event,
         "range": None if w.range is None else {"offset_bytes": w.range[0], "size_bytes": w.range[1]},
+        # the EL2 paths (docs/model.md §15): kvm-arm.mode in force, a protected VM, shadow MMUs' bytes
+        "kvm_mode": e.extra.get("kvm_mode", w.kvm_mode),
+        "protected_vm": w.protected_vm,
+        "shadow_mmus": list(w.shadow_mmus),
         **common,
     }
 

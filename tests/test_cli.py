@@ -56,7 +56,7 @@ def test_estimate_csv_and_markdown(capsys) -> None:
     rows = out.strip().splitlines()
     assert rows[0] == ("machine,event,vm_bytes,backing,memslots,granule_bytes,ipa_bits,variant,phase,"
                        "time_ns,share,assumed,note,what_if")
-    assert len(rows) == 1 + 2 * 20  # 16 phases + 4 totals (Stage-2, host, end to end, wall), per variant
+    assert len(rows) == 1 + 2 * 16  # 12 phases + 4 totals (Stage-2, host, end to end, wall), per variant
     assert rows[1].startswith("emag,exit,1073741824,2M,1,4096,40,v5.5,notifier,")
     code, out, _ = run(capsys, "estimate", "--vm", "1G", "--machine", "emag", "--format", "markdown")
     assert code == 0 and "| phase |" in out and "**Stage-2 total**" in out

@@ -24,6 +24,7 @@ from s2teardown.core.el2 import HOST_MANAGED, El2Path
 from s2teardown.core.instructions import DEFAULT_FRAME, Features, Frame, expansion
 from s2teardown.core.prices import Prices
 from s2teardown.core.vocabulary import (
+    EL2_PHASES,
     HOST_PHASES,
     OP_INDEX,
     OPS,
@@ -67,6 +68,14 @@ def end_to_end_total(time_ns: F64) -> F64:
 def wall_total(time_ns: F64) -> F64:
     """Wall time: the end-to-end CPU time plus what the teardown waits for (SRCU)."""
     return end_to_end_total(time_ns) + time_ns[..., _WAIT].sum(axis=-1)  # type: ignore[no-any-return]
+
+
+def shown_phases(time_ns: F64) -> tuple[str, ...]:
+    """The phases a view lists for phase times ``[..., PHASES]``: every phase, but the EL2 ones
+    (pKVM, docs/model.md §15) only where some time is spent in them."""
+    t = np.asarray(time_ns).reshape(-1, len(PHASES))
+    return tuple(p for p in PHASES
+                 if p not in EL2_PHASES or bool(t[:, PHASE_INDEX[p]].any()))
 
 
 def ratio(base: F64, x: F64) -> F64:
@@ -312,4 +321,4 @@ def evaluate(
     )
 
 
-__all__ = ["Breakdown", "MachineInputs", "VariantSpec", "evaluate", "weights", "PHASES"]
+__all__ = ["Breakdown", "MachineInputs", "VariantSpec", "evaluate", "shown_phases", "weights", "PHASES"]

@@ -42,6 +42,8 @@ PHASES: Final[tuple[str, ...]] = (
 
 #: The host's own work on the guest's memory (core/host.py): outside Stage-2.
 HOST_PHASES: Final[tuple[str, ...]] = ("host_zap", "host_free")
+#: The EL2 paths' own phases (pKVM, core/el2.py): zero unless a workload runs under pKVM.
+EL2_PHASES: Final[tuple[str, ...]] = ("el2_reclaim", "poison", "pkvm_host", "el2_finalize")
 #: Time the teardown waits without spending CPU: part of the wall time, of no CPU total.
 WAIT_PHASES: Final[tuple[str, ...]] = ("wait",)
 #: Phases that are part of Stage-2 work (the host side and the waits are reported separately).

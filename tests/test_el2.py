@@ -3,6 +3,7 @@ oracle (oracle/el2.py) against the vectorised counts, the kernel-version gates a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -192,8 +193,8 @@ def test_nested_counts_equal_oracle(data: st.DataObject) -> None:
     calls = [(inv.kind, np.ones(1, dtype=bool), inv.blockable) for inv in event
              if inv.kind in (UNMAP, CLEAR, MEMSLOT, TEARDOWN)]
     b = batch_from_layout(lay, event)
-    b = type(b)(**{**b.__dict__, "shadows": tuple(
-        whole_ipa_batch(batch_from_layout(s, ()), calls) for s in shadows)})
+    b = dataclasses.replace(b, shadows=tuple(whole_ipa_batch(batch_from_layout(s, ()), calls)
+                                             for s in shadows))
     c = count(b, [behs], fwb=fwb, cache_line=64, tlbi_range=tlbi_range,
               paths=[El2Path(nested=True, vncr=vncr)])
     got = {e: int(v) for e, v in zip(EVENTS, c.events[0, 0], strict=True)}
@@ -258,3 +259,11 @@ def test_cli_bad_el2_flags() -> None:
         r = _cli("estimate", "--vm", "1G", "--machine", "d05", *args)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_evaluate_workloads_refuses_el2_workloads() -> None:
+    from s2teardown.api import evaluate_workloads, load_machine, load_variants
+
+    w = Workload(vm_bytes=G, kvm_mode="protected", protected_vm=True)
+    with pytest.raises(ValueError, match="kvm-mode"):
+        evaluate_workloads(load_machine("pixel6"), load_variants().variants[-1:], [w])

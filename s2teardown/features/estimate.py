@@ -570,6 +570,9 @@ def evaluate_workloads(
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, w in enumerate(workloads):
         w.check()
+        if w.kvm_mode is not None or w.protected_vm or w.shadow_mmus:
+            raise ValueError("kvm-mode: expected workloads of the host-managed path here (the pKVM and "
+                             "nested paths are estimated one workload at a time: estimate())")
         key = (w.geometry(), w.memslots, tuple(sorted(leaf for leaf, _ in w.backing)), w.event, w.placement)
         groups.setdefault(key, []).append(i)
     parts: list[tuple[list[int], Breakdown]] = []

@@ -243,9 +243,11 @@ def event_ops(f: Features, fr: Frame = DEFAULT_FRAME) -> dict[str, dict[str, int
         "el2_entry_visit": {"entry_visit": 1},
         "el2_entry_clear": {"entry_clear": 1},
         "el2_tlb_flush_vmid_ipa": _without_hvc(tlb_ipa),
-        # hyp_fixmap_map / hyp_fixmap_unmap: a fixmap PTE written twice, then dsb ishst, a local
-        # TLBI (priced within the dsb), dsb nsh (priced as dsb ish), isb; the clean's dsb sy
-        "poison_page": {"entry_clear": 2, "dsb_ishst": 1, "dsb_ish": 1, "isb": 1, "dsb_sy": 1},
+        # hyp_fixmap_map / hyp_fixmap_unmap: a fixmap PTE written twice, then dsb ishst, one
+        # `tlbi vale2is` (measured: one per poisoned page, 7.2 under QEMU, docs/model.md §15.5),
+        # its dsb, isb; the clean's dsb sy
+        "poison_page": {"entry_clear": 2, "dsb_ishst": 1, "tlbi_is": 1, "dsb_ish": 1, "isb": 1,
+                        "dsb_sy": 1},
         "poison_line_zero": {"line_zero": 1},
         "poison_line_clean": {"dc_civac_line": 1},
         # unpin_user_pages_dirty_lock: the folio marked dirty (a flag write) and its pin dropped

@@ -38,7 +38,7 @@ def test_estimate_json_is_machine_readable(capsys) -> None:
     code, out, _ = run(capsys, "estimate", "--vm", "64G", "--machine", "d05", "--format", "json")
     assert code == 0
     doc = json.loads(out)
-    assert doc["format_version"] == 1 and doc["model_version"] == 6
+    assert doc["format_version"] == 1 and doc["model_version"] == 7
     assert len(doc["inputs"]["machine"]["sha256"]) == 64
     assert doc["workload"]["vm_bytes"] == 68_719_476_736
     v55 = next(v for v in doc["variants"] if v["name"] == "v5.5")

@@ -17,7 +17,7 @@ from s2teardown import cli
 from s2teardown.cli.sweep import progress_wanted
 from s2teardown.core.vocabulary import PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.features.compare import Comparison
-from s2teardown.features.sweep import MAX_ROWS, parse_sizes, run_sweep, sweep_rows
+from s2teardown.features.sweep import MAX_ROWS, SWEEP_PHASES, parse_sizes, run_sweep, sweep_rows
 from s2teardown.inputs.units import backing_label, short_size
 
 G = 1 << 30
@@ -123,7 +123,7 @@ def test_csv_long_form_row_count_and_values(capsys) -> None:
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[0] == ["machine", "vm_bytes", "backing", "event", "variant", "phase", "time_ns"]
     # 2 machines × 3 sizes × 2 backings × 2 events × 2 variants × 12 phases
-    assert len(rows) - 1 == 2 * 3 * 2 * 2 * 2 * len(PHASES) == 576
+    assert len(rows) - 1 == 2 * 3 * 2 * 2 * 2 * len(SWEEP_PHASES) == 576
     assert {r[1] for r in rows[1:]} == {str(G), str(2 * G), str(4 * G)}
     assert {r[2] for r in rows[1:]} == {"4K", "2M"} and {r[0] for r in rows[1:]} == {"d05", "emag"}
     # one point, against `estimate`
@@ -136,7 +136,7 @@ def test_csv_long_form_row_count_and_values(capsys) -> None:
         and r[3] == "munmap"
         and r[4] == "P5"
     ]
-    assert [r[5] for r in pick] == list(PHASES)
+    assert [r[5] for r in pick] == list(SWEEP_PHASES)
     code, out, _ = run(
         capsys,
         "estimate",

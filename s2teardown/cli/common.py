@@ -178,6 +178,14 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--rcu-stall-timeout", default=21, show_default=True, type=int, metavar="SECONDS",
                      help="rcupdate.rcu_cpu_stall_timeout (CONFIG_RCU_CPU_STALL_TIMEOUT), 3..300 s: "
                      "RCU CPU stalls are reported past it."),
+        click.option("--kvm-mode", type=click.Choice(["nvhe", "vhe", "protected"]), default=None,
+                     help="kvm-arm.mode: nvhe, vhe, or protected (pKVM) (default: vhe where the "
+                     "machine has VHE, else nvhe). docs/model.md §15."),
+        click.option("--protected-vm", is_flag=True,
+                     help="The guest is a protected VM (needs --kvm-mode protected; Linux 7.1+)."),
+        click.option("--shadow-mmus", default=None, metavar="N|N:SIZE|SIZE,...",
+                     help="Shadow Stage-2 MMUs of a nested guest: N of guest RAM's size each, N of SIZE, "
+                     "or one per SIZE (e.g. 2:512M, 1G,256M)."),
         SET_OPTION,
         click.option("--baseline", default=None, metavar="NAME",
                      help="Variant speedups are relative to (default: the first)."),
@@ -192,14 +200,20 @@ def build_estimate(
     event: str, range_: str | None, backing: str | None, mapped: float, device: float, memslots: int,
     ipa_bits: str, granule: str, ram_base: str, placement: str | None, preempt: str,
     watchdog_thresh: float, baseline: str | None, sets: Sequence[str] = (),
-    rcu_stall_timeout: int = 21,
+    rcu_stall_timeout: int = 21, kvm_mode: str | None = None, protected_vm: bool = False,
+    shadow_mmus: str | None = None,
 ) -> Any:
     """Parse and check the input options, then run the estimate (exit 2 on any bad input)."""
     from s2teardown.core.detectors import RCU_STALL_TIMEOUT_RANGE_S
     from s2teardown.core.prices import Placement
     from s2teardown.features.estimate import estimate as run
     from s2teardown.inputs.machine import apply_sets, load_machine
-    from s2teardown.inputs.units import parse_backing_kinds, parse_range, parse_size
+    from s2teardown.inputs.units import (
+        parse_backing_kinds,
+        parse_range,
+        parse_shadow_mmus,
+        parse_size,
+    )
     from s2teardown.inputs.variants import load_variants
     from s2teardown.inputs.workload import Workload
 
@@ -209,7 +223,8 @@ def build_estimate(
     if scenario is not None:
         ctx = click.get_current_context()
         clash = [f"--{n.replace('_', '-')}" for n in ("event", "range_", "backing", "mapped", "device",
-                                                      "memslots", "ipa_bits", "granule", "ram_base")
+                                                      "memslots", "ipa_bits", "granule", "ram_base",
+                                                      "kvm_mode", "protected_vm", "shadow_mmus")
                  if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
         if clash:
             raise UserError(clash[0].replace("range-", "range"), None, None,
@@ -260,9 +275,11 @@ def build_estimate(
     names = [n.strip() for item in variants for n in item.split(",") if n.strip()]
     chosen = vs.select(names) if names or not kernels else []
     kernel_warnings: list[str] = []
+    releases: dict[str, tuple[int, ...]] = {}  # the version each --kernel's row stands for
     for k in kernels:
         match = vs.match_kernel(k)
         kernel_warnings.extend(w for w in match.warnings if w not in kernel_warnings)
+        releases[match.variant.name] = max(releases.get(match.variant.name, ()), match.version.release)
         if match.variant not in chosen:
             chosen.append(match.variant)
     if baseline is not None:
@@ -281,12 +298,16 @@ def build_estimate(
         return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings),
                                    assumptions=(*what_if_note(m), *est.assumptions))
     gran = GRANULE_BYTES[granule]
+    shadows = parse_flag("--shadow-mmus", lambda t: parse_shadow_mmus(t, vm_bytes), shadow_mmus) \
+        if shadow_mmus is not None else ()
     w = Workload(vm_bytes=vm_bytes, backing=back, mapped=mapped, device_fraction=device,
                  memslots=memslots, ipa_bits=bits, granule=gran, ram_base=base_b, event=event,
-                 range=rng, placement=pl, hugetlb=hugetlb)
+                 range=rng, placement=pl, hugetlb=hugetlb, kvm_mode=kvm_mode, protected_vm=protected_vm,
+                 shadow_mmus=shadows)
     try:
         est = run(m, chosen, w, baseline=baseline, default_backing=backing is None, preempt=preempt,
-                  watchdog_thresh_s=watchdog_thresh, rcu_stall_timeout_s=float(rcu_stall_timeout))
+                  watchdog_thresh_s=watchdog_thresh, rcu_stall_timeout_s=float(rcu_stall_timeout),
+                  releases=releases)
         return dataclasses.replace(est, warnings=(*kernel_warnings, *est.warnings),
                                    assumptions=(*what_if_note(m), *est.assumptions))
     except ValueError as exc:
@@ -294,7 +315,8 @@ def build_estimate(
         flag, _, rest = msg.partition(": ")
         given = {"vm": vm, "range": range_, "memslots": str(memslots), "backing": backing,
                  "ram-base": ram_base, "mapped": str(mapped), "device": str(device), "event": event,
-                 "placement": placement}
+                 "placement": placement, "kvm-mode": kvm_mode, "shadow-mmus": shadow_mmus,
+                 "protected-vm": "--protected-vm" if protected_vm else None}
         if not rest:
             flag, rest = "vm", msg
         got = given.get(flag) or ""

@@ -145,6 +145,7 @@ def _table(cmp: Any, header: str, warnings: list[str], output: str | None) -> No
     from rich.table import Table
     from rich.text import Text
 
+    from s2teardown.core.model import shown_phases
     from s2teardown.core.vocabulary import PHASES
     from s2teardown.inputs.units import format_ns
 
@@ -152,8 +153,9 @@ def _table(cmp: Any, header: str, warnings: list[str], output: str | None) -> No
     t.add_column("phase", no_wrap=True)
     for label in cmp.labels:
         t.add_column(label, justify="right", no_wrap=True)
+    shown = shown_phases(cmp.time_ns)
     for i, phase in enumerate(PHASES):
-        if phase == "host_free":
+        if phase == "host_free" or phase not in shown:
             continue
         t.add_row(
             phase,
@@ -183,6 +185,7 @@ def _table(cmp: Any, header: str, warnings: list[str], output: str | None) -> No
 
 
 def _markdown(cmp: Any, header: str, warnings: list[str]) -> str:
+    from s2teardown.core.model import shown_phases
     from s2teardown.core.vocabulary import PHASES
     from s2teardown.inputs.units import format_ns
 
@@ -193,8 +196,9 @@ def _markdown(cmp: Any, header: str, warnings: list[str]) -> str:
         "| phase | " + " | ".join(cmp.labels) + " |",
         "|---|" + "---:|" * len(cmp.labels),
     ]
+    shown = shown_phases(cmp.time_ns)
     for i, phase in enumerate(PHASES):
-        if phase != "host_free":
+        if phase != "host_free" and phase in shown:
             lines.append(
                 f"| {phase} | " + " | ".join(format_ns(float(x)) for x in cmp.time_ns[:, i]) + " |"
             )

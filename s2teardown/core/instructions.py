@@ -65,6 +65,23 @@ EVENT_PHASE: dict[str, str] = {
     "host_tlb_flush_range": "host_zap",
     "host_tlbi_va": "host_zap",
     "host_tlbi_range": "host_zap",
+    # pKVM and nested virtualisation (core/el2.py, docs/model.md §15)
+    "pkvm_unshare_call": "el2_reclaim",
+    "pkvm_start_teardown": "el2_reclaim",
+    "pkvm_reclaim_call": "el2_reclaim",
+    "el2_entry_visit": "el2_reclaim",
+    "el2_entry_clear": "el2_reclaim",
+    "el2_tlb_flush_vmid_ipa": "el2_reclaim",
+    "poison_page": "poison",
+    "poison_line_zero": "poison",
+    "poison_line_clean": "poison",
+    "pkvm_page_unpin": "pkvm_host",
+    "pkvm_account": "pkvm_host",
+    "pkvm_mapping_free": "pkvm_host",
+    "pkvm_finalize_call": "el2_finalize",
+    "el2_flush_vmid": "el2_finalize",
+    "hyp_memcache_free": "el2_finalize",
+    "vncr_invalidate": "notifier",
 }
 
 
@@ -183,6 +200,11 @@ def _merge(*parts: dict[str, int]) -> dict[str, int]:
     return out
 
 
+def _without_hvc(ops: dict[str, int]) -> dict[str, int]:
+    """A hyp-call frame as run from inside a hypercall at EL2: the same, less its HVC."""
+    return {k: v for k, v in ops.items() if k != "hvc"}
+
+
 def event_ops(f: Features, fr: Frame = DEFAULT_FRAME) -> dict[str, dict[str, int]]:
     """For each event, the operations one occurrence executes under one kernel frame."""
     tlb_ipa = _merge(_hyp_call(f, fr), _tlbi("tlbi_is", 2, f), _sync(f, fr))
@@ -225,6 +247,29 @@ def event_ops(f: Features, fr: Frame = DEFAULT_FRAME) -> dict[str, dict[str, int
         "host_tlb_flush_range": {"dsb_ishst": 1, "dsb_ish": 1},
         "host_tlbi_va": {"tlbi_is": 2, "dsb_ish": 1} if f.tlbi_repeat else {"tlbi_is": 1},
         "host_tlbi_range": {"tlbi_range": 2, "dsb_ish": 1} if f.tlbi_repeat else {"tlbi_range": 1},
+        # pKVM (docs/model.md §15.3): a hypercall is one HVC round trip; the TLB maintenance it
+        # runs at EL2 is the hyp-call frame without its HVC (already at EL2)
+        "pkvm_unshare_call": {"hvc": 1},
+        "pkvm_start_teardown": {"hvc": 1},
+        "pkvm_reclaim_call": {"hvc": 1},
+        "el2_entry_visit": {"entry_visit": 1},
+        "el2_entry_clear": {"entry_clear": 1},
+        "el2_tlb_flush_vmid_ipa": _without_hvc(tlb_ipa),
+        # hyp_fixmap_map / hyp_fixmap_unmap: a fixmap PTE written twice, then dsb ishst, one
+        # `tlbi vale2is` (measured: one per poisoned page, 7.2 under QEMU, docs/model.md §15.5),
+        # its dsb, isb; the clean's dsb sy
+        "poison_page": {"entry_clear": 2, "dsb_ishst": 1, "tlbi_is": 1, "dsb_ish": 1, "isb": 1,
+                        "dsb_sy": 1},
+        "poison_line_zero": {"line_zero": 1},
+        "poison_line_clean": {"dc_civac_line": 1},
+        # unpin_user_pages_dirty_lock: the folio marked dirty (a flag write) and its pin dropped
+        "pkvm_page_unpin": {"put_page": 1, "entry_clear": 1},
+        "pkvm_account": {"put_page": 1},  # account_locked_vm: one atomic on mm->pinned_vm
+        "pkvm_mapping_free": {"slab_free": 1},
+        "pkvm_finalize_call": {"hvc": 1},
+        "el2_flush_vmid": _without_hvc(flush_vmid),
+        "hyp_memcache_free": {"table_free": 1},  # a page back to the buddy allocator
+        "vncr_invalidate": {"entry_visit": 1},  # one vCPU's VNCR pseudo-TLB checked
     }
 
 

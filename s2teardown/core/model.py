@@ -20,9 +20,11 @@ import numpy.typing as npt
 
 from s2teardown.core.behaviour import Behaviour
 from s2teardown.core.counts import Batch, Segments, count, expand_linear, slice_batch
+from s2teardown.core.el2 import HOST_MANAGED, El2Path
 from s2teardown.core.instructions import DEFAULT_FRAME, Features, Frame, expansion
 from s2teardown.core.prices import Prices
 from s2teardown.core.vocabulary import (
+    EL2_PHASES,
     HOST_PHASES,
     OP_INDEX,
     OPS,
@@ -33,7 +35,7 @@ from s2teardown.core.vocabulary import (
 )
 
 #: Bumped whenever the model's equations change (docs/model.md keeps the changelog).
-MODEL_VERSION = 6
+MODEL_VERSION = 7
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -68,6 +70,14 @@ def wall_total(time_ns: F64) -> F64:
     return end_to_end_total(time_ns) + time_ns[..., _WAIT].sum(axis=-1)  # type: ignore[no-any-return]
 
 
+def shown_phases(time_ns: F64) -> tuple[str, ...]:
+    """The phases a view lists for phase times ``[..., PHASES]``: every phase, but the EL2 ones
+    (pKVM, docs/model.md §15) only where some time is spent in them."""
+    t = np.asarray(time_ns).reshape(-1, len(PHASES))
+    return tuple(p for p in PHASES
+                 if p not in EL2_PHASES or bool(t[:, PHASE_INDEX[p]].any()))
+
+
 def ratio(base: F64, x: F64) -> F64:
     """``base / x`` elementwise, inf where x is 0 (a speedup)."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -86,6 +96,7 @@ class VariantSpec:
     name: str
     behaviours: Mapping[str, Behaviour]
     frame: Frame = DEFAULT_FRAME  # the kernel era's instruction frame (instructions.FRAMES)
+    el2: El2Path = HOST_MANAGED  # the EL2 path its kernel takes for the workload (core/el2.py)
 
 
 @dataclass(frozen=True)
@@ -259,6 +270,7 @@ def evaluate(
             tlbi_range=machine.tlbi_range,
             cache_line=machine.cache_line,
             with_segments=with_segments,
+            paths=[v.el2 for v in variants],
         )
         if columns is None or coefficients is None or per_ns is None:
             coefficients, rows = c.coefficients, c.variant_row
@@ -281,7 +293,7 @@ def evaluate(
     w_assumed = np.einsum("vepo,o->vep", x, assumed_op.astype(np.int64)) > 0
     stretch = None
     stretch_locked = None
-    segs = tuple(segments) if with_segments else None
+    segs = tuple(segments) if with_segments and len(segments) == n_s else None
     if segs is not None:
         w2 = w[:, :, _STAGE2].sum(axis=2)  # (V, EVENTS)
         times = [[seg.rows.astype(np.float64) @ w2[v] for v, seg in enumerate(per_v)] for per_v in segs]
@@ -309,4 +321,4 @@ def evaluate(
     )
 
 
-__all__ = ["Breakdown", "MachineInputs", "VariantSpec", "evaluate", "weights", "PHASES"]
+__all__ = ["Breakdown", "MachineInputs", "VariantSpec", "evaluate", "shown_phases", "weights", "PHASES"]

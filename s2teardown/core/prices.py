@@ -101,6 +101,12 @@ def design_matrix(theta_fields: Sequence[str], topo: Topology, placement: Placem
     d = np.zeros((len(OPS), len(theta_fields)))
     for op, field in DIRECT.items():
         d[OP_INDEX[op], col[field]] = 1.0
+    # derived from existing parameters (docs/model.md §15.3): a line zeroed is one store's
+    # worth (entry_clear_ns); rb_erase + kfree is a few pointer writes and one slab free, priced
+    # as one entry write plus one reference drop (entry_clear_ns + put_page_ns)
+    d[OP_INDEX["line_zero"], col["entry_clear_ns"]] = 1.0
+    d[OP_INDEX["slab_free"], col["entry_clear_ns"]] = 1.0
+    d[OP_INDEX["slab_free"], col["put_page_ns"]] = 1.0
     multi = topo.sockets > 1
     crossing = placement.remote_socket
     if multi and topo.coherence == "snoop":

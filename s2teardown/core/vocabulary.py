@@ -31,6 +31,10 @@ PHASES: Final[tuple[str, ...]] = (
     "table_free",  # freeing emptied table pages (and the pgd pages at teardown)
     "resched",  # cond_resched_lock() points
     "final_flush",  # one VMID-wide invalidation after the walk (P5)
+    "el2_reclaim",  # pKVM hypercalls per page and their EL2 page-table work (core/el2.py)
+    "poison",  # pKVM hyp_poison_page: a protected VM's page zeroed and cleaned to the PoC
+    "pkvm_host",  # pKVM host bookkeeping per page: unpin, account_locked_vm, rb_erase + kfree
+    "el2_finalize",  # pKVM finalize: VMID flush, the EL2 tables handed back and freed by the host
     "host_zap",  # host mm: zap_pte_range / zap_huge_pmd / hugetlb unmap, THP splits, the host's
     #              TLB flushes (core/host.py)
     "host_free",  # host mm: folios and page-table pages freed — outside Stage-2
@@ -39,6 +43,8 @@ PHASES: Final[tuple[str, ...]] = (
 
 #: The host's own work on the guest's memory (core/host.py): outside Stage-2.
 HOST_PHASES: Final[tuple[str, ...]] = ("host_zap", "host_free")
+#: The EL2 paths' own phases (pKVM, core/el2.py): zero unless a workload runs under pKVM.
+EL2_PHASES: Final[tuple[str, ...]] = ("el2_reclaim", "poison", "pkvm_host", "el2_finalize")
 #: Time the teardown waits without spending CPU: part of the wall time, of no CPU total.
 WAIT_PHASES: Final[tuple[str, ...]] = ("wait",)
 #: Phases that are part of Stage-2 work (the host side and the waits are reported separately).
@@ -75,6 +81,22 @@ EVENTS: Final[tuple[str, ...]] = (
     "host_tlb_flush_range",  # host __flush_tlb_range() by address: dsb ishst ... dsb ish
     "host_tlbi_va",  # one TLBI VALE1IS / VAE1IS of a host range flush
     "host_tlbi_range",  # one TLBI RVALE1IS / RVAE1IS of a host range flush (FEAT_TLBIRANGE)
+    "pkvm_unshare_call",  # HVC __pkvm_host_unshare_guest: one page of a non-protected pKVM VM
+    "pkvm_start_teardown",  # HVC __pkvm_start_teardown_vm (7.1+), once per exit
+    "pkvm_reclaim_call",  # HVC __pkvm_reclaim_dying_guest_page: one page of a protected VM
+    "el2_entry_visit",  # one page-table entry (guest or host Stage-2) loaded at EL2
+    "el2_entry_clear",  # one page-table entry written at EL2 (guest leaf cleared, host owner set)
+    "el2_tlb_flush_vmid_ipa",  # __kvm_tlb_flush_vmid_ipa run at EL2 inside a hypercall (no HVC)
+    "poison_page",  # hyp_poison_page: fixmap map + unmap and the clean's closing dsb sy
+    "poison_line_zero",  # one cache line of the page zeroed
+    "poison_line_clean",  # one DC CIVAC of the page (cleaned to the PoC even with FWB)
+    "pkvm_page_unpin",  # unpin_user_pages_dirty_lock of one page
+    "pkvm_account",  # account_locked_vm for one page
+    "pkvm_mapping_free",  # rb_erase + kfree of one struct pkvm_mapping
+    "pkvm_finalize_call",  # HVC __pkvm_finalize_teardown_vm (__pkvm_teardown_vm before 7.1)
+    "el2_flush_vmid",  # the finalize's __kvm_tlb_flush_vmid at EL2 (no HVC)
+    "hyp_memcache_free",  # the host frees one page the hypervisor handed back (free_hyp_memcache)
+    "vncr_invalidate",  # kvm_invalidate_vncr_ipa after a kvm_nested_s2_unmap (one vCPU checked)
 )
 
 #: Priced primitive operations.
@@ -101,6 +123,8 @@ OPS: Final[tuple[str, ...]] = (
     "host_pmd_split",
     "host_hugetlb_free",
     "srcu_grace_period",  # one SRCU grace period waited for
+    "line_zero",  # one cache line zeroed (hyp_poison_page's memset)
+    "slab_free",  # rb_erase + kfree of a small object (struct pkvm_mapping)
 )
 
 PHASE_INDEX: Final[dict[str, int]] = {p: i for i, p in enumerate(PHASES)}

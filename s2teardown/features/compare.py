@@ -14,10 +14,11 @@ from s2teardown.core.model import (
     host_free,
     host_total,
     ratio,
+    shown_phases,
     stage2_total,
     wall_total,
 )
-from s2teardown.core.vocabulary import PHASES, STAGE2_PHASES
+from s2teardown.core.vocabulary import PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.features.estimate import Estimate
 from s2teardown.features.sweep import _STAGE2_IDX, F64
 
@@ -117,7 +118,7 @@ class Comparison:
                     "label": label,
                     "machine": self.machines[k],
                     "variant": self.variants[k],
-                    "phases": {p: float(self.time_ns[k, i]) for i, p in enumerate(PHASES)},
+                    "phases": {p: float(self.time_ns[k, PHASE_INDEX[p]]) for p in shown_phases(self.time_ns)},
                     "stage2_ns": float(s2[k]),
                     "host_free_ns": float(host[k]),
                     "host_ns": float(self.host_ns[k]),

@@ -24,6 +24,7 @@ from s2teardown.core.detectors import (
     firings,
     kernel_release,
 )
+from s2teardown.core.el2 import HOST_MANAGED, PKVM_PROTECTED_TEARDOWN, El2Path, path_for
 from s2teardown.core.geometry import Geometry
 from s2teardown.core.instructions import DEFAULT_FRAME, Features, Frame, frame_for
 from s2teardown.core.model import Breakdown, MachineInputs, VariantSpec, evaluate
@@ -81,8 +82,38 @@ class Estimate:
         return (
             f"{format_size(w.vm_bytes)} = {w.vm_bytes:,} bytes, {mix}, mapped {w.mapped:.0%}, "
             f"{g.ipa_bits}-bit IPA{auto}, {g.levels} levels, {format_size(g.granule)} granule, "
-            f"{w.memslots} memslot{'s' if w.memslots > 1 else ''}, event {w.event}"
+            f"{w.memslots} memslot{'s' if w.memslots > 1 else ''}, event {w.event}{el2_header(w, self.extra)}"
         )
+
+
+def el2_header(w: Workload, extra: dict[str, str]) -> str:
+    """The header's words for the EL2 paths (docs/model.md §15), empty for the ordinary model."""
+    if w.kvm_mode is None and not w.protected_vm and not w.shadow_mmus:
+        return ""
+    out = f", kvm-arm.mode={extra.get('kvm_mode', w.kvm_mode)}"
+    if w.kvm_mode == "protected":
+        out += ", protected VM" if w.protected_vm else ", non-protected VM"
+    if w.shadow_mmus:
+        sizes = " + ".join(format_size(x) for x in w.shadow_mmus)
+        out += f", {len(w.shadow_mmus)} shadow Stage-2 MMU{'s' if len(w.shadow_mmus) > 1 else ''} ({sizes})"
+    return out
+
+
+def el2_path_text(path: str, w: Workload) -> str:
+    """The kernel path of the header, with the EL2 path the workload takes (docs/model.md §15)."""
+    if w.kvm_mode == "protected":
+        tree = ("KVM_PGT_FN -> pkvm_pgtable_stage2_destroy_range: __pkvm_start_teardown_vm (7.1+), per "
+                "page HVC __pkvm_reclaim_dying_guest_page (hyp_poison_page) + unpin, account_locked_vm, "
+                "kfree" if w.protected_vm else
+                "KVM_PGT_FN -> pkvm_pgtable_stage2_{destroy,unmap}: per page HVC __pkvm_host_unshare_guest "
+                "+ kfree")
+        return (f"{path}; pKVM (6.14+): {tree}; notifier unmaps ignored for a protected VM; "
+                "kvm_arch_destroy_vm -> pkvm_destroy_hyp_vm -> __pkvm_finalize_teardown_vm")
+    if w.shadow_mmus:
+        return (f"{path}; nested: kvm_arch_flush_shadow_all frees every nested_mmus[i] "
+                "(kvm_free_stage2_pgd); each notifier unmap -> kvm_nested_s2_unmap: the whole IPA range of "
+                "every shadow, then kvm_invalidate_vncr_ipa (6.16+)")
+    return path
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,9 +140,53 @@ def frame_of(v: Variant, others: Sequence[Variant] = ()) -> Frame:
     return DEFAULT_FRAME
 
 
-def variant_specs(variants: Sequence[Variant]) -> list[VariantSpec]:
-    """What the model needs of each variant: behaviours and its kernel's instruction frame."""
-    return [VariantSpec(v.name, v.behaviours, frame_of(v, variants)) for v in variants]
+def variant_specs(variants: Sequence[Variant],
+                  paths: Sequence[El2Path] | None = None) -> list[VariantSpec]:
+    """What the model needs of each variant: behaviours, its kernel's instruction frame, and the
+    EL2 path its kernel takes (default: the host-managed Stage-2)."""
+    el2 = list(paths) if paths is not None else [HOST_MANAGED] * len(variants)
+    return [VariantSpec(v.name, v.behaviours, frame_of(v, variants), p)
+            for v, p in zip(variants, el2, strict=True)]
+
+
+def kvm_mode_of(machine: Machine, workload: Workload) -> str:
+    """``kvm-arm.mode`` in force: the workload's, else VHE where the machine has it, else nVHE."""
+    mode = workload.kvm_mode or ("vhe" if machine.feature("vhe") else "nvhe")
+    if mode == "vhe" and not machine.feature("vhe"):
+        raise ValueError(f"kvm-mode: expected nvhe or protected on {machine.name}, which has no VHE")
+    return mode
+
+
+def el2_paths(
+    machine: Machine, variants: Sequence[Variant], workload: Workload,
+    releases: dict[str, tuple[int, ...]] | None = None,
+) -> tuple[list[Variant], list[El2Path], list[str]]:
+    """The variants that have a path for the workload's EL2 setting, their paths, and one
+    warning naming those left out (docs/model.md §15.1).  A variant's kernel is ``releases``'
+    entry for it (the version typed with ``--kernel``), else its own or its base's release."""
+    from s2teardown.inputs.variants import parse_version
+
+    mode = kvm_mode_of(machine, workload)
+    kept: list[Variant] = []
+    paths: list[El2Path] = []
+    dropped: list[str] = []
+    for v in variants:
+        release = (releases or {}).get(v.name) or parse_version(variant_kernel(v, variants) or "")
+        p = path_for(mode, workload.protected_vm, len(workload.shadow_mmus), release)
+        if p is None:
+            dropped.append(v.name)
+        else:
+            kept.append(v)
+            paths.append(p)
+    first = ".".join(map(str, PKVM_PROTECTED_TEARDOWN)) if workload.protected_vm else "6.11"
+    what = ("a protected VM's teardown (__pkvm_start_teardown_vm, __pkvm_reclaim_dying_guest_page)"
+            if workload.protected_vm else "shadow Stage-2 MMUs (kvm_nested_s2_unmap)")
+    if not kept:
+        flag = "protected-vm" if workload.protected_vm else "shadow-mmus"
+        raise ValueError(f"{flag}: expected a kernel from Linux {first} on (--kernel {first} or later): "
+                         f"{what} is not in {', '.join(dropped)}")
+    warnings = [f"{', '.join(dropped)}: left out: {what} first appears in Linux {first}"] if dropped else []
+    return kept, paths, warnings
 
 
 def machine_features(machine: Machine) -> Features:
@@ -320,23 +395,46 @@ def estimate(
     preempt: str = "none",
     watchdog_thresh_s: float = 10.0,
     rcu_stall_timeout_s: float = DEFAULT_RCU_STALL_TIMEOUT_S,
+    releases: dict[str, tuple[int, ...]] | None = None,
 ) -> Estimate:
     """Per-phase cost of tearing down ``workload`` on ``machine`` for each variant.
 
+    ``releases`` names the kernel version a variant stands for (``--kernel 7.1`` picks the v6.19
+    row: the EL2 paths follow 7.1).  Variants whose kernel has no path for the workload's EL2
+    setting (a protected VM before 7.1) are left out with a warning (docs/model.md §15.1).
     Raises ValueError for a workload that cannot be laid out (the CLI maps it to exit 2).
     """
+    from s2teardown.inputs.variants import parse_version
+
     workload.check()
     assumptions = []
+    el2_warnings: list[str] = []
+    paths: list[El2Path] | None = None
+    mode = kvm_mode_of(machine, workload)
+    if workload.kvm_mode is not None or workload.shadow_mmus:
+        variants, paths, el2_warnings = el2_paths(machine, variants, workload, releases)
+        if baseline not in [v.name for v in variants]:
+            baseline = None
+        if any(p != HOST_MANAGED for p in paths):
+            assumptions.append("longest stretches and lock-hold warnings: not modelled on the pKVM "
+                               "and nested paths (docs/model.md §15.6)")
+        for name, rel in (releases or {}).items():
+            own = next((parse_version(variant_kernel(v, variants) or "") for v in variants
+                        if v.name == name), None)
+            if own is not None and tuple(own[:2]) != tuple(rel[:2]):
+                assumptions.append(f"{name} stands for kernel {'.'.join(map(str, rel))} (--kernel): "
+                                   "its EL2 paths follow that release")
     if default_backing:
         assumptions.append(
             "backing defaults to 2 MiB leaves (THP), as the D05 calibration assumes; set --backing"
         )
     return _estimate_batch(
         machine, variants, uniform_batch([workload]), workload.geometry(), workload.placement,
-        kinds=user_path(workload.event).kinds, path=user_path(workload.event).kernel, size=workload.vm_bytes,
+        kinds=user_path(workload.event).kinds, path=el2_path_text(user_path(workload.event).kernel, workload),
+        size=workload.vm_bytes,
         workload=workload, scenario=None, baseline=baseline, with_segments=with_segments,
         assumptions=assumptions, preempt=preempt, watchdog_thresh_s=watchdog_thresh_s,
-        rcu_stall_timeout_s=rcu_stall_timeout_s,
+        rcu_stall_timeout_s=rcu_stall_timeout_s, paths=paths, kvm_mode=mode if paths is not None else None, warnings_in=el2_warnings,
     )
 
 
@@ -384,9 +482,14 @@ def _estimate_batch(
     preempt: str,
     watchdog_thresh_s: float,
     rcu_stall_timeout_s: float = DEFAULT_RCU_STALL_TIMEOUT_S,
+    paths: Sequence[El2Path] | None = None,
+    kvm_mode: str | None = None,
+    warnings_in: Sequence[str] = (),
 ) -> Estimate:
     mi, placement = machine_inputs(machine, placement_in)
-    specs = variant_specs(variants)
+    if kvm_mode is not None:  # kvm-arm.mode: nVHE and pKVM reach EL2 by HVC, VHE runs there
+        mi = dataclasses.replace(mi, features=dataclasses.replace(mi.features, vhe=kvm_mode == "vhe"))
+    specs = variant_specs(variants, paths)
     names = [v.name for v in variants]
     base_idx = names.index(baseline) if baseline in names else 0
     b = evaluate(batch, specs, mi, baseline=base_idx, with_segments=with_segments)
@@ -409,7 +512,7 @@ def _estimate_batch(
         assumptions.append(f"feature {f} is unknown for {machine.name}: taken as absent")
     if any(machine.param_kind(f) == "assumed" for f in THETA_FIELDS):
         assumptions.append("* marks times that rest on assumed parameter values")
-    warnings: list[str] = []
+    warnings: list[str] = list(warnings_in)
     mem = int(machine.value("memory_bytes"))
     if size > mem:
         warnings.append(
@@ -440,7 +543,7 @@ def _estimate_batch(
         device_bytes=device,
         assumptions=tuple(assumptions),
         warnings=tuple(warnings),
-        extra={"path": path, "preempt": preempt},
+        extra={"path": path, "preempt": preempt, **({"kvm_mode": kvm_mode} if kvm_mode else {})},
         scenario=scenario,
         lock_holds=tuple(holds),
         detectors=DetectorSettings(preempt=preempt, watchdog_thresh_s=watchdog_thresh_s,
@@ -468,6 +571,9 @@ def evaluate_workloads(
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, w in enumerate(workloads):
         w.check()
+        if w.kvm_mode is not None or w.protected_vm or w.shadow_mmus:
+            raise ValueError("kvm-mode: expected workloads of the host-managed path here (the pKVM and "
+                             "nested paths are estimated one workload at a time: estimate())")
         key = (w.geometry(), w.memslots, tuple(sorted(leaf for leaf, _ in w.backing)), w.event, w.placement,
                tuple(sorted(w.hugetlb)))
         groups.setdefault(key, []).append(i)

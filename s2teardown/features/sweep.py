@@ -35,7 +35,7 @@ from s2teardown.core.model import (
     stage2_total,
     wall_total,
 )
-from s2teardown.core.vocabulary import PHASE_INDEX, PHASES, STAGE2_PHASES
+from s2teardown.core.vocabulary import EL2_PHASES, PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.errors import UserError
 from s2teardown.features.estimate import evaluate_workloads
 from s2teardown.inputs.machine import Machine
@@ -55,6 +55,9 @@ MAX_ROWS = 1_000_000
 MAX_RANGE_VALUES = 100_000
 
 _STAGE2_IDX = np.array([PHASE_INDEX[p] for p in STAGE2_PHASES])
+#: The phases a sweep reports: a sweep takes no EL2 flags (docs/model.md §15), so the pKVM
+#: phases are 0 at every point and are left out of its rows.
+SWEEP_PHASES = tuple(p for p in PHASES if p not in EL2_PHASES)
 
 RANGE_HELP = (
     "A size, a range A..B:xK (geometric: A, A·K, A·K², … up to B) or A..B:+STEP (arithmetic), "
@@ -232,7 +235,7 @@ class SweepResult:
 
     @property
     def n_rows(self) -> int:
-        return int(self.time_ns.size)
+        return int(self.time_ns.size) // len(PHASES) * len(SWEEP_PHASES)
 
     def points(self) -> Iterator[tuple[int, int, int, int]]:
         """Indices (machine, vm, backing, event) in output order."""
@@ -252,8 +255,8 @@ class SweepResult:
             t = self.time_ns[m, n, b, e]
             head = [self.machines[m], self.vm_bytes[n], labels[b], self.events[e]]
             for v, name in enumerate(self.variants):
-                for p, phase in enumerate(PHASES):
-                    wr.writerow([*head, name, phase, repr(float(t[v, p]))])
+                for phase in SWEEP_PHASES:
+                    wr.writerow([*head, name, phase, repr(float(t[v, PHASE_INDEX[phase]]))])
         return out.getvalue()
 
     def records(self) -> list[dict[str, Any]]:
@@ -272,7 +275,7 @@ class SweepResult:
                         "event": self.events[e],
                         "variant": name,
                         "phases": {
-                            p: float(self.time_ns[m, n, b, e, v, i]) for i, p in enumerate(PHASES)
+                            p: float(self.time_ns[m, n, b, e, v, PHASE_INDEX[p]]) for p in SWEEP_PHASES
                         },
                         "stage2_ns": float(s2[m, n, b, e, v]),
                         "host_free_ns": float(host[m, n, b, e, v]),
@@ -295,7 +298,7 @@ class SweepResult:
                 "backings": [self.backing_label(b) for b in range(len(self.backings))],
                 "events": list(self.events),
                 "variants": list(self.variants),
-                "phases": list(PHASES),
+                "phases": list(SWEEP_PHASES),
             },
             "baseline": self.variants[self.baseline],
             "warnings": list(self.warnings),
@@ -305,7 +308,7 @@ class SweepResult:
 
 def sweep_rows(n_machines: int, n_vm: int, n_backings: int, n_events: int, n_variants: int) -> int:
     """Rows the long-form output of a sweep has (one per point, variant and phase)."""
-    return n_machines * n_vm * n_backings * n_events * n_variants * len(PHASES)
+    return n_machines * n_vm * n_backings * n_events * n_variants * len(SWEEP_PHASES)
 
 
 def check_sweep_size(
@@ -324,8 +327,8 @@ def check_sweep_size(
             None,
             "sweep",
             f"at most {limit:,} rows (machines × VM sizes × backings × events × variants × "
-            f"{len(PHASES)} phases)",
-            f"{n_machines} × {n_vm} × {n_backings} × {n_events} × {n_variants} × {len(PHASES)} = "
+            f"{len(SWEEP_PHASES)} phases)",
+            f"{n_machines} × {n_vm} × {n_backings} × {n_events} × {n_variants} × {len(SWEEP_PHASES)} = "
             f"{rows:,}",
             "narrow the sweep or split it",
         )

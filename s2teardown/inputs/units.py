@@ -117,6 +117,29 @@ def parse_backing_kinds(text: str) -> tuple[tuple[tuple[int, float], ...], tuple
     return tuple(out), tuple(hugetlb)
 
 
+def parse_shadow_mmus(text: str, vm_bytes: int) -> tuple[int, ...]:
+    """``--shadow-mmus``: the mapped bytes of each shadow Stage-2 MMU of a nested guest.
+
+    ``N`` (N shadows, each mapping all of guest RAM), ``N:SIZE`` (N shadows of SIZE each), or
+    ``SIZE,SIZE,...`` (one shadow per size); N from 0 to 64, sizes as in parse_size.
+    """
+    raw = text.strip()
+    try:
+        if ":" in raw:
+            n_s, size_s = raw.split(":", 1)
+            n, sizes = int(n_s), [parse_size(size_s)] * max(int(n_s), 0)
+        elif raw.isdigit():
+            n, sizes = int(raw), [vm_bytes] * int(raw)
+        else:
+            sizes = [parse_size(x) for x in raw.split(",")]
+            n = len(sizes)
+    except ValueError:
+        raise ValueError(f"expected N, N:SIZE or SIZE,SIZE,... such as 2, 2:512M or 1G,256M, got {text!r}") from None
+    if not 0 <= n <= 64:
+        raise ValueError(f"expected 0 to 64 shadow MMUs, got {n}")
+    return tuple(sizes)
+
+
 def parse_range(text: str) -> tuple[int, int]:
     """``OFFSET:SIZE`` (sizes as in parse_size) -> (offset, size)."""
     if text.count(":") != 1:

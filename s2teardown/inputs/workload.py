@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from s2teardown.core.counts import Batch
+from s2teardown.core.counts import Batch, whole_ipa_batch
+from s2teardown.core.el2 import KVM_MODES, PKVM_KINDS, SHADOW_KINDS
 from s2teardown.core.geometry import MAX_IPA_BITS, Geometry, auto_ipa_bits
 from s2teardown.core.host import EXIT_MMAP, MADV_DONTNEED, MUNMAP, OOM_REAP, HostOp
 from s2teardown.core.layout import (
@@ -73,6 +74,11 @@ class Workload:
     range: tuple[int, int] | None = None  # (offset into guest RAM, size) for munmap
     placement: Placement | None = None  # None: the machine's default
     hugetlb: tuple[int, ...] = ()  # leaf sizes of the mix backed by hugetlbfs (--backing hugetlb-2M)
+    # EL2 paths (core/el2.py, docs/model.md §15): kvm-arm.mode (None: the machine's, VHE if it
+    # has it), a protected VM (pKVM), and the mapped bytes of each shadow Stage-2 (nested guest)
+    kvm_mode: str | None = None
+    protected_vm: bool = False
+    shadow_mmus: tuple[int, ...] = ()
 
     def resolved_ipa_bits(self) -> int:
         if self.ipa_bits is not None:
@@ -155,6 +161,34 @@ class Workload:
                     f"range: expected OFFSET and SIZE multiples of {format_size(huge)} with hugetlb "
                     f"backing (the kernel refuses to cut a hugetlb page: EINVAL)"
                 )
+        self._check_el2(g)
+
+    def _check_el2(self, g: Geometry) -> None:
+        if self.kvm_mode is not None and self.kvm_mode not in KVM_MODES:
+            raise ValueError(f"kvm-mode: expected one of {', '.join(KVM_MODES)}")
+        if self.protected_vm and self.kvm_mode != "protected":
+            raise ValueError("protected-vm: expected --kvm-mode protected (a protected VM needs pKVM)")
+        kinds = set(_EVENT_KINDS.get(self.event, ()))
+        if self.shadow_mmus and self.kvm_mode not in (None, "vhe"):
+            raise ValueError("shadow-mmus: expected a VHE host (--kvm-mode vhe on a machine with VHE): "
+                             "nested virtualisation runs with KVM at EL2, neither nVHE nor pKVM")
+        if self.kvm_mode == "protected" and not kinds <= set(PKVM_KINDS):
+            raise ValueError("event: expected exit, munmap, munmap-then-exit, clear or oom under "
+                             "--kvm-mode protected (the other paths are not modelled under pKVM)")
+        if self.shadow_mmus and not kinds <= set(SHADOW_KINDS):
+            raise ValueError("event: expected exit, munmap, munmap-then-exit, clear, oom or "
+                             "memslot-delete with --shadow-mmus")
+        for size in self.shadow_mmus:
+            if size <= 0 or size % g.granule:
+                raise ValueError(f"shadow-mmus: expected sizes that are positive multiples of the "
+                                 f"{g.granule}-byte granule")
+            if self.ram_base + size >= g.ipa_size:
+                raise ValueError(f"shadow-mmus: expected each shadow's memory to end below the top of "
+                                 f"the {g.ipa_bits}-bit IPA space")
+            for leaf, _ in self.backing:
+                if size % leaf:
+                    raise ValueError(f"shadow-mmus: expected whole {format_size(leaf)} leaves in each "
+                                     f"shadow (--backing), got {format_size(size)}")
 
 
 def uniform_batch(workloads: Sequence[Workload]) -> Batch:
@@ -169,8 +203,10 @@ def uniform_batch(workloads: Sequence[Workload]) -> Batch:
             or w.event != w0.event
             or tuple(sorted((leaf for leaf, _ in w.backing), reverse=True)) != leaves
             or tuple(sorted(w.hugetlb)) != tuple(sorted(w0.hugetlb))
+            or len(w.shadow_mmus) != len(w0.shadow_mmus)
         ):
-            raise ValueError("uniform_batch: workloads must share geometry, memslots, leaves, event")
+            raise ValueError("uniform_batch: workloads must share geometry, memslots, leaves, event, "
+                             "shadow count")
     share = np.array([[dict(w.backing)[leaf] for leaf in leaves] for w in workloads])
     rng = [w.range if w.range is not None else (0, w.vm_bytes) for w in workloads]
     return uniform_batch_arrays(
@@ -186,7 +222,30 @@ def uniform_batch(workloads: Sequence[Workload]) -> Batch:
         range_off=np.array([r[0] for r in rng], dtype=np.int64),
         range_size=np.array([r[1] for r in rng], dtype=np.int64),
         hugetlb=w0.hugetlb,
+        shadow_bytes=tuple(np.array([w.shadow_mmus[k] for w in workloads], dtype=np.int64)
+                           for k in range(len(w0.shadow_mmus))),
     )
+
+
+#: The invocation kinds of each user path (what `uniform_batch_arrays` builds), for the checks.
+_EVENT_KINDS: dict[str, tuple[str, ...]] = {
+    "exit": (TEARDOWN,), "munmap": (CLEAR, UNMAP), "munmap-then-exit": (CLEAR, UNMAP, TEARDOWN),
+    "clear": (CLEAR,), "oom": (UNMAP,), "memslot-delete": (MEMSLOT,), "reset": (RESET,),
+    "block-retry": (BLOCK_RETRY,),
+}
+
+
+def shadow_batch(g: Geometry, size: I64, leaves: tuple[int, ...], share_pct: F64, ram_base: I64,
+                 calls: Sequence[tuple[str, npt.NDArray[np.bool_], bool]]) -> Batch:
+    """One shadow Stage-2 of a nested guest (docs/model.md §15.4): ``size`` bytes mapped from
+    ``ram_base`` with the workload's backing mix, one memslot's worth, and one invocation over its
+    WHOLE IPA space per canonical call that reaches it (kind, present, blockable): each notifier
+    unmap and memslot flush (kvm_nested_s2_unmap), and the exit (kvm_arch_flush_shadow_all)."""
+    n_s = size.shape[0]
+    base = uniform_batch_arrays(g, vm_bytes=size, mapped=np.ones(n_s), leaves=leaves,
+                                share_pct=share_pct, device_fraction=np.zeros(n_s), memslots=1,
+                                ram_base=ram_base, event="exit")
+    return whole_ipa_batch(base, calls)
 
 
 def uniform_batch_arrays(
@@ -203,6 +262,7 @@ def uniform_batch_arrays(
     range_off: I64 | None = None,
     range_size: I64 | None = None,
     hugetlb: tuple[int, ...] = (),
+    shadow_bytes: tuple[I64, ...] = (),
 ) -> Batch:
     """The vectorised builder behind `uniform_batch` (arrays of shape (S,) and (S, C))."""
     n_s = vm_bytes.shape[0]
@@ -346,6 +406,10 @@ def uniform_batch_arrays(
         host_lo=np.stack([h[1] for h in host_calls], axis=1) if host_calls else np.zeros((n_s, 0), dtype=np.int64),
         host_hi=np.stack([h[2] for h in host_calls], axis=1) if host_calls else np.zeros((n_s, 0), dtype=np.int64),
         ext_huge=e_huge,
+        shadows=tuple(
+            shadow_batch(g, sz, leaves, share_pct, ram_base,
+                         [(c[0], c[3], c[4]) for c in calls if c[0] in SHADOW_KINDS])
+            for sz in shadow_bytes),
     )
 
 

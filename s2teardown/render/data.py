@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from s2teardown.core.detectors import DETECTORS, DetectorSettings
+from s2teardown.core.model import shown_phases
 from s2teardown.core.vocabulary import EVENTS, OPS, PHASE_INDEX, PHASES, STAGE2_PHASES
 from s2teardown.features.estimate import Estimate
 from s2teardown.inputs.units import backing_label, format_ns
@@ -34,9 +35,10 @@ def estimate_document(e: Estimate) -> dict[str, Any]:
     speed = b.speedup[0]
     dom = b.dominant_phase[0]
     ops_total = b.operations[0].sum(axis=1)  # (V, OPS)
+    listed = shown_phases(b.time_ns)
     for v, var in enumerate(e.variants):
         phases = []
-        for phase in PHASES:
+        for phase in listed:
             p = PHASE_INDEX[phase]
             t = float(b.time_ns[0, v, p])
             phases.append(
@@ -149,6 +151,10 @@ def _workload(e: Estimate) -> dict[str, Any]:
         "ram_base_bytes": w.ram_base,
         "event": w.event,
         "range": None if w.range is None else {"offset_bytes": w.range[0], "size_bytes": w.range[1]},
+        # the EL2 paths (docs/model.md §15): kvm-arm.mode in force, a protected VM, shadow MMUs' bytes
+        "kvm_mode": e.extra.get("kvm_mode", w.kvm_mode),
+        "protected_vm": w.protected_vm,
+        "shadow_mmus": list(w.shadow_mmus),
         **common,
     }
 
@@ -194,7 +200,7 @@ def estimate_markdown(e: Estimate) -> str:
         "| phase | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
     ]
-    for phase in PHASES:
+    for phase in shown_phases(b.time_ns):
         p = PHASE_INDEX[phase]
         cells = []
         for v in range(len(names)):

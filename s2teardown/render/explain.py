@@ -46,6 +46,23 @@ EVENT_FUNCTION = {
     "host_tlb_flush_range": "host __flush_tlb_range by address (tlb_flush_mmu_tlbonly, flush_tlb_range)",
     "host_tlbi_va": "host tlbi vale1is / vae1is (one stride)",
     "host_tlbi_range": "host tlbi rvale1is / rvae1is (one range op)",
+    # the EL2 paths (docs/model.md §15): the hypercalls and what EL2 runs inside them
+    "pkvm_unshare_call": "EL2 call: HVC __pkvm_host_unshare_guest (pkvm_pgtable_stage2_unmap / _destroy)",
+    "pkvm_start_teardown": "EL2 call: HVC __pkvm_start_teardown_vm (pkvm_pgtable_stage2_destroy_range)",
+    "pkvm_reclaim_call": "EL2 call: HVC __pkvm_reclaim_dying_guest_page, one page",
+    "el2_entry_visit": "EL2: kvm_pgtable walk, one entry (guest or host Stage-2; reclaim_pgtable_pages)",
+    "el2_entry_clear": "EL2: guest leaf cleared (kvm_pgtable_stage2_unmap) / host Stage-2 owner set",
+    "el2_tlb_flush_vmid_ipa": "EL2: __kvm_tlb_flush_vmid_ipa inside the hypercall (no HVC)",
+    "poison_page": "EL2 hyp_poison_page: hyp_fixmap_map / hyp_fixmap_unmap, the clean's dsb sy",
+    "poison_line_zero": "EL2 hyp_poison_page: memset 0, one cache line",
+    "poison_line_clean": "EL2 hyp_poison_page: kvm_flush_dcache_to_poc, one dc civac (even with FWB)",
+    "pkvm_page_unpin": "host unpin_user_pages_dirty_lock, one page",
+    "pkvm_account": "host account_locked_vm, one page",
+    "pkvm_mapping_free": "host rb_erase + kfree of one struct pkvm_mapping",
+    "pkvm_finalize_call": "EL2 call: HVC __pkvm_finalize_teardown_vm [__pkvm_teardown_vm before 7.1]",
+    "el2_flush_vmid": "EL2: __kvm_tlb_flush_vmid inside the finalize (no HVC)",
+    "hyp_memcache_free": "host free_hyp_memcache: one page the hypervisor handed back",
+    "vncr_invalidate": "kvm_nested_s2_unmap -> kvm_invalidate_vncr_ipa (one vCPU)",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from rich.console import Console, Group
 from rich.text import Text
 
+from s2teardown.core.model import shown_phases
 from s2teardown.core.vocabulary import OP_INDEX, PHASE_INDEX, PHASES
 from s2teardown.features.estimate import Estimate
 from s2teardown.inputs.units import format_int, format_ns, format_size
@@ -39,7 +40,7 @@ def estimate_table(e: Estimate, width: int = 200) -> Group:
     )
     rows: list[list[str | Text]] = []
     notes_used: dict[str, str] = {}
-    for phase in PHASES:
+    for phase in shown_phases(b.time_ns):
         p = PHASE_INDEX[phase]
         row = []
         for v in range(len(names)):
@@ -180,7 +181,7 @@ def formulas(e: Estimate) -> Group:
     for v, var in enumerate(e.variants):
         out.append(Text(f"{var.name} — {var.title}", style="bold"))
         total = 0.0
-        for phase in PHASES:
+        for phase in shown_phases(b.time_ns):
             ops = b.phase_ops(0, v, phase)
             t = float(b.time_ns[0, v, PHASE_INDEX[phase]])
             if not ops:

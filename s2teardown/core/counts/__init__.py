@@ -28,7 +28,7 @@ uses the same functions with a chunk axis (`segments`).
 
 from __future__ import annotations
 
-from s2teardown.core.counts.batch import Batch, batch_from_layout, slice_batch
+from s2teardown.core.counts.batch import Batch, batch_from_layout, slice_batch, whole_ipa_batch
 from s2teardown.core.counts.quantities import (
     PassQuantities,
     pass_quantities,
@@ -40,4 +40,5 @@ from s2teardown.core.counts.totals import Counts, Segments, count, expand_linear
 __all__ = [
     "Batch", "Counts", "PassQuantities", "Segments", "batch_from_layout", "count", "expand_linear",
     "linear_from_events", "pass_quantities", "range_flush", "range_ops", "slice_batch",
+    "whole_ipa_batch",
 ]

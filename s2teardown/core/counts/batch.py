@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,9 @@ class Batch:
     # run of adjacent memslots (one host VMA, `layout.vmas`) each extent lies in (None: one run)
     ext_huge: npt.NDArray[np.bool_] | None = None
     ext_run: I64 | None = None
+    # the shadow Stage-2s of a nested guest (core/el2.py), each a batch of its own over the same
+    # scenarios: one invocation per canonical invocation that reaches kvm_nested_s2_unmap or exit
+    shadows: tuple[Batch, ...] = ()
 
     @property
     def size(self) -> int:
@@ -150,4 +153,33 @@ def slice_batch(b: Batch, lo: int, hi: int) -> Batch:
         host_hi=None if b.host_hi is None else b.host_hi[lo:hi],
         ext_huge=None if b.ext_huge is None else b.ext_huge[lo:hi],
         ext_run=None if b.ext_run is None else b.ext_run[lo:hi],
+        shadows=tuple(slice_batch(x, lo, hi) for x in b.shadows),
+    )
+
+
+def whole_ipa_batch(base: Batch, calls: Sequence[tuple[str, npt.NDArray[np.bool_], bool]]) -> Batch:
+    """``base``'s extents (a shadow Stage-2 of a nested guest, core/el2.py) under one pass over
+    the WHOLE IPA space per call (kind, present per scenario, blockable), no memslot iterated
+    and no host operation: ``kvm_nested_s2_unmap`` -> ``kvm_stage2_unmap_range(mmu, 0,
+    kvm_phys_size(mmu))`` per notifier call, ``kvm_free_stage2_pgd`` at exit."""
+    n_s, g = base.size, base.geometry
+    zero = np.zeros((n_s, len(calls)), dtype=np.int64)
+    present = (np.stack([np.broadcast_to(np.asarray(c[1], dtype=bool), (n_s,)) for c in calls], axis=1)
+               if calls else np.zeros((n_s, 0), dtype=bool))
+    return replace(
+        base,
+        n_memslots=np.zeros(n_s, dtype=np.int64),
+        inv_kind=tuple(c[0] for c in calls),
+        inv_blockable=tuple(c[2] for c in calls),
+        inv_present=present,
+        inv_lo=zero,
+        inv_hi=zero + g.ipa_size,
+        pass_lo=zero,
+        pass_hi=np.where(present, g.ipa_size, 0).astype(np.int64),
+        pass_inv=tuple(range(len(calls))),
+        pass_slot=(-1,) * len(calls),
+        host_kind=(),
+        host_lo=np.zeros((n_s, 0), dtype=np.int64),
+        host_hi=np.zeros((n_s, 0), dtype=np.int64),
+        shadows=(),
     )

@@ -32,6 +32,16 @@ from s2teardown.core.counts.quantities import (
     resched_active,
     walk_chunk,
 )
+from s2teardown.core.el2 import (
+    HOST_MANAGED,
+    PKVM_KINDS,
+    SHADOW_UNMAP_KINDS,
+    El2Path,
+    finalize_events,
+    pkvm_quantities,
+    reclaim_events,
+    unshare_events,
+)
 from s2teardown.core.geometry import Geometry
 from s2teardown.core.host import EVENT_OF as HOST_EVENT_OF
 from s2teardown.core.host import QUANTITY_NAMES as HOST_QUANTITIES
@@ -44,6 +54,7 @@ from s2teardown.core.intervals import (
 )
 from s2teardown.core.layout import (
     ITERATES_MEMSLOTS,
+    TEARDOWN,
 )
 from s2teardown.core.vocabulary import EVENT_INDEX
 
@@ -174,14 +185,16 @@ class _Linear:
 
 
 def behaviour_sets(
-    b: Batch, variants: Sequence[Mapping[str, Behaviour]]
-) -> tuple[list[dict[str, Behaviour]], npt.NDArray[np.intp]]:
-    """The distinct behaviour sets over the batch's invocation kinds, and each variant's set."""
+    b: Batch, variants: Sequence[Mapping[str, Behaviour]], paths: Sequence[El2Path] | None = None
+) -> tuple[list[dict[str, Behaviour]], npt.NDArray[np.intp], list[El2Path]]:
+    """The distinct behaviour sets over the batch's invocation kinds (and EL2 paths, core/el2.py),
+    each variant's set, and each set's EL2 path."""
     kinds = tuple(dict.fromkeys(b.inv_kind))
-    keys = [tuple(v[k] for k in kinds) for v in variants]
+    el2 = list(paths) if paths is not None else [HOST_MANAGED] * len(variants)
+    keys = [(tuple(v[k] for k in kinds), p) for v, p in zip(variants, el2, strict=True)]
     uniq = list(dict.fromkeys(keys))
     row = np.array([uniq.index(k) for k in keys], dtype=np.intp)
-    return [dict(zip(kinds, u, strict=True)) for u in uniq], row
+    return [dict(zip(kinds, u[0], strict=True)) for u in uniq], row, [u[1] for u in uniq]
 
 
 def count(
@@ -192,6 +205,7 @@ def count(
     cache_line: int,
     tlbi_range: bool = False,
     with_segments: bool = False,
+    paths: Sequence[El2Path] | None = None,
 ) -> Counts:
     """Exact event totals for every scenario and variant (and optionally the segments).
 
@@ -199,9 +213,15 @@ def count(
     Pass quantities are computed once and shared; a walk chunked finer than an entry-level
     entry (4 levels with 1 GiB chunks) differs only in its visits (`pass_quantities_chunked`).  All in
     closed form: no loop over scenarios, chunks or tables (the segments do loop, per scenario).
+
+    ``paths`` gives each variant's EL2 path (core/el2.py; default: the host-managed Stage-2 of
+    every variant).  A pKVM path replaces the canonical walk (only the notifier entry and the
+    memslot visits stay), a nested one adds the shadow Stage-2s' walks; neither has segments
+    (``segments`` is None when any variant takes one).
     """
     g = b.geometry
-    behs, row = behaviour_sets(b, variants)
+    behs, row, el2 = behaviour_sets(b, variants, paths)
+    host_walk = [not p.replaces_stage2 for p in el2]  # the set walks the canonical Stage-2
     lin = _Linear(len(behs))
     ext = Extents(b, 0)
     windows = ExtentWindows(b)
@@ -216,8 +236,12 @@ def count(
     for i in range(len(b.inv_kind)):
         lin.put(("invocation", i), invocation_columns(b, i))
         for u, behaviours in enumerate(behs):
-            lin.add(u, lin.columns(("invocation", i)),
-                    invocation_coefficients(b, i, behaviours[b.inv_kind[i]], tlbi_range=tlbi_range))
+            inv = invocation_coefficients(b, i, behaviours[b.inv_kind[i]], tlbi_range=tlbi_range)
+            if not host_walk[u]:  # pKVM: the notifier entry and the memslot visits only
+                if b.inv_kind[i] not in PKVM_KINDS:
+                    raise ValueError(f"kvm-mode: the {b.inv_kind[i]} path is not modelled under pKVM")
+                inv = inv * _ENTRY_ONLY
+            lin.add(u, lin.columns(("invocation", i)), inv)
     flush = np.zeros((2, N_EVENTS), dtype=np.int64)
     flush[0, EVENT_INDEX["range_flush_call"]] = 1
     flush[1, EVENT_INDEX["range_tlbi_op"]] = 1
@@ -267,6 +291,8 @@ def count(
         if first:  # the invocation's columns get their coefficients once, per behaviour set
             extra: dict[tuple[object, ...], list[I64]] = {}
             for u, behaviours in enumerate(behs):
+                if not host_walk[u]:
+                    continue  # pKVM: the host walks no Stage-2 (core/el2.py)
                 beh = behaviours[kind]
                 chunk = walk_chunk(g, beh)
                 key: tuple[object, ...] = ("pass", i) if chunk not in finer else ("pass", i, chunk)
@@ -300,8 +326,9 @@ def count(
             lin.put(("host", k), [getattr(hop, f) for f in HOST_QUANTITIES])
             for u in range(len(behs)):
                 lin.add(u, lin.columns(("host", k)), _HOST_COEFFICIENTS)
+    _el2_columns(b, lin, variants, row, el2, fwb=fwb, cache_line=cache_line, tlbi_range=tlbi_range)
     segs = None
-    if with_segments:
+    if with_segments and all(p == HOST_MANAGED for p in el2):
         per_s = []
         for s in range(b.size):
             passes = along if along is not None else _ChunkedPasses(slice_batch(b, s, s + 1), behs)
@@ -314,6 +341,71 @@ def count(
         segs = tuple(per_s)
     columns, coefficients = lin.result(b.size)
     return Counts(columns, coefficients, row, segs)
+
+
+#: pKVM keeps only these events of an invocation's own (the notifier entry, the memslot visits).
+_ENTRY_ONLY = np.zeros(N_EVENTS, dtype=np.int64)
+_ENTRY_ONLY[[EVENT_INDEX["notifier_call"], EVENT_INDEX["memslot_visit"]]] = 1
+
+
+def _event_row(events: Mapping[str, int], times: int = 1) -> I64:
+    row = np.zeros((1, N_EVENTS), dtype=np.int64)
+    for name, n in events.items():
+        row[0, EVENT_INDEX[name]] = n * times
+    return row
+
+
+def _el2_columns(b: Batch, lin: _Linear, variants: Sequence[Mapping[str, Behaviour]],
+                 row: npt.NDArray[np.intp], el2: Sequence[El2Path], *, fwb: bool, cache_line: int,
+                 tlbi_range: bool) -> None:
+    """The EL2 paths' columns and coefficients (core/el2.py, docs/model.md §15): the pKVM
+    mapping tree's hypercalls, and the shadow Stage-2s of a nested guest."""
+    g = b.geometry
+    if any(p.pkvm != "none" for p in el2):
+        if cache_line <= 0 or g.granule % cache_line:
+            raise ValueError(f"a cache line of {cache_line} bytes does not divide the granule")
+        q = pkvm_quantities(g, b.ext_lo, b.ext_hi, b.ext_leaf, b.ext_dev, b.inv_present,
+                            b.pass_lo, b.pass_hi, b.pass_inv)
+        teardowns = [i for i, k in enumerate(b.inv_kind) if k == TEARDOWN]
+        once = np.zeros(b.size, dtype=np.int64)
+        for i in teardowns:
+            once = once + b.inv_present[:, i].astype(np.int64)
+        lin.put(("pkvm", "pages"), list(q.pages))
+        lin.put(("pkvm", "exit"), [once, once * q.ram_pages, once * (q.tables + q.pgd_pages),
+                                   once * q.top_entries])
+        c_pages = lin.columns(("pkvm", "pages"))
+        c_once, c_ram, c_tables, c_top = lin.columns(("pkvm", "exit"))
+        lines = g.granule // cache_line
+        for u, p in enumerate(el2):
+            if p.pkvm == "none":
+                continue
+            if p.pkvm == "unshare":  # every page an invocation removes: one unshare HVC
+                per_page = _event_row(unshare_events(g.levels))
+                for i, c in enumerate(c_pages):
+                    if b.inv_kind[i] in PKVM_KINDS:
+                        lin.add(u, [c], per_page)
+            else:  # protected: notifier unmaps ignored; the exit reclaims every page
+                lin.add(u, [c_ram], _event_row(reclaim_events(g.levels, lines)))
+            lin.add(u, [c_once], _event_row(finalize_events(p)))
+            lin.add(u, [c_tables], _event_row({"hyp_memcache_free": 1}))
+            lin.add(u, [c_top], _event_row({"el2_entry_visit": 1}))
+    if not b.shadows or not any(p.nested for p in el2):
+        return
+    rep = [int(np.flatnonzero(row == u)[0]) for u in range(len(el2))]  # a variant of each set
+    drop = np.ones(N_EVENTS, dtype=np.int64)
+    drop[[EVENT_INDEX["notifier_call"], EVENT_INDEX["memslot_visit"]]] = 0  # the canonical's
+    for k, sb in enumerate(b.shadows):
+        sc = count(sb, variants, fwb=fwb, cache_line=cache_line, tlbi_range=tlbi_range)
+        lin.put(("shadow", k), [sc.columns[:, c] for c in range(sc.columns.shape[1])])
+        cols = lin.columns(("shadow", k))
+        for u, p in enumerate(el2):
+            if p.nested:
+                lin.add(u, cols, sc.coefficients[sc.variant_row[rep[u]]] * drop)
+    for i, kind in enumerate(b.inv_kind):  # one kvm_invalidate_vncr_ipa per kvm_nested_s2_unmap
+        if kind in SHADOW_UNMAP_KINDS:
+            for u, p in enumerate(el2):
+                if p.vncr:
+                    lin.add(u, lin.columns(("invocation", i))[:1], _event_row({"vncr_invalidate": 1}))
 
 
 #: One host quantity is one host event (core/host.py EVENT_OF).

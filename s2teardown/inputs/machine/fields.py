@@ -183,6 +183,8 @@ OP_DERIVATION: Final[dict[str, str]] = {
     "host_pmd_split": "host_pmd_split_ns",
     "host_hugetlb_free": "host_hugetlb_free_ns",
     "srcu_grace_period": "srcu_grace_period_ns",
+    "line_zero": "entry_clear_ns",
+    "slab_free": "entry_clear_ns + put_page_ns",
 }
 #: Operations priced by exactly one parameter.
 ONE_TO_ONE: Final[dict[str, str]] = {

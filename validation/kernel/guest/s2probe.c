@@ -14,7 +14,9 @@
  *   clear           madvise(MADV_DONTNEED) of the whole guest memory
  *   baseline        a window that runs no teardown (the VM dies after the window closes)
  *
- * usage: s2probe CASE SIZE_MIB 4k|thp MEMSLOTS EVENT [OFF_KIB LEN_KIB]
+ * usage: s2probe CASE SIZE_MIB 4k|thp MEMSLOTS EVENT[:protected] [OFF_KIB LEN_KIB]
+ * EVENT:protected creates a protected VM (KVM_CREATE_VM type bit 31, KVM_VM_TYPE_ARM_PROTECTED;
+ * pKVM, kvm-arm.mode=protected) instead of an ordinary one.
  * Prints one line "s2probe: CASE ok key=value ..." or "s2probe: CASE FAIL reason" to stdout.
  */
 #define _GNU_SOURCE
@@ -128,7 +130,13 @@ int main(int argc, char **argv)
     unsigned long size = strtoul(argv[2], NULL, 10) << 20;
     int thp = !strcmp(argv[3], "thp");
     int memslots = atoi(argv[4]);
-    const char *event = argv[5];
+    char *event = argv[5];
+    unsigned long vm_type = 0;
+    char *suffix = strstr(event, ":protected");
+    if (suffix != NULL) {
+        *suffix = '\0';
+        vm_type = 1UL << 31; /* KVM_VM_TYPE_ARM_PROTECTED */
+    }
     unsigned long off = argc > 7 ? strtoul(argv[6], NULL, 10) << 10 : 0;
     unsigned long len = argc > 7 ? strtoul(argv[7], NULL, 10) << 10 : 0;
     int is_exit = !strcmp(event, "exit");
@@ -158,7 +166,7 @@ int main(int argc, char **argv)
     if (kvm < 0) {
         fail("open /dev/kvm");
     }
-    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+    int vm = ioctl(kvm, KVM_CREATE_VM, vm_type);
     if (vm < 0) {
         fail("KVM_CREATE_VM");
     }

@@ -66,6 +66,7 @@ from s2teardown.inputs.variants import load_variants  # noqa: E402
 from s2teardown.inputs.workload import (  # noqa: E402
     Workload,
     event_of,
+    host_ops_of,
     layout_of,
     memslot_bounds,
     uniform_batch,
@@ -825,7 +826,9 @@ def fig_walker(cfg: dict[str, Any], mi: MachineInputs, variants: list[Any]) -> l
     b = uniform_batch([w])
     lay, ev = layout_of(b, 0, memslot_bounds(w)), event_of(b, 0)
     t = now()
-    r = walk(lay, ev, stock.behaviours, fwb=mi.fwb, cache_line=mi.cache_line)  # walker: v5.5 semantics
+    # walker: v5.5 semantics, with the host side the vectorised counts include (exit_mmap)
+    r = walk(lay, ev, stock.behaviours, fwb=mi.fwb, cache_line=mi.cache_line, tlbi_range=mi.tlbi_range,
+             host=host_ops_of(b, 0))
     t_walk = now() - t
     out: dict[str, Any] = {}
 

@@ -465,7 +465,8 @@ def _residual_pattern(rows: Sequence[RowResult],
                       constant: tuple[float, float] | None = None) -> Diagnosis | None:
     """Names what the residuals of a poor fit point at: a fixed cost per measurement (one
     constant removes most of them; ``constant`` is (c, largest relative residual) of the fit
-    redone with a constant column), or a trend with the measurement's size."""
+    redone with a constant column, `_with_constant`; None: not tried), or a trend with the
+    measurement's size."""
     if not rows:
         return None
     m = np.array([r.measured_ns for r in rows])
@@ -476,13 +477,9 @@ def _residual_pattern(rows: Sequence[RowResult],
         return None
     head = (f"the residuals stay above {RESIDUAL_FLAG:.0%} after the fit (largest "
             f"{worst:.1%}, line {rows[int(np.argmax(np.abs(rel)))].line})")
-    # the constant c that best explains measured − fitted, with the fit's relative weights
-    if constant is None:
-        c = float(np.sum((m - f) / m**2) / np.sum(1.0 / m**2))
-        after = float(np.max(np.abs((f + c - m) / m)))
-    else:
+    # the fit redone with a constant per measurement: it removes most of the residuals
+    if constant is not None and constant[0] > 0 and constant[1] <= max(RESIDUAL_FLAG, worst / 2):
         c, after = constant
-    if c > 0 and after <= max(RESIDUAL_FLAG, worst / 2):
         return Diagnosis("residuals", None, (
             f"{head}: a fixed cost of about {format_ns(c)} per measurement explains them (largest "
             f"residual {after:.1%} with it) — work no counted operation carries, e.g. the VMM's "

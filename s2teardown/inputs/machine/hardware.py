@@ -60,8 +60,8 @@ def constants_markdown(machines: Sequence[Machine]) -> str:
         w("|---|---|---|---|---|---|---|")
         for group in GROUPS:
             for name, p in m.section(group).items():
-                if p.line is None and not p.source.startswith("derived: "):
-                    continue  # a default, not a constant of this machine
+                if p.line is None and p.kind != "derived":
+                    continue  # a default, not a constant of this machine (derived ones are)
                 w(f"| {group} | `{name}` | {_cell(_value(p))} | {TAG_OF_KIND[p.kind]} | {_cell(p.source)} "
                   f"| {_range(p)} | {_cell(p.note or '')} |")
         w("")

@@ -567,10 +567,6 @@ def _build(doc: YamlDocument, path: str | None) -> Machine:
     return m
 
 
-#: The marker of a price derived from the machine (its ``source`` starts with it).
-_DERIVED_MARK = "derived: "
-
-
 def _derive_prices(m: Machine) -> Machine:
     """``m`` with every software price the file leaves out (or that was derived before a what-if)
     derived from its core class, clock and DRAM latency (docs/model.md §7.1); unchanged when the
@@ -578,22 +574,22 @@ def _derive_prices(m: Machine) -> Machine:
     cls, lat = m.topology.get("core_class"), m.topology.get("dram_latency_ns")
     if cls is None or lat is None:
         return m
-    freq = m.number("freq_ghz")
+    freq, core, dram = m.number("freq_ghz"), str(cls.value), float(lat.value)
     params = dict(m.parameters)
     for name in SOFTWARE_COSTS:
         old = params[name]
-        if old.line is not None or not (old.source == DEFAULT_SOURCE
-                                        or old.source.startswith(_DERIVED_MARK)):
-            continue  # stated in the file, or a what-if: it wins
+        # a format default, or derived before a what-if; stated in the file or pinned by a
+        # what-if, it wins
+        if old.line is not None or not (old.source == DEFAULT_SOURCE or old.kind == "derived"):
+            continue
         f = BY_GROUP["parameters"][name]
         anchor = float(f.default)
-        kw = {"freq_ghz": freq, "core_class": str(cls.value), "dram_latency_ns": float(lat.value)}
-        value = derived_price(name, anchor, **kw)  # type: ignore[arg-type]
+        value = derived_price(name, anchor, freq_ghz=freq, core_class=core, dram_latency_ns=dram)
         scale = value / anchor
         lo = None if f.default_min is None else f.default_min * scale
         hi = None if f.default_max is None else f.default_max * scale
-        params[name] = Param(name, value, derivation_text(name, anchor, **kw),  # type: ignore[arg-type]
-                             "derived", lo, hi, SOFTWARE_COSTS[name].why, None)
+        text = derivation_text(name, anchor, freq_ghz=freq, core_class=core, dram_latency_ns=dram)
+        params[name] = Param(name, value, text, "derived", lo, hi, SOFTWARE_COSTS[name].why, None)
     return dataclasses.replace(m, parameters=MappingProxyType(params))
 
 
